@@ -1,0 +1,182 @@
+"""Region-scoped clients: retry/timeouts, assumed roles, endpoint override, EKS tokens, kube client."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import boto3
+import pytest
+import requests
+from botocore.exceptions import ClientError, EndpointConnectionError
+
+from chalkdr.classify import classify_aws_error, classify_kube_error
+from chalkdr.clients import AwsClients, EksKubeClient, EksToken, make_eks_token
+from chalkdr.errors import EksEndpointError, PermanentAwsError, TransientAwsError, TransientKubeError
+from chalkdr.settings import ClientSettings
+
+
+def _decode(token: str) -> str:
+    assert token.startswith("k8s-aws-v1.")
+    body = token.removeprefix("k8s-aws-v1.")
+    return base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode()
+
+
+class TestAwsClients:
+    def test_retry_mode_and_timeouts_are_applied(self) -> None:
+        clients = AwsClients(
+            settings=ClientSettings(retry_mode="adaptive", max_attempts=7, read_timeout_s=4.5)
+        )
+        cfg = clients.dynamodb("us-west-2").meta.config
+        assert cfg.retries["mode"] == "adaptive" and cfg.retries["total_max_attempts"] == 7
+        assert cfg.read_timeout == 4.5 and cfg.connect_timeout == 3.0
+        assert clients.dynamodb("us-west-2").meta.region_name == "us-west-2"
+
+    def test_clients_are_cached_per_service_and_region(self) -> None:
+        clients = AwsClients()
+        assert clients.dynamodb("us-east-1") is clients.dynamodb("us-east-1")
+        assert clients.dynamodb("us-east-1") is not clients.dynamodb("us-west-2")
+
+    def test_route53_uses_the_global_control_plane_region(self) -> None:
+        # botocore names Route 53's partition-global endpoint "aws-global" (served from us-east-1).
+        assert AwsClients().route53().meta.region_name == "aws-global"
+
+    @pytest.mark.usefixtures("moto_inprocess")
+    def test_assumes_the_region_role(self) -> None:
+        role = boto3.client("iam").create_role(RoleName="chalk-dr-operator", AssumeRolePolicyDocument="{}")
+        clients = AwsClients(role_arns={"us-west-2": role["Role"]["Arn"]}, role_session_name="chalk-dr-test")
+        west = clients.sts("us-west-2").get_caller_identity()["Arn"]
+        east = clients.sts("us-east-1").get_caller_identity()["Arn"]
+        assert ":assumed-role/chalk-dr-operator/chalk-dr-test" in west
+        assert "assumed-role" not in east
+
+    def test_aws_endpoint_url_is_honoured(self, moto_server: str) -> None:
+        clients = AwsClients()
+        assert clients.dynamodb("us-west-2").meta.endpoint_url == moto_server
+        assert clients.dynamodb("us-west-2").list_tables()["TableNames"] == []
+
+
+class TestEksToken:
+    @pytest.mark.usefixtures("moto_inprocess")
+    def test_token_structure(self) -> None:
+        token = make_eks_token(AwsClients().sts("us-west-2"), "chalk-prod-west")
+        url = urlparse(_decode(token.value))
+        q = parse_qs(url.query)
+        assert url.scheme == "https" and url.hostname == "sts.us-west-2.amazonaws.com"
+        assert q["Action"] == ["GetCallerIdentity"] and q["Version"] == ["2011-06-15"]
+        assert q["X-Amz-Expires"] == ["60"]
+        assert q["X-Amz-SignedHeaders"] == ["host;x-k8s-aws-id"]
+        assert "/us-west-2/sts/aws4_request" in q["X-Amz-Credential"][0]
+        assert "=" not in token.value
+
+    @pytest.mark.usefixtures("moto_inprocess")
+    def test_token_is_accepted_by_sts(self) -> None:
+        token = make_eks_token(AwsClients().sts("us-east-1"), "chalk-prod-east")
+        resp = requests.get(_decode(token.value), headers={"x-k8s-aws-id": "chalk-prod-east"}, timeout=5)
+        assert resp.status_code == 200
+        assert "<GetCallerIdentityResult>" in resp.text and "<Account>123456789012</Account>" in resp.text
+
+    @pytest.mark.usefixtures("moto_inprocess")
+    def test_one_sts_client_signs_for_several_clusters(self) -> None:
+        sts = AwsClients().sts("us-east-1")
+        a, b = make_eks_token(sts, "a"), make_eks_token(sts, "b")
+        assert a.value != b.value
+
+
+class TestKubeClient:
+    def test_reads_a_deployment_with_an_eks_bearer_token(self, kube_emulators: dict[str, Any]) -> None:
+        kube = kube_emulators["us-east-1"]
+        with _moto_sts() as sts:
+            client = EksKubeClient(
+                cluster_name="chalk-us-east-1",
+                endpoint=kube.url + "/",  # moto's endpoints end with '/'
+                ca_data_b64=None,
+                token_factory=lambda: make_eks_token(sts, "chalk-us-east-1"),
+                settings=ClientSettings(),
+            )
+            dep = client.apps().read_namespaced_deployment(
+                "chalk-query-server", "chalk", _request_timeout=client.request_timeout
+            )
+        assert dep.spec.replicas == 2
+        auths = [r.headers.get("Authorization", "") for r in kube.requests]
+        assert auths and all(a.startswith("Bearer k8s-aws-v1.") for a in auths)
+
+    def test_token_is_refreshed_before_it_expires(self, kube_emulators: dict[str, Any]) -> None:
+        kube = kube_emulators["us-west-2"]
+        made: list[int] = []
+
+        def factory() -> EksToken:
+            made.append(len(made))
+            return EksToken(f"k8s-aws-v1.token{len(made)}", signed_at=0.0 if len(made) == 1 else 1e18)
+
+        client = EksKubeClient(
+            cluster_name="c",
+            endpoint=kube.url,
+            ca_data_b64=None,
+            token_factory=factory,
+            settings=ClientSettings(),
+        )
+        client.apps().read_namespaced_deployment("chalk-query-server", "chalk")
+        client.apps().read_namespaced_deployment("chalk-query-server", "chalk")
+        assert len(made) == 2  # the first token was stale, the second one is reused
+        assert kube.requests[-1].headers["Authorization"] == "Bearer k8s-aws-v1.token2"
+
+    def test_https_endpoint_needs_a_pem_ca(self) -> None:
+        placeholder = base64.b64encode(b"not a certificate").decode()
+        with pytest.raises(EksEndpointError, match="not a PEM certificate"):
+            EksKubeClient(
+                cluster_name="c",
+                endpoint="https://abc.gr7.us-east-1.eks.amazonaws.com",
+                ca_data_b64=placeholder,
+                token_factory=lambda: EksToken("k8s-aws-v1.x", 0.0),
+                settings=ClientSettings(),
+            )
+
+
+class _moto_sts:
+    def __enter__(self) -> Any:
+        from moto import mock_aws
+
+        self._mock = mock_aws()
+        self._mock.start()
+        return AwsClients().sts("us-east-1")
+
+    def __exit__(self, *exc: object) -> None:
+        self._mock.stop()
+
+
+def _client_error(code: str, status: int) -> ClientError:
+    return ClientError(
+        {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}}, "Op"
+    )
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        (_client_error("ThrottlingException", 400), TransientAwsError),
+        (_client_error("Throttling", 400), TransientAwsError),
+        (_client_error("InternalFailure", 500), TransientAwsError),
+        (_client_error("Whatever", 503), TransientAwsError),
+        (EndpointConnectionError(endpoint_url="https://x"), TransientAwsError),
+        (_client_error("AccessDenied", 403), PermanentAwsError),
+        (_client_error("ValidationException", 400), PermanentAwsError),
+        (_client_error("ResourceNotFoundException", 400), PermanentAwsError),
+    ],
+)
+def test_aws_errors_are_classified(exc: Exception, expected: type) -> None:
+    err = classify_aws_error(exc, service="dynamodb", operation="UpdateTable", resource="table/x")
+    assert type(err) is expected
+    assert "dynamodb:UpdateTable on table/x failed" in str(err)
+
+
+def test_kube_errors_are_classified() -> None:
+    class ApiErr(Exception):
+        def __init__(self, status: int) -> None:
+            self.status, self.reason = status, "r"
+
+    assert isinstance(classify_kube_error(ApiErr(503), operation="patch", resource="d"), TransientKubeError)
+    assert not isinstance(
+        classify_kube_error(ApiErr(403), operation="patch", resource="d"), TransientKubeError
+    )
