@@ -307,6 +307,14 @@ class Topology(_Strict):
     msk: MskConfig
     slo: Slo
     guards: Guards = Field(default_factory=Guards)
+    time_scale: float = Field(
+        default=1.0,
+        gt=0,
+        description=(
+            "Configured (AWS) seconds per real second in this environment: 1 on AWS; a simulated "
+            "environment may run faster, and every report then says that time was scaled"
+        ),
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Topology:
