@@ -1,0 +1,218 @@
+"""The drill journal (`DrillReport`) and its rendering: one typed record per run.
+
+Like a chaos-engineering journal, the report is created at the start with a slot for every
+phase; each phase writes only its own slot and a failure becomes data (status + reason)
+instead of a crash. Rendering reads only the report, so what the UI shows is exactly what was
+recorded. Unlike chaostoolkit's default policy, the undo (rollback) always runs.
+"""
+
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from chalkdr.observe import Milestones
+
+__all__ = [
+    "PHASES",
+    "DrillReport",
+    "PhaseRecord",
+    "PhaseStatus",
+    "RpoEvidence",
+    "SloVerdict",
+    "TimelineEntry",
+    "render_markdown",
+    "timeline_rows",
+]
+
+PHASES = (
+    "lock",
+    "sweep",
+    "preflight",
+    "approval",
+    "canary",
+    "inject",
+    "observe",
+    "hold",
+    "failback",
+    "postflight",
+)
+
+
+class PhaseStatus(StrEnum):
+    PENDING = "pending"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    ABORTED = "aborted"
+    SKIPPED = "skipped"
+    INTERRUPTED = "interrupted"
+
+
+class PhaseRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: PhaseStatus = PhaseStatus.PENDING
+    started_wall: float | None = None
+    ended_wall: float | None = None
+    detail: dict[str, Any] = Field(default_factory=dict)
+    reason: str | None = None
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_wall is None or self.ended_wall is None:
+            return None
+        return round(self.ended_wall - self.started_wall, 3)
+
+
+class TimelineEntry(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    wall: float
+    offset_s: float  # from the drill's start, on the monotonic clock
+    phase: str
+    event: str
+    detail: str = ""
+
+
+class RpoEvidence(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    canary_replication_lag_s: float | None = None  # write in primary -> readable in the replica
+    replication_lag_at_injection_ms: dict[str, float | None] = Field(default_factory=dict)
+    writes_held_back: bool = False  # replication-paused: writes not yet replicated at failover
+    exposure_s: float | None = None  # the window of writes a region loss would have lost
+
+
+class SloVerdict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    target: float
+    measured: float | None
+    passed: bool
+
+
+class DrillReport(BaseModel):
+    """Everything one drill did and proved. Returned as the flow result and rendered as artifacts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    drill_id: str
+    environment: str
+    scenario: str
+    routing: str
+    primary_region: str
+    secondary_regions: list[str]
+    dry_run: bool = False
+    time_scale: float = 1.0
+    probe_interval_s: float
+    started_wall: float = Field(default_factory=time.time)
+    ended_wall: float | None = None
+    outcome: PhaseStatus = PhaseStatus.PENDING
+    outcome_reason: str | None = None
+    phases: dict[str, PhaseRecord] = Field(default_factory=lambda: {p: PhaseRecord() for p in PHASES})
+    timeline: list[TimelineEntry] = Field(default_factory=list)
+    failover: Milestones | None = None
+    failback: Milestones | None = None
+    rto_s: float | None = None
+    expected_failover_s: float | None = None
+    rpo: RpoEvidence = Field(default_factory=RpoEvidence)
+    slos: list[SloVerdict] = Field(default_factory=list)
+    swept: list[str] = Field(default_factory=list)
+    approver: str | None = None
+    approval_comment: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.outcome is PhaseStatus.COMPLETED and all(s.passed for s in self.slos)
+
+
+def _fmt(v: float | None, unit: str = "s") -> str:
+    return "—" if v is None else f"{v:.2f} {unit}"
+
+
+def timeline_rows(report: DrillReport) -> list[dict[str, str]]:
+    return [
+        {
+            "t+ (s)": f"{e.offset_s:.2f}",
+            "wall (UTC)": time.strftime("%H:%M:%S", time.gmtime(e.wall)) + f".{int(e.wall % 1 * 1000):03d}",
+            "phase": e.phase,
+            "event": e.event,
+            "detail": e.detail,
+        }
+        for e in report.timeline
+    ]
+
+
+def _milestone_lines(m: Milestones | None, title: str, ref: str) -> list[str]:
+    if m is None:
+        return [f"### {title}", "", "not observed", ""]
+    window = "—" if m.error_window_s is None else f"{m.error_window_s[0]:.2f} to {m.error_window_s[1]:.2f} s"
+    return [
+        f"### {title} (seconds after {ref})",
+        "",
+        "| milestone | seconds |",
+        "|---|---|",
+        f"| Route 53 health flipped | {_fmt(m.health_flip_s)} |",
+        f"| DNS answer flipped | {_fmt(m.dns_flip_s)} |",
+        f"| first good answer via failover URL | {_fmt(m.first_good_answer_s)} |",
+        f"| canary served | {_fmt(m.canary_served_s)} |",
+        f"| failed probes | {m.failed_probes} of {m.observations} |",
+        f"| error window | {window} |",
+        "",
+    ]
+
+
+def render_markdown(report: DrillReport) -> str:
+    verdict = "PASS" if report.passed else "FAIL"
+    lines = [
+        f"# DR drill `{report.drill_id}` — {report.environment}: {verdict}",
+        "",
+        f"- scenario **{report.scenario}**, routing {report.routing}, primary {report.primary_region}, "
+        f"secondary {', '.join(report.secondary_regions)}",
+        f"- outcome: **{report.outcome.value}**"
+        + (f" — {report.outcome_reason}" if report.outcome_reason else ""),
+        f"- probe interval {report.probe_interval_s:g} s"
+        + (" · dry run (no fault injected)" if report.dry_run else ""),
+    ]
+    if report.time_scale != 1:
+        lines.append(
+            f"- **time was scaled x{report.time_scale:g}** (simulated environment): AWS durations "
+            "(RequestInterval, TTL) elapsed faster; measured seconds are real seconds"
+        )
+    if report.approver:
+        lines.append(
+            f"- approved by {report.approver}"
+            + (f": {report.approval_comment}" if report.approval_comment else "")
+        )
+    lines += [
+        "",
+        "## Recovery",
+        "",
+        "| measure | value |",
+        "|---|---|",
+        f"| RTO (injection → first good answer from the secondary) | {_fmt(report.rto_s)} |",
+        f"| expected failover time from configuration | {_fmt(report.expected_failover_s)} |",
+        f"| canary replication lag | {_fmt(report.rpo.canary_replication_lag_s)} |",
+        f"| RPO exposure | {_fmt(report.rpo.exposure_s)} |",
+    ]
+    for name, lag in sorted(report.rpo.replication_lag_at_injection_ms.items()):
+        lines.append(f"| replication lag at injection: {name} | {_fmt(lag, 'ms')} |")
+    lines += ["", "## SLOs", "", "| SLO | target | measured | result |", "|---|---|---|---|"]
+    for s in report.slos:
+        lines.append(f"| {s.name} | {s.target:g} s | {_fmt(s.measured)} | {'pass' if s.passed else 'FAIL'} |")
+    if not report.slos:
+        lines.append("| — | — | — | not evaluated |")
+    lines.append("")
+    lines += _milestone_lines(report.failover, "Failover", "injection")
+    lines += _milestone_lines(report.failback, "Failback", "undo")
+    lines += ["## Phases", "", "| phase | status | duration | note |", "|---|---|---|---|"]
+    for name in PHASES:
+        p = report.phases[name]
+        lines.append(f"| {name} | {p.status.value} | {_fmt(p.duration_s)} | {p.reason or ''} |")
+    if report.swept:
+        lines += ["", "## Swept leftovers of an earlier drill", ""] + [f"- {s}" for s in report.swept]
+    return "\n".join(lines) + "\n"
