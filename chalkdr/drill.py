@@ -14,7 +14,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field
 
 from chalkdr.query import QueryAnswer
-from chalkdr.report import SloVerdict
+from chalkdr.report import RpoEvidence, SloVerdict
 
 __all__ = [
     "CANARY_FEATURE",
@@ -29,6 +29,7 @@ __all__ = [
     "evaluate_slos",
     "health_verdict",
     "new_drill_id",
+    "rpo_exposure_s",
     "steady_state_problems",
 ]
 
@@ -204,3 +205,17 @@ def evaluate_slos(
         )
     )
     return verdicts
+
+
+def rpo_exposure_s(rpo: RpoEvidence) -> float | None:
+    """Writes at risk if the primary had been lost at injection: the larger of the observed
+    canary replication lag and the online store's published replication lag at that moment."""
+    dynamo = [
+        v / 1000
+        for k, v in rpo.replication_lag_at_injection_ms.items()
+        if k.startswith("dynamodb:") and v is not None
+    ]
+    candidates = [*dynamo] + (
+        [rpo.canary_replication_lag_s] if rpo.canary_replication_lag_s is not None else []
+    )
+    return round(max(candidates), 3) if candidates else None

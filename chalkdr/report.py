@@ -9,16 +9,20 @@ recorded. Unlike chaostoolkit's default policy, the undo (rollback) always runs.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from chalkdr.errors import DrillAborted
 from chalkdr.observe import Milestones
 
 __all__ = [
     "PHASES",
     "DrillReport",
+    "Journal",
     "PhaseRecord",
     "PhaseStatus",
     "RpoEvidence",
@@ -216,3 +220,63 @@ def render_markdown(report: DrillReport) -> str:
     if report.swept:
         lines += ["", "## Swept leftovers of an earlier drill", ""] + [f"- {s}" for s in report.swept]
     return "\n".join(lines) + "\n"
+
+
+class Journal:
+    """Writes one DrillReport: phases open and close through it, events land on its timeline.
+
+    Offsets are on the monotonic clock from the journal's creation; wall times are kept beside
+    them so the timeline can be lined up with other systems' logs.
+    """
+
+    def __init__(
+        self, report: DrillReport, *, on_phase_end: Callable[[str, PhaseRecord], None] | None = None
+    ) -> None:
+        self.report = report
+        self.mono0 = time.monotonic()
+        self.wall0 = report.started_wall
+        self._on_phase_end = on_phase_end
+
+    def event(self, phase: str, event: str, detail: str = "", *, mono: float | None = None) -> None:
+        mono = time.monotonic() if mono is None else mono
+        self.report.timeline.append(
+            TimelineEntry(
+                wall=self.wall0 + (mono - self.mono0),
+                offset_s=round(mono - self.mono0, 3),
+                phase=phase,
+                event=event,
+                detail=detail,
+            )
+        )
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[PhaseRecord]:
+        rec = self.report.phases[name]
+        rec.started_wall = time.time()
+        rec.status = PhaseStatus.PENDING
+        self.event(name, "start")
+        try:
+            yield rec
+        except DrillAborted as exc:
+            rec.status, rec.reason = PhaseStatus.ABORTED, str(exc)
+            raise
+        except KeyboardInterrupt:
+            rec.status, rec.reason = PhaseStatus.INTERRUPTED, "interrupted"
+            raise
+        except Exception as exc:
+            rec.status, rec.reason = PhaseStatus.FAILED, f"{type(exc).__name__}: {exc}"
+            raise
+        else:
+            if rec.status is PhaseStatus.PENDING:
+                rec.status = PhaseStatus.COMPLETED
+        finally:
+            rec.ended_wall = time.time()
+            self.event(name, rec.status.value, rec.reason or "")
+            if self._on_phase_end is not None:
+                self._on_phase_end(name, rec)
+
+    def skip(self, name: str, reason: str) -> None:
+        rec = self.report.phases[name]
+        rec.status, rec.reason = PhaseStatus.SKIPPED, reason
+        if self._on_phase_end is not None:
+            self._on_phase_end(name, rec)

@@ -307,6 +307,9 @@ class Topology(_Strict):
     msk: MskConfig
     slo: Slo
     guards: Guards = Field(default_factory=Guards)
+    fis_role_arn: str | None = Field(
+        default=None, description="IAM role AWS FIS assumes for drill experiments (replication-paused)"
+    )
     time_scale: float = Field(
         default=1.0,
         gt=0,
@@ -315,6 +318,13 @@ class Topology(_Strict):
             "environment may run faster, and every report then says that time was scaled"
         ),
     )
+
+    @field_validator("fis_role_arn")
+    @classmethod
+    def _fis_role(cls, v: str | None) -> str | None:
+        if v is not None and not _ROLE_ARN_RE.match(v):
+            raise _error(f"{v!r} is not an IAM role ARN")
+        return v
 
     @model_validator(mode="after")
     def _consistent(self) -> Topology:

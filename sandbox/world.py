@@ -202,17 +202,19 @@ class World:
     def _seed(self) -> None:
         env = self.spec.environment
         primary = self.spec.regions[0].aws_region
-        self.zone_id = self.client("route53", "us-east-1").create_hosted_zone(
-            Name=ZONE_NAME, CallerReference=f"sandbox-{uuid.uuid4()}"
-        )["HostedZone"]["Id"].removeprefix("/hostedzone/")
+        self.zone_id = (
+            self.client("route53", "us-east-1")
+            .create_hosted_zone(Name=ZONE_NAME, CallerReference=f"sandbox-{uuid.uuid4()}")["HostedZone"]["Id"]
+            .removeprefix("/hostedzone/")
+        )
         for a, reg in self.regions.items():
             short = reg.spec.short
             ec2 = self.client("ec2", a)
             vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
             subnets = [
-                ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=f"{a}{z}")["Subnet"][
-                    "SubnetId"
-                ]
+                ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=f"{a}{z}")[
+                    "Subnet"
+                ]["SubnetId"]
                 for i, z in enumerate("ab")
             ]
             lb = self.client("elbv2", a).create_load_balancer(
@@ -335,6 +337,7 @@ class World:
                 "service_execution_role_arn": f"arn:aws:iam::{ACCOUNT_ID}:role/msk-replicator",
             },
             "slo": {"rto_seconds": 120, "rpo_seconds": 5},
+            "fis_role_arn": f"arn:aws:iam::{ACCOUNT_ID}:role/chalk-dr-fis",
             "guards": {
                 "max_dynamodb_replication_lag_ms": 5000,
                 "max_msk_replication_lag_ms": 10000,

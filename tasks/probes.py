@@ -1,0 +1,355 @@
+"""Tasks for observing Chalk's data plane from outside: steady state, failover, canaries.
+
+Read-only by construction: nothing here mutates AWS or Kubernetes except the canary write,
+which is tagged with the drill id. One task is one meaningful step (a steady-state check, a
+whole observation loop); individual probes are plain functions polled inside those tasks so
+the Prefect UI shows the runbook, not thousands of probe runs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from chalkdr.classify import aws_call
+from chalkdr.clients import AwsClients
+from chalkdr.drill import (
+    CANARY_FEATURE,
+    CANARY_INPUT,
+    LagReading,
+    RegionRoute,
+    Routing,
+    SteadyState,
+    canary_item,
+    health_verdict,
+    steady_state_problems,
+)
+from chalkdr.observe import Observation, QueryProbe
+from chalkdr.query import ChalkQueryClient, QueryAnswer, healthz
+from chalkdr.topology import RegionConfig, RoutingMode, Topology
+
+__all__ = [
+    "ProbeSet",
+    "await_steady_state",
+    "discover_routing",
+    "gather_steady_state",
+    "measure_canary_replication",
+    "observe_until",
+    "read_canary",
+    "replicator_names",
+]
+
+PROBE_INPUTS = {"user.id": 1}
+PROBE_OUTPUTS = ["user.name"]
+
+
+@dataclass
+class ProbeSet:
+    """Clients a drill probes with: one query client per region and one for the failover URL."""
+
+    topology: Topology
+    clients: AwsClients
+    regional: dict[str, ChalkQueryClient]
+    failover: ChalkQueryClient
+    fingerprints: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
+
+    def close(self) -> None:
+        for c in [*self.regional.values(), self.failover]:
+            c.close()
+
+    def region_of(self, answer: QueryAnswer) -> str | None:
+        """Which region answered: the region whose own hostname gives the same (env name, deployment)."""
+        key = (answer.environment_name, answer.deployment_id)
+        matches = [r for r, fp in self.fingerprints.items() if fp == key]
+        if len(matches) == 1:
+            return matches[0]
+        by_name = [r for r, fp in self.fingerprints.items() if fp[0] == answer.environment_name]
+        return by_name[0] if len(by_name) == 1 else None
+
+
+def discover_routing(topology: Topology, clients: AwsClients) -> Routing:
+    """The failover name's records as Route 53 has them, each mapped to its region by ALB DNS name."""
+    alb_dns: dict[str, str] = {}
+    for r in topology.regions:
+        elbv2 = clients.elbv2(r.aws_region)
+        with aws_call("elasticloadbalancing", "DescribeLoadBalancers", r.alb):
+            if r.alb.startswith("arn:"):
+                lb = elbv2.describe_load_balancers(LoadBalancerArns=[r.alb])["LoadBalancers"][0]
+            else:
+                lb = elbv2.describe_load_balancers(Names=[r.alb])["LoadBalancers"][0]
+        alb_dns[lb["DNSName"].lower().rstrip(".")] = r.aws_region
+    name = topology.route53.failover_record
+    route53 = clients.route53()
+    with aws_call("route53", "ListResourceRecordSets", f"{topology.route53.zone_id}/{name}"):
+        sets = route53.list_resource_record_sets(
+            HostedZoneId=topology.route53.zone_id, StartRecordName=name, StartRecordType="A", MaxItems="50"
+        )["ResourceRecordSets"]
+    routes: dict[str, RegionRoute] = {}
+    for rs in sets:
+        if rs["Name"].rstrip(".").lower() != name or "AliasTarget" not in rs:
+            continue
+        dns = rs["AliasTarget"]["DNSName"].lower().rstrip(".").removeprefix("dualstack.")
+        region = alb_dns.get(dns)
+        if region is None:
+            continue
+        role = rs.get("Failover") or (
+            f"weight={rs['Weight']}" if "Weight" in rs else rs.get("Region", "simple")
+        )
+        routes[region] = RegionRoute(
+            region=region,
+            alb_dns=dns,
+            health_check_id=rs.get("HealthCheckId"),
+            role=str(role),
+            set_identifier=rs.get("SetIdentifier", ""),
+        )
+    return Routing(record=name, routes=routes)
+
+
+def read_route53_health(clients: AwsClients, routing: Routing) -> dict[str, bool | None]:
+    out: dict[str, bool | None] = {}
+    for region, route in routing.routes.items():
+        if route.health_check_id is None:
+            out[region] = None
+            continue
+        with aws_call("route53", "GetHealthCheckStatus", route.health_check_id):
+            obs = clients.route53().get_health_check_status(HealthCheckId=route.health_check_id)[
+                "HealthCheckObservations"
+            ]
+        out[region] = health_verdict([o.get("StatusReport", {}).get("Status", "") for o in obs])
+    return out
+
+
+def read_dns_region(topology: Topology, clients: AwsClients, routing: Routing) -> str | None:
+    with aws_call("route53", "TestDNSAnswer", routing.record):
+        resp = clients.route53().test_dns_answer(
+            HostedZoneId=topology.route53.zone_id, RecordName=routing.record, RecordType="A"
+        )
+    data = resp.get("RecordData") or []
+    return routing.region_of_answer(data[0] if data else None)
+
+
+def replicator_names(topology: Topology) -> dict[str, str]:
+    """target region -> MSK replicator name (suffixed with the region when there are several)."""
+    secondaries = topology.secondaries
+    base = topology.msk.replicator_name
+    if len(secondaries) == 1:
+        return {secondaries[0].aws_region: base}
+    return {r.aws_region: f"{base}-{r.aws_region}" for r in secondaries}
+
+
+def _latest(
+    clients: AwsClients, region: str, namespace: str, metric: str, dims: dict[str, str], window_s: float
+) -> float | None:
+    now = datetime.now(UTC)
+    with aws_call("monitoring", "GetMetricStatistics", f"{namespace}/{metric}"):
+        points = clients.cloudwatch(region).get_metric_statistics(
+            Namespace=namespace,
+            MetricName=metric,
+            Dimensions=[{"Name": k, "Value": v} for k, v in dims.items()],
+            StartTime=now - timedelta(seconds=window_s),
+            EndTime=now + timedelta(seconds=60),
+            Period=60,
+            Statistics=["Maximum"],
+        )["Datapoints"]
+    if not points:
+        return None
+    return float(max(points, key=lambda p: p["Timestamp"])["Maximum"])
+
+
+def read_replication_lags(
+    topology: Topology, clients: AwsClients, window_s: float = 300
+) -> dict[str, LagReading]:
+    """DynamoDB, MSK and Aurora replication lag, latest datapoints, each with its guard."""
+    g, primary = topology.guards, topology.primary
+    lags: dict[str, LagReading] = {}
+    for table in primary.online_store_tables:
+        for sec in topology.secondaries:
+            v = _latest(
+                clients,
+                primary.aws_region,
+                "AWS/DynamoDB",
+                "ReplicationLatency",
+                {"TableName": table, "ReceivingRegion": sec.aws_region},
+                window_s,
+            )
+            lags[f"dynamodb:{table}->{sec.aws_region}"] = LagReading(
+                value=v, limit=g.max_dynamodb_replication_lag_ms, unit="ms"
+            )
+    for region, name in replicator_names(topology).items():
+        dims = {"ReplicatorName": name}
+        lags[f"msk:{name}:latency"] = LagReading(
+            value=_latest(clients, region, "AWS/Kafka", "ReplicationLatency", dims, window_s),
+            limit=g.max_msk_replication_lag_ms,
+            unit="ms",
+        )
+        lags[f"msk:{name}:message-lag"] = LagReading(
+            value=_latest(clients, region, "AWS/Kafka", "MessageLag", dims, window_s),
+            limit=g.max_msk_message_lag,
+            unit="messages",
+        )
+    for sec in topology.secondaries:
+        lags[f"aurora:{sec.aurora_cluster_id}"] = LagReading(
+            value=_latest(
+                clients,
+                sec.aws_region,
+                "AWS/RDS",
+                "AuroraGlobalDBReplicationLag",
+                {"DBClusterIdentifier": sec.aurora_cluster_id},
+                window_s,
+            ),
+            limit=g.max_aurora_replication_lag_ms,
+            unit="ms",
+        )
+    return lags
+
+
+def read_capacity(clients: AwsClients, region: RegionConfig) -> tuple[int, int]:
+    kube = clients.kube(region.eks.cluster_name, region.aws_region)
+    dep = kube.apps().read_namespaced_deployment(
+        region.eks.query_server_deployment, region.eks.namespace, _request_timeout=kube.request_timeout
+    )
+    return int(dep.status.ready_replicas or 0), int(dep.spec.replicas or 0)
+
+
+def gather_steady_state(probes: ProbeSet, routing: Routing) -> SteadyState:
+    """Every region's /healthz, Route 53's verdicts, DNS, lags, served deployments, capacity."""
+    t, clients = probes.topology, probes.clients
+    served = {r: c.query(PROBE_INPUTS, PROBE_OUTPUTS) for r, c in probes.regional.items()}
+    probes.fingerprints.update({r: (a.environment_name, a.deployment_id) for r, a in served.items() if a.ok})
+    failover_mode = t.routing is RoutingMode.FAILOVER
+    expected = [t.primary.aws_region] if failover_mode else [r.aws_region for r in t.regions]
+    return SteadyState(
+        healthz={r.aws_region: healthz(r.url)[0] for r in t.regions},
+        route53_health=read_route53_health(clients, routing),
+        dns_region=read_dns_region(t, clients, routing),
+        expected_dns_regions=expected,
+        lags=read_replication_lags(t, clients),
+        served=served,
+        capacity={r.aws_region: read_capacity(clients, r) for r in t.regions},
+    )
+
+
+@task(name="await-steady-state", cache_policy=NO_CACHE)
+def await_steady_state(
+    probes: ProbeSet, routing: Routing, *, timeout_s: float, interval_s: float
+) -> tuple[SteadyState, list[str]]:
+    """Read steady state until it holds or the deadline passes (timeout 0: read once)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        state = gather_steady_state(probes, routing)
+        problems = steady_state_problems(state)
+        if not problems or time.monotonic() >= deadline:
+            return state, problems
+        time.sleep(interval_s)
+
+
+def _canary_key(drill_id: str) -> dict[str, dict[str, str]]:
+    return {"pk": canary_item(drill_id, 0.0)["pk"]}
+
+
+def read_canary(probes: ProbeSet, drill_id: str, regions: Sequence[str]) -> bool:
+    """Whether every one of `regions` can read the canary (strongly consistent read)."""
+    table = probes.topology.primary.online_store_tables[0]
+    for region in regions:
+        with aws_call("dynamodb", "GetItem", f"{region}/{table}"):
+            got = probes.clients.dynamodb(region).get_item(
+                TableName=table, Key=_canary_key(drill_id), ConsistentRead=True
+            )
+        if "Item" not in got:
+            return False
+    return True
+
+
+@task(name="measure-canary-replication", cache_policy=NO_CACHE)
+def measure_canary_replication(
+    probes: ProbeSet, drill_id: str, *, timeout_s: float, poll_s: float = 0.05, write: bool = True
+) -> tuple[float | None, list[str]]:
+    """Write the canary in the primary; seconds until every secondary replica can read it."""
+    t, clients = probes.topology, probes.clients
+    table = t.primary.online_store_tables[0]
+    if write:
+        with aws_call("dynamodb", "PutItem", f"{t.primary.aws_region}/{table}"):
+            clients.dynamodb(t.primary.aws_region).put_item(
+                TableName=table, Item=canary_item(drill_id, time.time())
+            )
+    start = time.monotonic()
+    pending = [r.aws_region for r in t.secondaries]
+    deadline = start + timeout_s
+    while True:
+        pending = [r for r in pending if not read_canary(probes, drill_id, [r])]
+        if not pending or time.monotonic() >= deadline:
+            break
+        time.sleep(poll_s)
+    lag = None if pending else round(time.monotonic() - start, 3)
+    return lag, pending
+
+
+def take_observation(probes: ProbeSet, routing: Routing, drill_id: str | None) -> Observation:
+    mono, wall = time.monotonic(), time.time()
+    t, clients = probes.topology, probes.clients
+    try:
+        health = read_route53_health(clients, routing)
+    except Exception:  # noqa: BLE001 - a failed read is an observation too (None)
+        health = {r: None for r in routing.routes}
+    try:
+        dns = read_dns_region(t, clients, routing)
+    except Exception:  # noqa: BLE001
+        dns = None
+    inputs = {CANARY_INPUT: drill_id} if drill_id else PROBE_INPUTS
+    outputs = [CANARY_FEATURE] if drill_id else PROBE_OUTPUTS
+    answer = probes.failover.query(inputs, outputs)
+    canary = answer.values.get(CANARY_FEATURE) if drill_id else None
+    probe = QueryProbe(
+        ok=answer.ok,
+        status_code=answer.status_code,
+        deployment_id=answer.deployment_id,
+        region=probes.region_of(answer) if answer.ok else None,
+        latency_s=round(answer.latency_s, 4),
+        error=answer.error if not answer.ok else None,
+        canary_value=str(canary) if canary == drill_id else None,
+    )
+    return Observation(mono=mono, wall=wall, health=health, dns_answer=dns, query=probe)
+
+
+def observe_until(
+    probes: ProbeSet,
+    routing: Routing,
+    *,
+    interval_s: float,
+    timeout_s: float,
+    done: Callable[[Sequence[Observation]], bool],
+    abort: Callable[[Sequence[Observation]], str | None],
+    drill_id: str | None,
+    min_duration_s: float = 0.0,
+) -> tuple[list[Observation], str | None]:
+    """Poll every `interval_s` on the monotonic clock until `done`, `abort` or the deadline.
+
+    Returns the observations and the abort reason (None when done or timed out). The loop is
+    paced to the start of each poll, so a slow probe does not stretch the interval.
+    """
+    logger = get_run_logger()
+    obs: list[Observation] = []
+    start = time.monotonic()
+    deadline = start + timeout_s
+    next_at = start
+    while True:
+        now = time.monotonic()
+        if now < next_at:
+            time.sleep(next_at - now)
+        o = take_observation(probes, routing, drill_id)
+        obs.append(o)
+        reason = abort(obs)
+        if reason:
+            logger.warning("observation aborted: %s", reason)
+            return obs, reason
+        elapsed = time.monotonic() - start
+        if elapsed >= min_duration_s and done(obs):
+            return obs, None
+        if time.monotonic() >= deadline:
+            return obs, None
+        next_at += interval_s
