@@ -70,7 +70,7 @@ _ALB_ARN_RE = re.compile(
 )
 _ALB_NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,30}[A-Za-z0-9])?$")
 _MSK_ARN_RE = re.compile(
-    r"^arn:aws[a-z-]*:kafka:(?P<region>[a-z0-9-]+):\d{12}:cluster/[A-Za-z0-9-]+/[A-Za-z0-9-]+$"
+    r"^arn:aws[a-z-]*:kafka:(?P<region>[a-z0-9-]+):\d{12}:cluster/[A-Za-z0-9-]+(/[A-Za-z0-9-]+)?$"
 )
 _ROLE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
 _K8S_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -240,7 +240,7 @@ class HealthCheckConfig(_Strict):
 
 
 class Route53Config(_Strict):
-    hosted_zone_id: str = Field(pattern=r"^(/hostedzone/)?Z[A-Z0-9]{1,32}$")
+    hosted_zone_id: str = Field(pattern=r"^(/hostedzone/)?[A-Z0-9]{1,32}$")
     failover_record: str = Field(description="The name clients use, e.g. chalk-failover.example.com")
     failover_url: AnyHttpUrl | None = Field(default=None, description="Defaults to https://<failover_record>")
     record_ttl_seconds: int = Field(

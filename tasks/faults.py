@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 
 from chalkdr.audit import AuditRecord
 from chalkdr.classify import aws_call, classify_kube_error
@@ -326,14 +327,14 @@ def make_fault(
     return FisExperiment(clients, primary.aws_region, drill_id, lambda: template)
 
 
-@task(name="inject-fault")
+@task(name="inject-fault", cache_policy=NO_CACHE)
 def inject_fault(fault: Fault) -> str:
     fault.inject()
     get_run_logger().info("fault %s injected on %s", fault.scenario.value, fault.target)
     return fault.target
 
 
-@task(name="undo-fault")
+@task(name="undo-fault", cache_policy=NO_CACHE)
 def undo_fault(fault: Fault) -> list[str]:
     restored = fault.undo()
     get_run_logger().info(
@@ -342,7 +343,7 @@ def undo_fault(fault: Fault) -> list[str]:
     return restored
 
 
-@task(name="sweep-leftovers")
+@task(name="sweep-leftovers", cache_policy=NO_CACHE)
 def sweep_leftovers(topology: Topology, clients: AwsClients, routing: Routing) -> list[str]:
     """Undo whatever an earlier, crashed drill left behind; returns what was restored."""
     restored: list[str] = []
