@@ -24,5 +24,16 @@ typecheck: $(STAMP)
 test: lint typecheck
 	$(VENV)/bin/pytest -q
 
+# A whole game day against the embedded sandbox; the Prefect server stays up for inspection.
+demo: $(STAMP)
+	$(PY) -m sandbox.demo run
+
+stop: $(STAMP)
+	$(PY) -m sandbox.demo stop
+
+bench: $(STAMP)
+	$(PY) benchmarks/drill.py
+	$(PY) benchmarks/provision.py
+
 clean:
 	rm -rf $(VENV) .sandbox .prefect-demo

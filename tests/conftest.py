@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -85,3 +88,58 @@ def prefect_backend() -> Iterator[None]:
         temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}),
     ):
         yield
+
+
+class SandboxWorld:
+    """A sandbox world running in its own process, reached only through its env and topology."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.topology_path = state_dir / "topology.yaml"
+        self.env = dict(
+            line.split("=", 1) for line in (state_dir / "sandbox.env").read_text().splitlines() if "=" in line
+        )
+        self.aws_endpoint = self.env["AWS_ENDPOINT_URL"]
+
+    @property
+    def topology(self) -> Any:
+        from chalkdr.topology import load_topology
+
+        return load_topology(self.topology_path)
+
+    def truth(self, kind: str | None = None, since: float | None = None) -> list[dict[str, Any]]:
+        import httpx
+
+        params: dict[str, Any] = {}
+        if kind:
+            params["kind"] = kind
+        if since is not None:
+            params["since"] = since
+        return list(httpx.get(f"{self.aws_endpoint}/_sandbox/truth", params=params, timeout=10).json())
+
+
+def start_world(state_dir: Path, *extra: str) -> SandboxWorld:
+    cmd = [sys.executable, "-m", "sandbox", "up", "--state-dir", str(state_dir), *extra]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=90)
+    return SandboxWorld(state_dir)
+
+
+def stop_world(world: SandboxWorld) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "sandbox", "down", "--state-dir", str(world.state_dir)], check=True, timeout=60
+    )
+
+
+@pytest.fixture(scope="session")
+def sandbox_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxWorld]:
+    """One sandbox world (separate process) for the session; flows reach it via its env only."""
+    world = start_world(tmp_path_factory.mktemp("world"))
+    yield world
+    stop_world(world)
+
+
+@pytest.fixture
+def world_env(sandbox_world: SandboxWorld, monkeypatch: pytest.MonkeyPatch) -> SandboxWorld:
+    for key, value in sandbox_world.env.items():
+        monkeypatch.setenv(key, value)
+    return sandbox_world

@@ -1,0 +1,475 @@
+"""Aurora global databases in the sandbox: switchover, failover and cross-region replication lag.
+
+moto 5.2.5 stores global clusters and their members (in its us-east-1 backend, whatever region
+the call names) but raises NotImplementedError for SwitchoverGlobalCluster and
+FailoverGlobalCluster, ignores GlobalClusterIdentifier in DescribeGlobalClusters (so an unknown
+identifier returns every global cluster instead of GlobalClusterNotFoundFault), and leaves no
+writer when a global cluster is built from an existing cluster. This simulator answers those
+calls on moto's own objects, so DescribeGlobalClusters and DescribeDBClusters keep agreeing:
+
+- a switchover (planned, RPO 0) or failover (AllowDataLoss, unplanned) is accepted at once and
+  completes `switch_after` real seconds later. Meanwhile the global cluster's Status is
+  "switching-over" / "failing-over" and FailoverState walks pending -> switching-over /
+  failing-over; at the end IsWriter flips, Status is "available" and FailoverState is gone
+  (AWS: it is "empty unless a switchover or failover operation is scheduled or in progress");
+- FailoverGlobalCluster follows the API reference: AllowDataLoss makes it a failover; without it
+  (or with Switchover) it is a switchover; both together are InvalidParameterCombination;
+- every secondary publishes AuroraGlobalDBReplicationLag (AWS/RDS, DBClusterIdentifier,
+  Milliseconds) into its own region's CloudWatch; `POST /_sandbox/aurora/lag` pins it.
+
+Responses are serialized by moto's serializer against botocore's RDS model, so they parse as
+AWS's GlobalCluster XML.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from moto.core.serialize import XFormedAttributePicker, get_serializer_class
+from moto.core.utils import get_service_model
+from moto.rds.models import DBCluster, GlobalCluster, RDSBackend, rds_backends
+from werkzeug.wrappers import Response
+
+from sandbox.aws import ACCOUNT_ID, AwsCall, SandboxAwsApp, json_reply, query_error
+from sandbox.clock import SandboxClock, Ticker
+from sandbox.truth import GroundTruth
+
+__all__ = ["AuroraSim"]
+
+NAMESPACE = "AWS/RDS"
+LAG_METRIC = "AuroraGlobalDBReplicationLag"
+GLOBAL_REGION = "us-east-1"  # where moto keeps every global cluster
+
+
+@dataclass
+class _Operation:
+    """A switchover or failover in flight on one global cluster."""
+
+    global_id: str
+    kind: str  # switchover | failover
+    from_arn: str
+    to_arn: str
+    running_at: float  # monotonic: FailoverState leaves "pending"
+    done_at: float  # monotonic: the writer flips
+    state: dict[str, Any]  # the FailoverState the global cluster shows while this is in flight
+
+    @property
+    def status(self) -> str:
+        return "switching-over" if self.kind == "switchover" else "failing-over"
+
+
+def _is_true(value: str | None) -> bool:
+    return (value or "").strip().lower() == "true"
+
+
+def _cluster_arn_parts(arn: str) -> tuple[str, str] | None:
+    """(region, identifier) of `arn:aws:rds:<region>:<account>:cluster:<id>`."""
+    parts = arn.split(":")
+    if len(parts) == 7 and parts[2] == "rds" and parts[5] == "cluster":
+        return parts[3], parts[6].lower()
+    return None
+
+
+class AuroraSim:
+    """Switchover/failover and replication lag for Aurora global databases on top of moto's RDS."""
+
+    def __init__(
+        self,
+        app: SandboxAwsApp,
+        *,
+        clock: SandboxClock,
+        truth: GroundTruth,
+        switch_after: float = 0.5,
+        metric_period: float = 1.0,
+        baseline_lag_ms: float = 90.0,
+        account_id: str = ACCOUNT_ID,
+        seed: int | None = None,
+    ) -> None:
+        self._clock = clock
+        self._truth = truth
+        self._switch_after = switch_after
+        self._metric_period = metric_period
+        self._baseline_lag = baseline_lag_ms
+        self._account = account_id
+        self._rng = random.Random(seed)
+        self._lock = threading.RLock()
+        self._operations: dict[str, _Operation] = {}  # by lower-cased global cluster id
+        self._lag_overrides: dict[str, float] = {}  # by lower-cased DB cluster id
+        self._tickers: list[Ticker] = []
+        self._endpoint_url: str | None = None
+        self._cloudwatch: dict[str, Any] = {}
+        app.intercept("rds", self._intercept)
+        app.observe("rds", self._observe)
+        app.control("POST", "/_sandbox/aurora/lag", self._control_lag)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self, endpoint_url: str) -> None:
+        self._endpoint_url = endpoint_url
+        self._tickers = [
+            Ticker("aurora-state", self._advance, lambda: 0.05).start(),
+            Ticker("aurora-metrics", self._publish_metrics, lambda: self._metric_period).start(),
+        ]
+
+    def stop(self) -> None:
+        for ticker in self._tickers:
+            ticker.stop()
+        self._tickers = []
+
+    @property
+    def errors(self) -> list[BaseException]:
+        """Exceptions the background loops survived (for the world's health report)."""
+        return [e for t in self._tickers for e in t.errors]
+
+    # -- moto access -------------------------------------------------------------------------
+
+    def _backend(self, region: str) -> RDSBackend:
+        return rds_backends[self._account][region]
+
+    def _global_clusters(self) -> Any:
+        return self._backend(GLOBAL_REGION).global_clusters
+
+    def _cluster_by_arn(self, arn: str) -> DBCluster | None:
+        parts = _cluster_arn_parts(arn)
+        if parts is None:
+            return None
+        region, ident = parts
+        return self._backend(region).clusters.get(ident)
+
+    def _resolve_cluster(self, ident: str, region: str) -> DBCluster | None:
+        """A DB cluster by ARN (any region) or by identifier in the request's region."""
+        if ident.startswith("arn:"):
+            return self._cluster_by_arn(ident)
+        return self._backend(region).clusters.get(ident.lower())
+
+    @staticmethod
+    def _reply(action: str, result: dict[str, Any]) -> Response:
+        """Serialize `result` as AWS's XML for `action`, exactly as moto answers its own calls."""
+        operation = get_service_model("rds").operation_model(action)
+        serializer = get_serializer_class("rds", "query")(
+            operation_model=operation, pretty_print=False, value_picker=XFormedAttributePicker()
+        )
+        out = serializer.serialize(result)
+        return Response(out["body"], status=out["status_code"], headers=dict(out["headers"]))
+
+    # -- state machine -----------------------------------------------------------------------
+
+    def _advance(self) -> None:
+        """Apply every phase change that is due; called by the ticker and before each RDS call."""
+        now = time.monotonic()
+        with self._lock:
+            for key, op in list(self._operations.items()):
+                gc = self._global_clusters().get(op.global_id)
+                if gc is None or getattr(gc, "failover_state", None) is not op.state:
+                    del self._operations[key]  # deleted, or moto was reset
+                    continue
+                if now >= op.done_at:
+                    self._finish(gc, op)
+                    del self._operations[key]
+                elif now >= op.running_at:
+                    op.state["Status"] = op.status
+
+    def _finish(self, gc: GlobalCluster, op: _Operation) -> None:
+        old, new = self._cluster_by_arn(op.from_arn), self._cluster_by_arn(op.to_arn)
+        if old is not None:
+            old.is_writer = False
+        if new is not None:
+            new.is_writer = True
+        gc.status = "available"
+        # moto's model has no FailoverState; its serializer picks up the attribute we add.
+        setattr(gc, "failover_state", None)  # noqa: B010
+        self._truth.record(
+            "aurora.writer",
+            global_cluster=gc.global_cluster_identifier,
+            writer_arn=op.to_arn,
+            previous_writer_arn=op.from_arn,
+            operation=op.kind,
+        )
+
+    # -- request routing ---------------------------------------------------------------------
+
+    def _intercept(self, call: AwsCall) -> Response | None:
+        self._advance()
+        action = call.action
+        if action == "SwitchoverGlobalCluster":
+            return self._switch(call, kind="switchover")
+        if action == "FailoverGlobalCluster":
+            allow, switch = call.form.get("AllowDataLoss"), call.form.get("Switchover")
+            if allow is not None and switch is not None:
+                return query_error(
+                    "InvalidParameterCombination",
+                    "AllowDataLoss and Switchover can't be specified together.",
+                )
+            return self._switch(call, kind="failover" if _is_true(allow) else "switchover")
+        if action == "DescribeGlobalClusters":
+            return self._describe(call)
+        if action == "RemoveFromGlobalCluster":
+            return self._remove(call)
+        if action == "DeleteDBCluster":
+            return self._guard_delete(call)
+        return None
+
+    def _observe(self, call: AwsCall, status: int, body: bytes) -> bytes | None:
+        if status != 200:
+            return None
+        if call.action == "DeleteDBCluster":
+            # moto detaches a deleted cluster only when it lives in us-east-1; drop the others too.
+            with self._lock:
+                for gc in self._global_clusters().values():
+                    gc.members[:] = [m for m in gc.members if self._cluster_by_arn(m.db_cluster_arn) is m]
+            return None
+        if call.action != "CreateGlobalCluster" or not call.form.get("SourceDBClusterIdentifier"):
+            return None
+        # CreateGlobalCluster from an existing cluster: moto attaches it without making it the writer.
+        with self._lock:
+            gc = self._global_clusters().get(call.form.get("GlobalClusterIdentifier", ""))
+            if gc is None or not gc.members:
+                return None
+            source = gc.members[0]
+            source.is_writer = True
+            source.global_cluster_identifier = gc.global_cluster_identifier
+            return self._reply("CreateGlobalCluster", {"GlobalCluster": gc}).get_data()
+
+    def _switch(self, call: AwsCall, *, kind: str) -> Response:
+        global_id = call.form.get("GlobalClusterIdentifier", "")
+        target_id = call.form.get("TargetDbClusterIdentifier", "")
+        with self._lock:
+            gc = self._global_clusters().get(global_id)
+            if gc is None:
+                return query_error(
+                    "GlobalClusterNotFoundFault", f"Global cluster {global_id} not found.", status=404
+                )
+            target = self._resolve_cluster(target_id, call.region)
+            if target is None:
+                return query_error("DBClusterNotFoundFault", f"DBCluster {target_id} not found.", status=404)
+            if target not in gc.members:
+                return query_error(
+                    "DBClusterNotFoundFault",
+                    f"DBCluster {target.db_cluster_arn} is not a member of global cluster "
+                    f"{gc.global_cluster_identifier}.",
+                    status=404,
+                )
+            busy = self._busy(gc)
+            if busy is not None:
+                return busy
+            if target.is_writer:
+                return query_error(
+                    "InvalidParameterValue",
+                    f"DBCluster {target.db_cluster_arn} is already the primary cluster of global cluster "
+                    f"{gc.global_cluster_identifier}; choose a secondary cluster.",
+                )
+            writer = next((m for m in gc.members if m.is_writer), None)
+            now = time.monotonic()
+            from_arn = writer.db_cluster_arn if writer is not None else ""
+            op = _Operation(
+                global_id=gc.global_cluster_identifier,
+                kind=kind,
+                from_arn=from_arn,
+                to_arn=target.db_cluster_arn,
+                running_at=now + self._switch_after * 0.2,
+                done_at=now + self._switch_after,
+                state={
+                    "Status": "pending",
+                    "FromDbClusterArn": from_arn,
+                    "ToDbClusterArn": target.db_cluster_arn,
+                    "IsDataLossAllowed": kind == "failover",
+                },
+            )
+            gc.status = op.status
+            gc.failover_state = op.state
+            self._operations[gc.global_cluster_identifier.lower()] = op
+            self._truth.record(
+                "aurora.operation",
+                global_cluster=gc.global_cluster_identifier,
+                operation=kind,
+                from_arn=op.from_arn,
+                to_arn=op.to_arn,
+            )
+            return self._reply(call.action, {"GlobalCluster": gc})
+
+    def _busy(self, gc: GlobalCluster) -> Response | None:
+        if gc.global_cluster_identifier.lower() in self._operations or gc.status != "available":
+            return query_error(
+                "InvalidGlobalClusterStateFault",
+                f"Global cluster {gc.global_cluster_identifier} is in {gc.status} state; "
+                "another switchover or failover is in progress.",
+            )
+        return None
+
+    def _remove(self, call: AwsCall) -> Response:
+        """RemoveFromGlobalCluster ("detach"): the cluster becomes a standalone read-write cluster."""
+        global_id = call.form.get("GlobalClusterIdentifier", "")
+        member_arn = call.form.get("DbClusterIdentifier", "")
+        if _cluster_arn_parts(member_arn) is None:
+            return query_error("InvalidParameterValue", f"Malformed db cluster arn {member_arn}.")
+        with self._lock:
+            gc = self._global_clusters().get(global_id)
+            if gc is None:
+                return query_error(
+                    "GlobalClusterNotFoundFault", f"Global cluster {global_id} not found.", status=404
+                )
+            cluster = self._cluster_by_arn(member_arn)
+            if cluster is None or cluster not in gc.members:
+                return query_error(
+                    "DBClusterNotFoundFault",
+                    f"DBCluster {member_arn} is not a member of global cluster "
+                    f"{gc.global_cluster_identifier}.",
+                    status=404,
+                )
+            busy = self._busy(gc)
+            if busy is not None:
+                return busy
+            if cluster.is_writer and len(gc.members) > 1:
+                return query_error(
+                    "InvalidGlobalClusterStateFault",
+                    "Unable to remove the primary cluster of a global cluster while there are other "
+                    "global cluster members.",
+                )
+            gc.members.remove(cluster)
+            cluster.is_writer = False
+            cluster.global_cluster_identifier = None
+            self._truth.record(
+                "aurora.detached", global_cluster=gc.global_cluster_identifier, cluster_arn=member_arn
+            )
+            return self._reply("RemoveFromGlobalCluster", {"GlobalCluster": gc})
+
+    def _guard_delete(self, call: AwsCall) -> Response | None:
+        """AWS refuses to delete a global database's primary while it still has secondaries."""
+        ident = call.form.get("DBClusterIdentifier", "")
+        with self._lock:
+            cluster = self._resolve_cluster(ident, call.region)
+            if cluster is None:
+                return None
+            for gc in self._global_clusters().values():
+                if cluster not in gc.members:
+                    continue
+                busy = self._busy(gc)
+                if busy is not None:
+                    return busy
+                if cluster.is_writer and len(gc.members) > 1:
+                    return query_error(
+                        "InvalidGlobalClusterStateFault",
+                        "Unable to delete cluster that is a primary member of global cluster while there are "
+                        "other global cluster members",
+                    )
+        return None
+
+    def _describe(self, call: AwsCall) -> Response:
+        form = call.form
+        global_id = form.get("GlobalClusterIdentifier")
+        regions: set[str] | None = None
+        i = 1
+        while f"Filters.Filter.{i}.Name" in form:
+            name = form[f"Filters.Filter.{i}.Name"]
+            if name != "region":
+                return query_error("InvalidParameterValue", f"Unrecognized filter name: {name}.")
+            values = {v for k, v in form.items() if k.startswith(f"Filters.Filter.{i}.Values.")}
+            regions = values if regions is None else regions & values
+            i += 1
+        with self._lock:
+            if global_id:
+                gc = self._global_clusters().get(global_id)
+                if gc is None:
+                    return query_error(
+                        "GlobalClusterNotFoundFault", f"Global cluster {global_id} not found.", status=404
+                    )
+                found = [gc]
+            else:
+                found = list(self._global_clusters().values())
+            if regions is not None:
+                found = [
+                    gc
+                    for gc in found
+                    if any((_cluster_arn_parts(m.db_cluster_arn) or ("",))[0] in regions for m in gc.members)
+                ]
+            try:
+                max_records = int(form.get("MaxRecords", "100"))
+                start = int(form.get("Marker", "0") or "0")
+            except ValueError:
+                return query_error("InvalidParameterValue", "Invalid MaxRecords or Marker.")
+            if not 20 <= max_records <= 100:
+                return query_error("InvalidParameterValue", "MaxRecords must be between 20 and 100.")
+            page = found[start : start + max_records]
+            result: dict[str, Any] = {"GlobalClusters": page}
+            if start + max_records < len(found):
+                result["Marker"] = str(start + max_records)
+            return self._reply("DescribeGlobalClusters", result)
+
+    # -- replication lag ---------------------------------------------------------------------
+
+    def _control_lag(self, call: AwsCall) -> Response:
+        """Operator route: pin a secondary's AuroraGlobalDBReplicationLag (null returns to baseline)."""
+        try:
+            body = call.json()
+            ident = str(body["db_cluster_identifier"]).lower()
+        except (ValueError, KeyError, TypeError):
+            return json_reply({"error": "body must be JSON with db_cluster_identifier"}, status=400)
+        lag = body.get("lag_ms")
+        with self._lock:
+            known = any(
+                ident == (_cluster_arn_parts(m.db_cluster_arn) or ("", ""))[1]
+                for gc in self._global_clusters().values()
+                for m in gc.members
+            )
+            if not known:
+                return json_reply({"error": f"{ident} is not a member of any global cluster"}, status=404)
+            if lag is None:
+                self._lag_overrides.pop(ident, None)
+            else:
+                self._lag_overrides[ident] = float(lag)
+        self._truth.record("aurora.lag", db_cluster_identifier=ident, lag_ms=lag)
+        return json_reply({"db_cluster_identifier": ident, "lag_ms": lag})
+
+    def _client(self, region: str) -> Any:
+        client = self._cloudwatch.get(region)
+        if client is None:
+            client = boto3.session.Session().client(
+                "cloudwatch",
+                region_name=region,
+                endpoint_url=self._endpoint_url,
+                aws_access_key_id="testing",
+                aws_secret_access_key="testing",
+                config=Config(
+                    retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=2, read_timeout=5
+                ),
+            )
+            self._cloudwatch[region] = client
+        return client
+
+    def _publish_metrics(self) -> None:
+        if self._endpoint_url is None:
+            return
+        self._advance()
+        now = datetime.now(UTC)
+        by_region: dict[str, list[dict[str, Any]]] = {}
+        with self._lock:
+            for gc in list(self._global_clusters().values()):
+                for member in gc.members:
+                    parts = _cluster_arn_parts(member.db_cluster_arn)
+                    if member.is_writer or parts is None:
+                        continue
+                    region, ident = parts
+                    if self._backend(region).clusters.get(ident) is not member:
+                        continue  # deleted since it joined
+                    lag = self._lag_overrides.get(ident)
+                    if lag is None:
+                        lag = max(1.0, self._baseline_lag * (1 + self._rng.uniform(-0.3, 0.3)))
+                    by_region.setdefault(region, []).append(
+                        {
+                            "MetricName": LAG_METRIC,
+                            "Dimensions": [{"Name": "DBClusterIdentifier", "Value": ident}],
+                            "Timestamp": now,
+                            "Value": lag,
+                            "Unit": "Milliseconds",
+                        }
+                    )
+        for region, data in by_region.items():
+            for i in range(0, len(data), 500):
+                self._client(region).put_metric_data(Namespace=NAMESPACE, MetricData=data[i : i + 500])

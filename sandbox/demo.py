@@ -1,0 +1,148 @@
+"""`make demo`: a whole game day on a laptop — sandbox up, provision, drill, report, sandbox down.
+
+The Prefect server is started (or reused) with its own PREFECT_HOME and stays up afterwards
+so the run, its artifacts and events can be inspected in the UI; `make stop` stops it. The
+flows are reached exactly as a user would reach real AWS: through the env file the sandbox
+writes (AWS_ENDPOINT_URL, secrets by reference) and the topology file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from sandbox.__main__ import _alive, down, up
+
+
+def _healthy(api_url: str) -> bool:
+    try:
+        return httpx.get(f"{api_url}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _free_port(preferred: int) -> int:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", preferred))
+            return preferred
+        except OSError:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+
+
+def ensure_prefect_server(home: Path, preferred_port: int, timeout_s: float = 90) -> str:
+    """Reuse the demo's Prefect server if it answers, else start one and wait for /api/health."""
+    home.mkdir(parents=True, exist_ok=True)
+    url_file = home / "api_url"
+    if url_file.exists() and _healthy(url_file.read_text().strip()):
+        return url_file.read_text().strip()
+    port = _free_port(preferred_port)
+    api_url = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    log = (home / "server.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    (home / "server.pid").write_text(str(proc.pid))
+    print(f"starting Prefect server on {api_url} ...", flush=True)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if _healthy(api_url):
+            url_file.write_text(api_url)
+            return api_url
+        if proc.poll() is not None:
+            raise SystemExit(f"Prefect server exited; see {home / 'server.log'}")
+        time.sleep(0.25)
+    raise SystemExit(f"Prefect server did not answer within {timeout_s:g} s; see {home / 'server.log'}")
+
+
+def stop_prefect_server(home: Path) -> None:
+    pid_file = home / "server.pid"
+    if not pid_file.exists():
+        print("Prefect server not running")
+        return
+    pid = int(pid_file.read_text())
+    if _alive(pid):
+        os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+    pid_file.unlink(missing_ok=True)
+    (home / "api_url").unlink(missing_ok=True)
+    print("Prefect server stopped")
+
+
+def _load_env(path: Path) -> None:
+    for line in path.read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            os.environ[key] = value
+
+
+def run(state_dir: Path, home: Path, port: int) -> int:
+    started = time.monotonic()
+    api_url = ensure_prefect_server(home, port)
+    os.environ.update(PREFECT_API_URL=api_url, PREFECT_HOME=str(home))
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    if up(state_dir, time_scale=10.0, routing="failover", timeout_s=60) != 0:
+        return 1
+    try:
+        _load_env(state_dir / "sandbox.env")
+        topology = str(state_dir / "topology.yaml")
+        from chalkdr.report import DrillReport, render_markdown
+        from flows.drill import drill
+        from flows.provision import provision
+
+        prov = provision(topology=topology, mode="apply", return_state=True)
+        if not prov.is_completed():
+            print(f"provision failed: {prov.message}", file=sys.stderr)
+            return 1
+        t0 = time.monotonic()
+        state = drill(topology=topology, hold_seconds=3.0, return_state=True)
+        report = state.result(raise_on_failure=False)
+        if not isinstance(report, DrillReport):
+            print(f"drill failed before producing a report: {report}", file=sys.stderr)
+            return 1
+        print("\n" + render_markdown(report))
+        ui = api_url.removesuffix("/api")
+        print(f"Drill wall time {time.monotonic() - t0:.1f} s; demo total {time.monotonic() - started:.1f} s")
+        print(f"Prefect UI: {ui}/runs/flow-run/{state.state_details.flow_run_id}")
+        print(f"Artifacts:  {ui}/artifacts (key drill-{report.environment})")
+        print("The Prefect server stays up for inspection; `make stop` stops it.")
+        return 0 if report.passed else 2
+    finally:
+        down(state_dir, timeout_s=20)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sandbox.demo")
+    parser.add_argument("command", nargs="?", choices=["run", "stop"], default="run")
+    parser.add_argument("--state-dir", type=Path, default=Path(".sandbox"))
+    parser.add_argument("--prefect-home", type=Path, default=Path(".prefect-demo"))
+    parser.add_argument("--port", type=int, default=4200)
+    args = parser.parse_args(argv)
+    if args.command == "stop":
+        down(args.state_dir, timeout_s=20)
+        stop_prefect_server(args.prefect_home.resolve())
+        return 0
+    return run(args.state_dir.resolve(), args.prefect_home.resolve(), args.port)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,637 @@
+"""The sandbox's Kubernetes: one kmock API server per region, plus the controllers kmock lacks.
+
+kmock's `KubernetesEmulator` is a faithful store over real HTTP (404/409 Status bodies, every
+request recorded), but it has no controllers and knows nothing about built-in subresources.
+For a failover drill three gaps matter, and each is filled the way the real API server and
+kube-controller-manager behave:
+
+- `deployments/{name}/scale` answers GET/PATCH/PUT with an `autoscaling/v1` Scale object (the
+  kubernetes client's `read/patch/replace_namespaced_deployment_scale`), never the Deployment;
+- a replica controller makes `status.*Replicas` and the Pods follow `spec.replicas` after
+  `ready_delay` real seconds, whether the spec changed through `scale` or a Deployment patch,
+  and bumps `metadata.generation` / `status.observedGeneration` like the real controllers; a
+  Pod deleted through the API stops counting as ready at once and is replaced (ready again)
+  after the same delay, as a ReplicaSet would;
+- `labelSelector` on list requests filters (equality- and set-based syntax).
+
+Like the real API server (Go `omitempty`), zero-valued replica counts are absent from
+`status`, so the kubernetes client reads `ready_replicas` as None, not 0.
+
+kmock is asyncio-based: each RegionalKube runs its own event loop on a daemon thread, so that
+synchronous kubernetes-client code in the test or flow thread never blocks the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import kmock
+from typing_extensions import override
+
+from sandbox.truth import GroundTruth
+
+__all__ = ["KubeRequest", "RegionalKube", "label_selector_matches"]
+
+DEPLOYMENTS = kmock.resource("apps", "v1", "deployments")
+PODS = kmock.resource("", "v1", "pods")
+NAMESPACES = kmock.resource("", "v1", "namespaces")
+
+# The controller's cadence: short next to any ready_delay worth simulating, cheap when idle.
+_TICK_S = 0.02
+
+# kmock.Server patches aiohttp's class-wide resolver on enter and undoes it on exit, and the undo
+# must be strictly LIFO across every server in the process. Regions stopped in any order on their
+# own threads cannot promise that, so the patch is undone right after start under this lock (the
+# sandbox addresses its emulators by 127.0.0.1:port and never needs the fake-hostname resolver).
+_RESOLVER_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class KubeRequest:
+    """One request the emulator received, as a test asserts on it (headers case-insensitive)."""
+
+    method: str
+    path: str
+    query: Mapping[str, str]
+    headers: httpx.Headers
+    body: bytes
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _split_requirements(selector: str) -> list[str]:
+    """Split on commas outside parentheses: `a in (x,y),b!=c` -> [`a in (x,y)`, `b!=c`]."""
+    parts: list[str] = []
+    depth, start = 0, 0
+    for i, ch in enumerate(selector):
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(selector[start:i])
+            start = i + 1
+    parts.append(selector[start:])
+    return [p.strip() for p in parts if p.strip()]
+
+
+_SET_REQ = re.compile(r"^(?P<key>[^\s!=(),]+)\s+(?P<op>in|notin)\s*\((?P<values>[^()]*)\)$")
+_EQ_REQ = re.compile(r"^(?P<key>[^\s!=(),]+)\s*(?P<op>==|=|!=)\s*(?P<value>[^\s!=(),]*)$")
+_EXISTS_REQ = re.compile(r"^(?P<neg>!?)\s*(?P<key>[^\s!=(),]+)$")
+
+
+def label_selector_matches(selector: str, labels: Mapping[str, str]) -> bool:
+    """Kubernetes label-selector semantics; raises ValueError on a selector the API would reject."""
+    for req in _split_requirements(selector):
+        if m := _SET_REQ.match(req):
+            values = {v.strip() for v in m["values"].split(",") if v.strip()}
+            present = m["key"] in labels and labels[m["key"]] in values
+            if present != (m["op"] == "in"):
+                return False
+        elif m := _EQ_REQ.match(req):
+            equal = labels.get(m["key"]) == m["value"]
+            if equal != (m["op"] != "!="):
+                return False
+        elif m := _EXISTS_REQ.match(req):
+            if (m["key"] in labels) == bool(m["neg"]):
+                return False
+        else:
+            raise ValueError(f"unable to parse requirement: {req!r}")
+    return True
+
+
+class _Emulator(kmock.KubernetesEmulator):
+    """KubernetesEmulator whose Deployment writes go to the sandbox's reactions.
+
+    The stock emulator merges any PATCH body into the stored object before any reaction runs,
+    whatever the subresource: a Scale body (kind, apiVersion, metadata) would overwrite the
+    Deployment's own, and a spec change would be answered before the controller could bump
+    `metadata.generation`. Scale requests and Deployment PATCH/PUT therefore skip that generic
+    path and are answered by the reactions RegionalKube registers, like the real API server's
+    registry for apps/v1 deployments.
+    """
+
+    @override
+    async def _handle(self, request: kmock.Request) -> Any:
+        if request.resource == DEPLOYMENTS and request.name is not None:
+            own = request.subresource == "scale" or (
+                request.subresource is None and request.method.value in ("PATCH", "PUT")
+            )
+            if own:
+                return await kmock.RawHandler._handle(self, request)
+        return await super()._handle(request)
+
+    def live(self, resource: kmock.resource, namespace: str | None = None) -> dict[str, kmock.Object]:
+        """Live (not soft-deleted) objects of a resource by name, optionally in one namespace."""
+        return {
+            name: obj
+            for (res, ns, name), obj in self.objects.items()
+            if res == resource and (namespace is None or ns == namespace) and not obj.deleted
+        }
+
+    async def store(
+        self, resource: kmock.resource, namespace: str, name: str, patch: Any, *, replace: bool = False
+    ) -> dict[str, Any]:
+        """Patch (merge or JSON patch), replace or create an object and tell watchers, as an API write.
+
+        Returns the stored object. ValueError/TypeError/jsonpatch errors mean an invalid patch.
+        """
+        async with self._lock:
+            key = (resource, namespace, name)
+            existed = key in self.objects and not self.objects[key].deleted
+            if not existed or replace:
+                if key in self.objects:
+                    self.objects[key].create(dict(patch))
+                else:
+                    self.objects[key] = dict(patch)
+            else:
+                self.objects[key].patch(patch)
+            raw: dict[str, Any] = self.objects[key].raw
+            await self._buses[resource].put({"type": "MODIFIED" if existed else "ADDED", "object": raw})
+            return raw
+
+    async def remove(self, resource: kmock.resource, namespace: str, name: str) -> None:
+        async with self._lock:
+            obj = self.objects[resource, namespace, name]
+            raw = obj.raw
+            obj.delete()
+            await self._buses[resource].put({"type": "DELETED", "object": raw})
+
+
+def _deployment_status(ready: int, generation: int, desired: int) -> dict[str, Any]:
+    """A Deployment status as the API serves it: zero counts omitted (Go omitempty)."""
+    counts = {"replicas": ready, "updatedReplicas": ready, "readyReplicas": ready, "availableReplicas": ready}
+    available = ready >= desired
+    return {
+        "observedGeneration": generation,
+        **{k: (v if v else None) for k, v in counts.items()},
+        "conditions": [
+            {
+                "type": "Available",
+                "status": "True" if available else "False",
+                "reason": "MinimumReplicasAvailable" if available else "MinimumReplicasUnavailable",
+                "message": "Deployment has minimum availability."
+                if available
+                else "Deployment does not have minimum availability.",
+                "lastUpdateTime": _now_iso(),
+                "lastTransitionTime": _now_iso(),
+            },
+            {
+                "type": "Progressing",
+                "status": "True",
+                "reason": "NewReplicaSetAvailable",
+                "message": "ReplicaSet has successfully progressed.",
+                "lastUpdateTime": _now_iso(),
+                "lastTransitionTime": _now_iso(),
+            },
+        ],
+    }
+
+
+def _deployment(name: str, namespace: str, replicas: int) -> dict[str, Any]:
+    status = _deployment_status(replicas, 1, replicas)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"app": name},
+            "uid": str(uuid.uuid4()),
+            "generation": 1,
+            "creationTimestamp": _now_iso(),
+        },
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": name, "image": f"chalk/{name}:sandbox"}]},
+            },
+        },
+        "status": {k: v for k, v in status.items() if v is not None},
+    }
+
+
+def _pod(deployment: str, namespace: str, template_hash: str) -> dict[str, Any]:
+    name = f"{deployment}-{template_hash}-{secrets.token_hex(3)[:5]}"
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"app": deployment, "pod-template-hash": template_hash},
+            "uid": str(uuid.uuid4()),
+            "creationTimestamp": _now_iso(),
+        },
+        "spec": {"containers": [{"name": deployment, "image": f"chalk/{deployment}:sandbox"}]},
+        "status": {
+            "phase": "Running",
+            "startTime": _now_iso(),
+            "conditions": [
+                {"type": "Initialized", "status": "True"},
+                {"type": "ContainersReady", "status": "True"},
+                {"type": "Ready", "status": "True"},
+            ],
+        },
+    }
+
+
+class _ReplicaController:
+    """Deployment + ReplicaSet controllers in one: status and Pods follow spec after a delay.
+
+    Level-triggered like the real ones: it compares spec.replicas with what it last saw; a
+    change restarts the delay (a scale 2 -> 0 -> 2 within the delay never drops readiness).
+    The delay is symmetric on purpose: a scale to zero takes `ready_delay` to drain, a scale up
+    `ready_delay` to become ready. All methods run on the emulator's event loop.
+    """
+
+    def __init__(
+        self, emu: _Emulator, *, cluster: str, namespace: str, ready_delay: float, truth: GroundTruth | None
+    ) -> None:
+        self._emu = emu
+        self._cluster = cluster
+        self._namespace = namespace
+        self._ready_delay = ready_delay
+        self._truth = truth
+        self._targets: dict[str, tuple[int, float]] = {}  # name -> (desired replicas, since monotonic)
+        self._hashes: dict[str, str] = {}
+
+    def template_hash(self, name: str) -> str:
+        return self._hashes.setdefault(name, secrets.token_hex(5)[:9])
+
+    def notice(self) -> None:
+        """Record spec changes and bump metadata.generation, as the API server does on a spec write."""
+        for name, obj in self._emu.live(DEPLOYMENTS, self._namespace).items():
+            desired = int(obj.raw.get("spec", {}).get("replicas", 1))
+            seen = self._targets.get(name)
+            if seen is not None and seen[0] == desired:
+                continue
+            self._targets[name] = (desired, time.monotonic())
+            if seen is not None:
+                meta = obj.raw.get("metadata", {})
+                obj.patch({"metadata": {"generation": int(meta.get("generation", 1)) + 1}})
+
+    async def reconcile(self) -> None:
+        self.notice()
+        now = time.monotonic()
+        for name, obj in self._emu.live(DEPLOYMENTS, self._namespace).items():
+            desired, since = self._targets.get(name, (None, now))
+            if desired is None:
+                continue
+            raw = obj.raw
+            generation = int(raw.get("metadata", {}).get("generation", 1))
+            status = raw.get("status", {})
+            ready = int(status.get("readyReplicas") or 0)
+            pods = len(self._pods(name))
+            if pods < ready:
+                # Pods deleted behind the controller's back stop being ready at once; their
+                # replacements, like any new pod, are ready only after the delay.
+                observed = int(status.get("observedGeneration") or generation)
+                await self._emu.store(
+                    DEPLOYMENTS,
+                    self._namespace,
+                    name,
+                    {"status": _deployment_status(pods, observed, desired)},
+                )
+                self._targets[name] = (desired, now)
+                self._record(name, pods)
+                continue
+            if now - since < self._ready_delay:
+                continue
+            if ready == desired and pods == desired and status.get("observedGeneration") == generation:
+                continue
+            await self._reconcile_pods(name, desired)
+            new_status = _deployment_status(desired, generation, desired)
+            await self._emu.store(DEPLOYMENTS, self._namespace, name, {"status": new_status})
+            if ready != desired:
+                self._record(name, desired)
+
+    def _record(self, deployment: str, ready: int) -> None:
+        if self._truth is not None:
+            self._truth.record(
+                "kube.ready", cluster=self._cluster, deployment=deployment, ready_replicas=ready
+            )
+
+    def _pods(self, deployment: str) -> list[tuple[str, kmock.Object]]:
+        return [
+            (name, obj)
+            for name, obj in self._emu.live(PODS, self._namespace).items()
+            if obj.raw.get("metadata", {}).get("labels", {}).get("app") == deployment
+        ]
+
+    async def _reconcile_pods(self, deployment: str, desired: int) -> None:
+        pods = self._pods(deployment)
+        for name, _ in pods[desired:][::-1]:  # newest first, like a ReplicaSet scaling down
+            await self._emu.remove(PODS, self._namespace, name)
+        for _ in range(desired - len(pods)):
+            pod = _pod(deployment, self._namespace, self.template_hash(deployment))
+            await self._emu.store(PODS, self._namespace, pod["metadata"]["name"], pod)
+
+    async def run(self) -> None:
+        while True:
+            await self.reconcile()
+            await asyncio.sleep(_TICK_S)
+
+
+class _NoResolver:
+    """Stands in for kmock.Server's resolver patch once it has been undone."""
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+@contextlib.asynccontextmanager
+async def _serve_http(emu: _Emulator) -> AsyncIterator[kmock.Server]:
+    server = kmock.Server(emu)
+    with _RESOLVER_LOCK:
+        await server.__aenter__()
+        interceptor = server._managed_interceptor
+        if interceptor is not None:
+            await interceptor.__aexit__(None, None, None)
+        server._managed_interceptor = _NoResolver()  # type: ignore[assignment]
+    try:
+        yield server
+    finally:
+        await server.__aexit__(None, None, None)
+
+
+class RegionalKube:
+    """One region's EKS API server: Namespace, Deployments and their Pods, over real HTTP."""
+
+    def __init__(
+        self,
+        *,
+        cluster_name: str,
+        namespace: str,
+        deployments: Mapping[str, int],
+        ready_delay: float = 0.3,
+        truth: GroundTruth | None = None,
+    ) -> None:
+        self.cluster_name = cluster_name
+        self.namespace = namespace
+        self._deployments = dict(deployments)
+        self._ready_delay = ready_delay
+        self._truth = truth
+        self._emu: _Emulator | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self._url: str | None = None
+        self._started = threading.Event()
+        self._startup_error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=f"sandbox-kube-{cluster_name}", daemon=True)
+
+    @property
+    def url(self) -> str:
+        if self._url is None:
+            raise RuntimeError(f"RegionalKube {self.cluster_name} is not started")
+        return self._url
+
+    def start(self) -> RegionalKube:
+        self._thread.start()
+        if not self._started.wait(30):
+            raise RuntimeError(f"RegionalKube {self.cluster_name} did not start within 30 s")
+        if self._startup_error is not None:
+            raise RuntimeError(f"RegionalKube {self.cluster_name} failed to start") from self._startup_error
+        return self
+
+    def stop(self) -> None:
+        loop, stopping = self._loop, self._stopping
+        if loop is not None and stopping is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # loop already closed by a concurrent stop
+                loop.call_soon_threadsafe(stopping.set)
+        if self._thread.is_alive():
+            self._thread.join(10)
+
+    def ready_replicas(self, name: str) -> int:
+        """status.readyReplicas of a Deployment as the API would serve it now (0 when absent)."""
+
+        async def read() -> int:
+            assert self._emu is not None
+            obj = self._emu.live(DEPLOYMENTS, self.namespace).get(name)
+            if obj is None:
+                raise KeyError(f"no Deployment {self.namespace}/{name} in {self.cluster_name}")
+            return int(obj.raw.get("status", {}).get("readyReplicas") or 0)
+
+        if self._loop is None:
+            raise RuntimeError(f"RegionalKube {self.cluster_name} is not started")
+        return asyncio.run_coroutine_threadsafe(read(), self._loop).result(10)
+
+    @property
+    def requests(self) -> list[KubeRequest]:
+        """Every request the API server received, oldest first."""
+        if self._emu is None:
+            return []
+        return [
+            KubeRequest(
+                method=str(req.method.value),
+                path=req.url.path,
+                query=dict(req.params),
+                headers=httpx.Headers(dict(req.headers)),
+                body=bytes(req.body),
+            )
+            for req in list(self._emu)
+        ]
+
+    # -- the event-loop thread ---------------------------------------------------------------
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._serve())
+        except BaseException as exc:  # noqa: BLE001 - surfaced to start() instead of dying silently
+            self._startup_error = exc
+        finally:
+            self._started.set()
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        emu = _Emulator()
+        controller = _ReplicaController(
+            emu,
+            cluster=self.cluster_name,
+            namespace=self.namespace,
+            ready_delay=self._ready_delay,
+            truth=self._truth,
+        )
+        self._seed(emu, controller)
+        self._react(emu, controller)
+        self._emu = emu
+        async with emu, _serve_http(emu) as server:
+            self._url = f"http://127.0.0.1:{server.port}"
+            task = asyncio.create_task(controller.run(), name=f"kube-controller-{self.cluster_name}")
+            self._started.set()
+            try:
+                await self._stopping.wait()
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    def _seed(self, emu: _Emulator, controller: _ReplicaController) -> None:
+        ns = self.namespace
+        emu.resources["v1/namespaces"] = kmock.ResourceInfo(kind="Namespace", namespaced=False)
+        emu.resources["v1/pods"] = kmock.ResourceInfo(kind="Pod", namespaced=True, subresources={"status"})
+        emu.resources["apps/v1/deployments"] = kmock.ResourceInfo(
+            kind="Deployment", namespaced=True, subresources={"scale", "status"}
+        )
+        emu.objects[NAMESPACES, None, ns] = {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": ns, "uid": str(uuid.uuid4()), "creationTimestamp": _now_iso()},
+            "status": {"phase": "Active"},
+        }
+        for name, replicas in self._deployments.items():
+            emu.objects[DEPLOYMENTS, ns, name] = _deployment(name, ns, replicas)
+            for _ in range(replicas):
+                pod = _pod(name, ns, controller.template_hash(name))
+                emu.objects[PODS, ns, pod["metadata"]["name"]] = pod
+        controller.notice()
+
+    def _react(self, emu: _Emulator, controller: _ReplicaController) -> None:
+        ns = self.namespace
+
+        def deployment_or_404(request: kmock.Request) -> kmock.Object:
+            obj = emu.live(DEPLOYMENTS, request.namespace).get(request.name or "")
+            if obj is None:
+                raise kmock.KubernetesError(
+                    status=404,
+                    reason="NotFound",
+                    message=f'deployments.apps "{request.name}" not found',
+                    details={"name": request.name, "group": "apps", "kind": "deployments"},
+                )
+            return obj
+
+        def scale_of(obj: kmock.Object) -> dict[str, Any]:
+            raw = obj.raw
+            meta = raw.get("metadata", {})
+            labels = raw.get("spec", {}).get("selector", {}).get("matchLabels", {})
+            return {
+                "apiVersion": "autoscaling/v1",
+                "kind": "Scale",
+                "metadata": {
+                    "name": meta.get("name"),
+                    "namespace": meta.get("namespace"),
+                    "uid": meta.get("uid"),
+                    "creationTimestamp": meta.get("creationTimestamp"),
+                },
+                "spec": {"replicas": int(raw.get("spec", {}).get("replicas", 1))},
+                "status": {
+                    "replicas": int(raw.get("status", {}).get("replicas") or 0),
+                    "selector": ",".join(f"{k}={v}" for k, v in labels.items()),
+                },
+            }
+
+        async def read_scale(request: kmock.Request) -> dict[str, Any]:
+            return scale_of(deployment_or_404(request))
+
+        def invalid(request: kmock.Request, kind: str, exc: Exception) -> kmock.KubernetesError:
+            return kmock.KubernetesError(
+                status=422,
+                reason="Invalid",
+                message=f'{kind} "{request.name}" is invalid: {exc}',
+                details={"name": request.name, "kind": kind.split(".")[0].lower()},
+            )
+
+        async def write_scale(request: kmock.Request) -> dict[str, Any]:
+            current = scale_of(deployment_or_404(request))
+            try:
+                if request.method.value == "PATCH":
+                    patched = kmock.Object(current)
+                    patched.patch(request.data)
+                    body = patched.raw
+                else:
+                    body = dict(request.data)
+            except Exception as exc:  # any malformed patch is the client's 422
+                raise invalid(request, "Scale.autoscaling", exc) from exc
+            replicas = body.get("spec", {}).get("replicas")
+            if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+                raise invalid(
+                    request,
+                    "Scale.autoscaling",
+                    ValueError(
+                        f"spec.replicas: Invalid value: {replicas!r}: must be greater than or equal to 0"
+                    ),
+                )
+            await emu.store(
+                DEPLOYMENTS, request.namespace or ns, request.name or "", {"spec": {"replicas": replicas}}
+            )
+            controller.notice()
+            return scale_of(deployment_or_404(request))
+
+        async def write_deployment(request: kmock.Request) -> dict[str, Any]:
+            """PATCH (merge/strategic/JSON patch) or PUT of a Deployment; status is not writable here."""
+            current = deployment_or_404(request).raw
+            try:
+                if request.method.value == "PATCH":
+                    patched = kmock.Object(current)
+                    patched.patch(request.data)
+                    body = patched.raw
+                else:
+                    body = dict(request.data)
+            except Exception as exc:
+                raise invalid(request, "Deployment.apps", exc) from exc
+            body["status"] = current.get("status", {})
+            await emu.store(DEPLOYMENTS, request.namespace or ns, request.name or "", body, replace=True)
+            controller.notice()
+            return deployment_or_404(request).raw
+
+        def list_selected(request: kmock.Request) -> dict[str, Any]:
+            selector = request.params.get("labelSelector", "")
+            items = []
+            resource = request.resource if request.resource is not None else kmock.resource()
+            for obj in emu.live(resource, request.namespace).values():
+                labels = obj.raw.get("metadata", {}).get("labels", {})
+                try:
+                    if label_selector_matches(selector, labels):
+                        items.append(obj.raw)
+                except ValueError as exc:
+                    raise kmock.KubernetesError(
+                        status=400, reason="BadRequest", message=str(exc), details={"causes": [str(exc)]}
+                    ) from exc
+            return {"metadata": {"resourceVersion": "..."}, "items": items}
+
+        def namespaces(request: kmock.Request) -> dict[str, Any]:
+            """kmock parses /api/v1/namespaces/{name} as a namespace prefix, not a Namespace object."""
+            live = emu.live(NAMESPACES)
+            name = request.url.path.rstrip("/").removeprefix("/api/v1/namespaces").strip("/")
+            if not name:
+                return {
+                    "apiVersion": "v1",
+                    "kind": "NamespaceList",
+                    "metadata": {},
+                    "items": [o.raw for o in live.values()],
+                }
+            if name not in live:
+                raise kmock.KubernetesError(
+                    status=404,
+                    reason="NotFound",
+                    message=f'namespaces "{name}" not found',
+                    details={"name": name, "kind": "namespaces"},
+                )
+            return live[name].raw
+
+        emu["get", re.compile(r"/api/v1/namespaces(/[^/]+)?/?")] << namespaces
+        scale = emu[DEPLOYMENTS, kmock.subresource("scale")]
+        scale["get"] << read_scale
+        scale[{kmock.method.PATCH, kmock.method.PUT}] << write_scale
+        emu[DEPLOYMENTS, {kmock.method.PATCH, kmock.method.PUT}, kmock.subresource(None)] << write_deployment
+        emu[kmock.action.LIST][lambda req: "labelSelector" in req.params] << list_selected

@@ -1,0 +1,748 @@
+"""Amazon MSK in the sandbox: clusters that become ACTIVE, bootstrap brokers, MSK Replicator and its metrics.
+
+moto 5.2.5 keeps every MSK cluster CREATING, answers an unknown cluster ARN with a bare 500, and has
+no GetBootstrapBrokers and no Replicator API. This simulator adds them on top of moto's own cluster
+store (so DescribeCluster, ListClusters and their v2 twins all agree) and follows the Kafka API
+shapes in botocore's model:
+
+- a cluster turns ACTIVE `activate_after` real seconds after CreateCluster/CreateClusterV2;
+- GetBootstrapBrokers answers per authentication mode (IAM 9098, SCRAM 9096, TLS 9094,
+  plaintext 9092), and refuses a cluster that is not ACTIVE, as AWS does;
+- a replicator is created in the TARGET cluster's region (AWS: "the replicator is created in the
+  AWS Region of the target cluster"), goes CREATING -> RUNNING, and DELETING -> gone;
+- every RUNNING replicator publishes `ReplicationLatency` (Milliseconds) and `MessageLag` (Count)
+  in namespace AWS/Kafka by ReplicatorName into its region's CloudWatch, through the public API,
+  so the drill reads them exactly as it would on AWS. The operator can push them over a guard
+  with `POST /_sandbox/msk/lag`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import secrets
+import string
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import unquote
+
+import boto3
+from botocore.config import Config
+from moto.kafka.models import FakeKafkaCluster, KafkaBackend, kafka_backends
+from werkzeug.wrappers import Response
+
+from sandbox.aws import ACCOUNT_ID, AwsCall, SandboxAwsApp, json_reply
+from sandbox.clock import SandboxClock, Ticker
+from sandbox.truth import GroundTruth
+
+__all__ = ["MskSim"]
+
+REPLICATORS_PATH = "/replication/v1/replicators"
+NAMESPACE = "AWS/Kafka"
+_NAME_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z-]{0,127}$")
+_ROLE_RE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$")
+# Sub-resources of a cluster ARN in the Kafka API paths; anything else after /clusters/ is the ARN.
+_CLUSTER_SUBRESOURCES = (
+    "/bootstrap-brokers",
+    "/policy",
+    "/nodes",
+    "/operations",
+    "/configuration",
+    "/scram-secrets",
+    "/client-vpc-connections",
+    "/client-vpc-connection",
+    "/connectivity",
+    "/version",
+    "/reboot-broker",
+    "/nodes/count",
+    "/nodes/storage",
+    "/nodes/type",
+    "/monitoring",
+    "/security",
+    "/storage-mode",
+    "/rebalancing",
+)
+
+
+@dataclass(frozen=True)
+class _ClusterConfig:
+    """What decides a cluster's broker strings, taken from the create request."""
+
+    serverless: bool
+    brokers: int
+    iam: bool
+    scram: bool
+    tls: bool  # mutual TLS, or unauthenticated access over TLS
+    unauthenticated: bool
+    client_broker: str  # TLS | TLS_PLAINTEXT | PLAINTEXT
+
+
+@dataclass
+class _Replicator:
+    arn: str
+    name: str
+    region: str
+    description: str | None
+    kafka_clusters: list[dict[str, Any]]
+    replication_info: list[dict[str, Any]]
+    role_arn: str
+    version: str
+    created: datetime
+    state: str
+    due: float  # monotonic time of the next state change
+    world: dict[str, FakeKafkaCluster]  # moto's cluster store at creation: a reset replaces it
+    latency_ms: float | None = None
+    message_lag: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+_SERVERLESS = _ClusterConfig(
+    serverless=True, brokers=3, iam=True, scram=False, tls=False, unauthenticated=False, client_broker="TLS"
+)
+
+
+def _error(code: str, status: int, message: str, parameter: str | None = None) -> Response:
+    """A restJson error as MSK sends it: the code in x-amzn-ErrorType, details in the body."""
+    body: dict[str, Any] = {"message": message}
+    if parameter:
+        body["invalidParameter"] = parameter
+    resp = json_reply(body, status=status, content_type="application/json")
+    resp.headers["x-amzn-ErrorType"] = code
+    return resp
+
+
+def _ok(payload: dict[str, Any], status: int = 200) -> Response:
+    return json_reply(payload, status=status, content_type="application/json")
+
+
+def _iso(ts: datetime) -> str:
+    return ts.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _short_id(arn: str, n: int = 6) -> str:
+    """A stable DNS-safe id for an ARN (AWS hostnames carry one per cluster)."""
+    return hashlib.sha256(arn.encode()).hexdigest()[:n]
+
+
+def _region_of(arn: str) -> str:
+    parts = arn.split(":")
+    return parts[3] if len(parts) > 5 else ""
+
+
+class MskSim:
+    """MSK cluster lifecycle, bootstrap brokers and MSK Replicator on top of moto's Kafka backend."""
+
+    def __init__(
+        self,
+        app: SandboxAwsApp,
+        *,
+        clock: SandboxClock,
+        truth: GroundTruth,
+        activate_after: float = 0.2,
+        replicator_ready_after: float = 0.3,
+        replicator_delete_after: float = 0.2,
+        metric_period: float = 1.0,
+        baseline_latency_ms: float = 180.0,
+        baseline_message_lag: float = 8.0,
+        account_id: str = ACCOUNT_ID,
+        seed: int | None = None,
+    ) -> None:
+        self._clock = clock
+        self._truth = truth
+        self._activate_after = activate_after
+        self._ready_after = replicator_ready_after
+        self._delete_after = replicator_delete_after
+        self._metric_period = metric_period
+        self._baseline_latency = baseline_latency_ms
+        self._baseline_lag = baseline_message_lag
+        self._account = account_id
+        self._rng = random.Random(seed)
+        self._lock = threading.RLock()
+        self._pending_clusters: dict[str, float] = {}  # cluster ARN -> monotonic time it turns ACTIVE
+        self._configs: dict[str, _ClusterConfig] = {}
+        self._replicators: dict[str, _Replicator] = {}  # by ARN
+        self._tickers: list[Ticker] = []
+        self._endpoint_url: str | None = None
+        self._cloudwatch: dict[str, Any] = {}
+        app.intercept("kafka", self._intercept)
+        app.observe("kafka", self._observe)
+        app.control("POST", "/_sandbox/msk/lag", self._control_lag)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self, endpoint_url: str) -> None:
+        self._endpoint_url = endpoint_url
+        self._tickers = [
+            Ticker("msk-state", self._advance, lambda: 0.05).start(),
+            Ticker("msk-metrics", self._publish_metrics, lambda: self._metric_period).start(),
+        ]
+
+    def stop(self) -> None:
+        for ticker in self._tickers:
+            ticker.stop()
+        self._tickers = []
+
+    @property
+    def errors(self) -> list[BaseException]:
+        """Exceptions the background loops survived (for the world's health report)."""
+        return [e for t in self._tickers for e in t.errors]
+
+    # -- moto access -------------------------------------------------------------------------
+
+    def _backend(self, region: str) -> KafkaBackend:
+        return kafka_backends[self._account][region]
+
+    def _cluster(self, arn: str) -> FakeKafkaCluster | None:
+        region = _region_of(arn)
+        if not region:
+            return None
+        return self._backend(region).clusters.get(arn)
+
+    # -- state machine -----------------------------------------------------------------------
+
+    def _advance(self) -> None:
+        """Apply every state change that is due; called by the ticker and before each request."""
+        now = time.monotonic()
+        with self._lock:
+            for arn, due in list(self._pending_clusters.items()):
+                if due > now:
+                    continue
+                del self._pending_clusters[arn]
+                cluster = self._cluster(arn)
+                if cluster is not None and cluster.state == "CREATING":
+                    cluster.state = "ACTIVE"
+                    self._truth.record(
+                        "msk.cluster",
+                        arn=arn,
+                        name=cluster.cluster_name,
+                        region=cluster.region_name,
+                        state="ACTIVE",
+                    )
+            for arn, rep in list(self._replicators.items()):
+                if self._backend(rep.region).clusters is not rep.world:
+                    del self._replicators[arn]  # moto was reset: the replicator's world is gone
+                    continue
+                if rep.due > now:
+                    continue
+                if rep.state == "CREATING":
+                    rep.state, rep.due = "RUNNING", float("inf")
+                    self._record(rep)
+                elif rep.state == "DELETING":
+                    del self._replicators[arn]
+                    self._backend(rep.region).tagger.delete_all_tags_for_resource(arn)
+                    rep.state = "DELETED"
+                    self._record(rep)
+
+    def _record(self, rep: _Replicator) -> None:
+        self._truth.record("msk.replicator", name=rep.name, state=rep.state, arn=rep.arn, region=rep.region)
+
+    # -- request routing ---------------------------------------------------------------------
+
+    def _intercept(self, call: AwsCall) -> Response | None:
+        self._advance()
+        path = unquote(call.path)
+        if path == REPLICATORS_PATH:
+            if call.method == "POST":
+                return self._create_replicator(call)
+            if call.method == "GET":
+                return self._list_replicators(call)
+            return None
+        if path.startswith(REPLICATORS_PATH + "/"):
+            arn = path[len(REPLICATORS_PATH) + 1 :]
+            if call.method == "GET":
+                return self._describe_replicator(call, arn)
+            if call.method == "DELETE":
+                return self._delete_replicator(call, arn)
+            return None
+        if path.startswith("/v1/tags/"):
+            return self._replicator_tags(call, path[len("/v1/tags/") :])
+        for prefix in ("/v1/clusters/", "/api/v2/clusters/"):
+            if path.startswith(prefix):
+                return self._cluster_call(call, path[len(prefix) :])
+        return None
+
+    def _observe(self, call: AwsCall, status: int, body: bytes) -> bytes | None:
+        path = unquote(call.path)
+        if status != 200:
+            return None
+        if call.method == "POST" and path in ("/v1/clusters", "/api/v2/clusters"):
+            arn = json.loads(body or b"{}").get("clusterArn")
+            if arn:
+                with self._lock:
+                    self._configs[arn] = self._config_from_request(call.json(), v2=path.startswith("/api/v2"))
+                    self._pending_clusters[arn] = time.monotonic() + self._activate_after
+            return None
+        if call.method == "DELETE" and path.startswith("/v1/clusters/"):
+            # AWS answers a delete with the cluster DELETING (moto: its state before the delete).
+            payload = json.loads(body or b"{}")
+            if "state" in payload:
+                payload["state"] = "DELETING"
+                return json.dumps(payload).encode()
+        return None
+
+    # -- clusters ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _config_from_request(req: dict[str, Any], *, v2: bool) -> _ClusterConfig:
+        if v2 and "serverless" in req:
+            return _SERVERLESS
+        spec = req.get("provisioned", {}) if v2 else req
+        auth = spec.get("clientAuthentication") or {}
+        sasl = auth.get("sasl") or {}
+        in_transit = (spec.get("encryptionInfo") or {}).get("encryptionInTransit") or {}
+        iam = bool((sasl.get("iam") or {}).get("enabled"))
+        scram = bool((sasl.get("scram") or {}).get("enabled"))
+        mtls = bool((auth.get("tls") or {}).get("enabled", bool(auth.get("tls"))))
+        # With no clientAuthentication at all, MSK provisions unauthenticated access.
+        unauthenticated = bool((auth.get("unauthenticated") or {}).get("enabled")) or not (
+            iam or scram or mtls
+        )
+        return _ClusterConfig(
+            serverless=False,
+            brokers=int(spec.get("numberOfBrokerNodes") or 3),
+            iam=iam,
+            scram=scram,
+            tls=mtls or unauthenticated,
+            unauthenticated=unauthenticated,
+            client_broker=in_transit.get("clientBroker") or "TLS",
+        )
+
+    def _cluster_call(self, call: AwsCall, rest: str) -> Response | None:
+        if rest.endswith("/bootstrap-brokers"):
+            return (
+                self._bootstrap_brokers(call, rest[: -len("/bootstrap-brokers")])
+                if call.method == "GET"
+                else None
+            )
+        if call.method not in ("GET", "DELETE") or rest.endswith(_CLUSTER_SUBRESOURCES):
+            return None
+        if self._backend(call.region).clusters.get(rest) is None:
+            # moto raises KeyError (HTTP 500, which botocore retries); AWS says NotFound.
+            return _error("NotFoundException", 404, f"Cluster {rest} not found.", "clusterArn")
+        return None
+
+    def _bootstrap_brokers(self, call: AwsCall, arn: str) -> Response:
+        cluster = self._backend(call.region).clusters.get(arn)
+        if cluster is None:
+            return _error("NotFoundException", 404, f"Cluster {arn} not found.", "clusterArn")
+        if cluster.state != "ACTIVE":
+            return _error(
+                "BadRequestException",
+                400,
+                f"You can't get bootstrap broker nodes for a cluster in {cluster.state} state.",
+                "clusterArn",
+            )
+        config = self._configs.get(arn) or self._config_from_moto(cluster)
+        sid = _short_id(arn)
+        region = cluster.region_name
+        if config.serverless:
+            host = f"boot-{sid}.c{int(sid, 16) % 3 + 1}.kafka-serverless.{region}.amazonaws.com"
+            return _ok({"bootstrapBrokerStringSaslIam": f"{host}:9098"})
+        label = re.sub(r"[^a-z0-9-]", "-", cluster.cluster_name.lower())[:40].strip("-") or "cluster"
+        hosts = [
+            f"b-{i}.{label}.{sid}.c{int(sid, 16) % 3 + 1}.kafka.{region}.amazonaws.com"
+            for i in range(1, min(config.brokers, 3) + 1)
+        ]
+
+        def joined(port: int) -> str:
+            return ",".join(f"{h}:{port}" for h in hosts)
+
+        tls_ok = config.client_broker in ("TLS", "TLS_PLAINTEXT")
+        payload: dict[str, str] = {}
+        if config.iam and tls_ok:
+            payload["bootstrapBrokerStringSaslIam"] = joined(9098)
+        if config.scram and tls_ok:
+            payload["bootstrapBrokerStringSaslScram"] = joined(9096)
+        if config.tls and tls_ok:
+            payload["bootstrapBrokerStringTls"] = joined(9094)
+        if config.unauthenticated and config.client_broker in ("PLAINTEXT", "TLS_PLAINTEXT"):
+            payload["bootstrapBrokerString"] = joined(9092)
+        return _ok(payload)
+
+    @staticmethod
+    def _config_from_moto(cluster: FakeKafkaCluster) -> _ClusterConfig:
+        """For clusters created before the simulator was listening (their request was not seen)."""
+        return (
+            MskSim._config_from_request(
+                {
+                    "clientAuthentication": cluster.client_authentication,
+                    "encryptionInfo": cluster.encryption_info,
+                    "numberOfBrokerNodes": cluster.number_of_broker_nodes,
+                },
+                v2=False,
+            )
+            if cluster.cluster_type == "PROVISIONED"
+            else _SERVERLESS
+        )
+
+    # -- replicators -------------------------------------------------------------------------
+
+    def _create_replicator(self, call: AwsCall) -> Response:
+        try:
+            req = call.json()
+        except ValueError:
+            return _error("BadRequestException", 400, "The request body is not valid JSON.")
+        name = req.get("replicatorName") or ""
+        role = req.get("serviceExecutionRoleArn") or ""
+        clusters = req.get("kafkaClusters") or []
+        infos = req.get("replicationInfoList") or []
+        description = req.get("description")
+        if not _NAME_RE.match(name):
+            return _error(
+                "BadRequestException",
+                400,
+                "Replicator name must be 1-128 letters, digits or '-', starting with a letter or digit.",
+                "replicatorName",
+            )
+        if not _ROLE_RE.match(role):
+            return _error(
+                "BadRequestException", 400, f"Invalid IAM role ARN: {role!r}.", "serviceExecutionRoleArn"
+            )
+        if description is not None and len(description) > 1024:
+            return _error("BadRequestException", 400, "Description exceeds 1024 characters.", "description")
+        if len(clusters) != 2:
+            return _error(
+                "BadRequestException",
+                400,
+                "A replicator needs exactly two Kafka clusters: one source and one target.",
+                "kafkaClusters",
+            )
+        arns: list[str] = []
+        for entry in clusters:
+            msk = entry.get("amazonMskCluster") or {}
+            arn = msk.get("mskClusterArn")
+            if not arn:
+                return _error(
+                    "BadRequestException",
+                    400,
+                    "Each Kafka cluster must be an Amazon MSK cluster.",
+                    "kafkaClusters",
+                )
+            if not (entry.get("vpcConfig") or {}).get("subnetIds"):
+                return _error(
+                    "BadRequestException", 400, f"vpcConfig.subnetIds is required for {arn}.", "vpcConfig"
+                )
+            arns.append(arn)
+        if arns[0] == arns[1]:
+            return _error(
+                "BadRequestException", 400, "Source and target clusters must differ.", "kafkaClusters"
+            )
+        if len(infos) != 1:
+            return _error(
+                "BadRequestException",
+                400,
+                "replicationInfoList must contain exactly one entry.",
+                "replicationInfoList",
+            )
+        info = infos[0]
+        source, target = info.get("sourceKafkaClusterArn"), info.get("targetKafkaClusterArn")
+        if {source, target} != set(arns):
+            return _error(
+                "BadRequestException",
+                400,
+                "sourceKafkaClusterArn and targetKafkaClusterArn must be the two clusters in kafkaClusters.",
+                "replicationInfoList",
+            )
+        if not (info.get("topicReplication") or {}).get("topicsToReplicate"):
+            return _error("BadRequestException", 400, "topicsToReplicate is required.", "topicReplication")
+        if "consumerGroupsToReplicate" not in (info.get("consumerGroupReplication") or {}):
+            return _error(
+                "BadRequestException",
+                400,
+                "consumerGroupsToReplicate is required.",
+                "consumerGroupReplication",
+            )
+        if info.get("targetCompressionType") not in ("NONE", "GZIP", "SNAPPY", "LZ4", "ZSTD"):
+            return _error(
+                "BadRequestException", 400, "Invalid targetCompressionType.", "targetCompressionType"
+            )
+        with self._lock:
+            for arn in arns:
+                cluster = self._cluster(arn)
+                if cluster is None:
+                    return _error("NotFoundException", 404, f"Cluster {arn} not found.", "mskClusterArn")
+                if cluster.state != "ACTIVE":
+                    return _error(
+                        "BadRequestException",
+                        400,
+                        f"Cluster {arn} is in {cluster.state} state; a replicator needs ACTIVE clusters.",
+                        "mskClusterArn",
+                    )
+            if _region_of(target) != call.region:
+                return _error(
+                    "BadRequestException",
+                    400,
+                    f"The replicator must be created in the target cluster's region ({_region_of(target)}), "
+                    f"not {call.region}.",
+                    "targetKafkaClusterArn",
+                )
+            if any(r.name == name and r.region == call.region for r in self._replicators.values()):
+                return _error(
+                    "ConflictException", 409, f"A replicator named {name} already exists.", "replicatorName"
+                )
+            rep = self._new_replicator(call.region, req, arns, info)
+            tags = req.get("tags") or {}
+            if tags:
+                self._backend(call.region).tag_resource(rep.arn, tags)
+            self._replicators[rep.arn] = rep
+            self._record(rep)
+        return _ok({"replicatorArn": rep.arn, "replicatorName": rep.name, "replicatorState": rep.state})
+
+    def _new_replicator(
+        self, region: str, req: dict[str, Any], arns: list[str], info: dict[str, Any]
+    ) -> _Replicator:
+        name = req["replicatorName"]
+        aliases = {arn: self._alias(arn) for arn in arns}
+        kafka_clusters = [
+            {**entry, "kafkaClusterAlias": aliases[arns[i]]} for i, entry in enumerate(req["kafkaClusters"])
+        ]
+        topic = {
+            "copyAccessControlListsForTopics": True,
+            "copyTopicConfigurations": True,
+            "detectAndCopyNewTopics": True,
+            "startingPosition": {"type": "LATEST"},
+            "topicNameConfiguration": {"type": "PREFIXED_WITH_SOURCE_CLUSTER_ALIAS"},
+            **info["topicReplication"],
+        }
+        groups = {
+            "detectAndCopyNewConsumerGroups": True,
+            "synchroniseConsumerGroupOffsets": True,
+            "consumerGroupOffsetSyncMode": "LEGACY",
+            **info["consumerGroupReplication"],
+        }
+        described = {
+            "sourceKafkaClusterAlias": aliases[info["sourceKafkaClusterArn"]],
+            "targetKafkaClusterAlias": aliases[info["targetKafkaClusterArn"]],
+            "targetCompressionType": info["targetCompressionType"],
+            "topicReplication": topic,
+            "consumerGroupReplication": groups,
+        }
+        return _Replicator(
+            arn=f"arn:aws:kafka:{region}:{self._account}:replicator/{name}/{uuid.uuid4()}-s1",
+            name=name,
+            region=region,
+            description=req.get("description"),
+            kafka_clusters=kafka_clusters,
+            replication_info=[described],
+            role_arn=req["serviceExecutionRoleArn"],
+            version="".join(secrets.choice(string.ascii_uppercase + string.digits) for _ in range(14)),
+            created=datetime.fromtimestamp(self._clock.now(), UTC),
+            state="CREATING",
+            due=time.monotonic() + self._ready_after,
+            world=self._backend(region).clusters,
+            extra={"logDelivery": req["logDelivery"]} if req.get("logDelivery") else {},
+        )
+
+    def _alias(self, arn: str) -> str:
+        cluster = self._cluster(arn)
+        name = cluster.cluster_name if cluster is not None else "cluster"
+        return f"{name}-{_short_id(arn, 5)}"
+
+    def _find(self, call: AwsCall, arn: str) -> _Replicator | None:
+        rep = self._replicators.get(arn)
+        return rep if rep is not None and rep.region == call.region else None
+
+    def _describe_replicator(self, call: AwsCall, arn: str) -> Response:
+        with self._lock:
+            rep = self._find(call, arn)
+            if rep is None:
+                return _error("NotFoundException", 404, f"Replicator {arn} not found.", "replicatorArn")
+            payload: dict[str, Any] = {
+                "creationTime": _iso(rep.created),
+                "currentVersion": rep.version,
+                "isReplicatorReference": False,
+                "kafkaClusters": rep.kafka_clusters,
+                "replicationInfoList": rep.replication_info,
+                "replicatorArn": rep.arn,
+                "replicatorName": rep.name,
+                "replicatorResourceArn": rep.arn,
+                "replicatorState": rep.state,
+                "serviceExecutionRoleArn": rep.role_arn,
+                "tags": self._backend(rep.region).list_tags_for_resource(rep.arn),
+                **rep.extra,
+            }
+            if rep.description is not None:
+                payload["replicatorDescription"] = rep.description
+        return _ok(payload)
+
+    def _list_replicators(self, call: AwsCall) -> Response:
+        prefix = call.query.get("replicatorNameFilter", "")
+        try:
+            limit = int(call.query.get("maxResults", "100"))
+            start = int(call.query.get("nextToken", "0"))
+        except ValueError:
+            return _error("BadRequestException", 400, "Invalid maxResults or nextToken.")
+        if not 1 <= limit <= 100:
+            return _error("BadRequestException", 400, "maxResults must be between 1 and 100.", "maxResults")
+        with self._lock:
+            reps = sorted(
+                (
+                    r
+                    for r in self._replicators.values()
+                    if r.region == call.region and r.name.startswith(prefix)
+                ),
+                key=lambda r: (r.created, r.name),
+            )
+            page = reps[start : start + limit]
+            summaries = [
+                {
+                    "creationTime": _iso(r.created),
+                    "currentVersion": r.version,
+                    "isReplicatorReference": False,
+                    "kafkaClustersSummary": [
+                        {
+                            "amazonMskCluster": c["amazonMskCluster"],
+                            "kafkaClusterAlias": c["kafkaClusterAlias"],
+                        }
+                        for c in r.kafka_clusters
+                    ],
+                    "replicationInfoSummaryList": [
+                        {
+                            "sourceKafkaClusterAlias": i["sourceKafkaClusterAlias"],
+                            "targetKafkaClusterAlias": i["targetKafkaClusterAlias"],
+                        }
+                        for i in r.replication_info
+                    ],
+                    "replicatorArn": r.arn,
+                    "replicatorName": r.name,
+                    "replicatorResourceArn": r.arn,
+                    "replicatorState": r.state,
+                }
+                for r in page
+            ]
+        payload: dict[str, Any] = {"replicators": summaries}
+        if start + limit < len(reps):
+            payload["nextToken"] = str(start + limit)
+        return _ok(payload)
+
+    def _delete_replicator(self, call: AwsCall, arn: str) -> Response:
+        with self._lock:
+            rep = self._find(call, arn)
+            if rep is None:
+                return _error("NotFoundException", 404, f"Replicator {arn} not found.", "replicatorArn")
+            version = call.query.get("currentVersion")
+            if version is not None and version != rep.version:
+                return _error(
+                    "BadRequestException",
+                    400,
+                    f"currentVersion {version} does not match the replicator's version {rep.version}.",
+                    "currentVersion",
+                )
+            if rep.state != "DELETING":
+                rep.state, rep.due = "DELETING", time.monotonic() + self._delete_after
+                self._record(rep)
+        return _ok({"replicatorArn": rep.arn, "replicatorState": rep.state})
+
+    def _replicator_tags(self, call: AwsCall, arn: str) -> Response | None:
+        """Tags of a replicator live in moto's Kafka tagger; only an unknown replicator is ours to answer."""
+        if ":replicator/" not in arn:
+            return None
+        with self._lock:
+            if self._find(call, arn) is None:
+                return _error("NotFoundException", 404, f"Replicator {arn} not found.", "resourceArn")
+        return None
+
+    # -- metrics -----------------------------------------------------------------------------
+
+    def _control_lag(self, call: AwsCall) -> Response:
+        """Operator route: pin a replicator's ReplicationLatency/MessageLag (null returns to baseline)."""
+        try:
+            body = call.json()
+            name = body["replicator_name"]
+        except (ValueError, KeyError, TypeError):
+            return _ok({"error": "body must be JSON with replicator_name"}, status=400)
+        region = body.get("region")
+        with self._lock:
+            matched = [
+                r
+                for r in self._replicators.values()
+                if r.name == name and (region is None or r.region == region)
+            ]
+            if not matched:
+                return _ok({"error": f"no replicator named {name}"}, status=404)
+            for rep in matched:
+                if "latency_ms" in body:
+                    rep.latency_ms = None if body["latency_ms"] is None else float(body["latency_ms"])
+                if "message_lag" in body:
+                    rep.message_lag = None if body["message_lag"] is None else float(body["message_lag"])
+            result = [
+                {
+                    "replicator_name": r.name,
+                    "region": r.region,
+                    "latency_ms": r.latency_ms,
+                    "message_lag": r.message_lag,
+                }
+                for r in matched
+            ]
+        self._truth.record(
+            "msk.lag",
+            replicator_name=name,
+            latency_ms=body.get("latency_ms"),
+            message_lag=body.get("message_lag"),
+        )
+        return _ok({"replicators": result})
+
+    def _client(self, region: str) -> Any:
+        client = self._cloudwatch.get(region)
+        if client is None:
+            client = boto3.session.Session().client(
+                "cloudwatch",
+                region_name=region,
+                endpoint_url=self._endpoint_url,
+                aws_access_key_id="testing",
+                aws_secret_access_key="testing",
+                config=Config(
+                    retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=2, read_timeout=5
+                ),
+            )
+            self._cloudwatch[region] = client
+        return client
+
+    def _publish_metrics(self) -> None:
+        if self._endpoint_url is None:
+            return
+        self._advance()
+        now = datetime.now(UTC)
+        by_region: dict[str, list[dict[str, Any]]] = {}
+        with self._lock:
+            for rep in self._replicators.values():
+                if rep.state != "RUNNING":
+                    continue
+                latency = rep.latency_ms
+                if latency is None:
+                    latency = max(
+                        1.0, self._baseline_latency + self._rng.uniform(-0.25, 0.25) * self._baseline_latency
+                    )
+                lag = rep.message_lag
+                if lag is None:
+                    lag = float(
+                        max(0, round(self._baseline_lag + self._rng.uniform(-1.0, 1.0) * self._baseline_lag))
+                    )
+                dims = [{"Name": "ReplicatorName", "Value": rep.name}]
+                by_region.setdefault(rep.region, []).extend(
+                    [
+                        {
+                            "MetricName": "ReplicationLatency",
+                            "Dimensions": dims,
+                            "Timestamp": now,
+                            "Value": latency,
+                            "Unit": "Milliseconds",
+                        },
+                        {
+                            "MetricName": "MessageLag",
+                            "Dimensions": dims,
+                            "Timestamp": now,
+                            "Value": lag,
+                            "Unit": "Count",
+                        },
+                    ]
+                )
+        for region, data in by_region.items():
+            for i in range(0, len(data), 500):
+                self._client(region).put_metric_data(Namespace=NAMESPACE, MetricData=data[i : i + 500])
