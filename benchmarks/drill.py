@@ -1,0 +1,96 @@
+"""Benchmark: run the sandbox drill N times; print RTO measurement error, RTO vs theory, overhead.
+
+    .venv/bin/python benchmarks/drill.py [--runs 5] [--interval 0.5]
+
+Starts its own sandbox world and Prefect server (temporary PREFECT_HOME), provisions it, then
+runs `query-servers-down` drills. Ground truth is the sandbox edge's own log of when it
+started answering from the secondary; the drill never sees it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sandbox.__main__ import down, up
+from sandbox.demo import _load_env, ensure_prefect_server, stop_prefect_server
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--interval", type=float, default=0.5)
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="chalkdr-bench-"))
+    home, state = tmp / "prefect", tmp / "world"
+    api = ensure_prefect_server(home, 0)
+    os.environ.update(PREFECT_API_URL=api, PREFECT_HOME=str(home))
+    up(state, time_scale=10.0, routing="failover", timeout_s=60)
+    try:
+        _load_env(state / "sandbox.env")
+        from chalkdr.failover import expected_failover_seconds
+        from chalkdr.report import DrillReport
+        from chalkdr.topology import load_topology
+        from flows.drill import drill
+        from flows.provision import provision
+
+        topo_path = str(state / "topology.yaml")
+        topo = load_topology(topo_path)
+        assert provision(topology=topo_path, mode="apply", return_state=True).is_completed()
+        endpoint = os.environ["AWS_ENDPOINT_URL"]
+        world = httpx.get(f"{endpoint}/_sandbox/world", timeout=10).json()
+        secondary_alb = world["regions"]["us-west-2"]["alb_dns"].lower()
+        theory = expected_failover_seconds(topo) / topo.time_scale
+        errors, rtos, overheads = [], [], []
+        for i in range(args.runs):
+            started = time.time()
+            t0 = time.monotonic()
+            st = drill(
+                topology=topo_path, hold_seconds=1.0, probe_interval_seconds=args.interval, return_state=True
+            )
+            wall = time.monotonic() - t0
+            report = st.result(raise_on_failure=False)
+            assert isinstance(report, DrillReport) and report.rto_s is not None, report
+            inject = next(e.wall for e in report.timeline if e.event == "fault injected")
+            truth = httpx.get(
+                f"{endpoint}/_sandbox/truth", params={"kind": "edge.answer", "since": started}
+            ).json()
+            flip = next(e["ts"] for e in truth if str(e["answer"]).lower().rstrip(".") == secondary_alb)
+            errors.append(report.rto_s - (flip - inject))
+            rtos.append(report.rto_s)
+            phase_time = sum(p.duration_s or 0.0 for p in report.phases.values())
+            overheads.append(max(wall - phase_time, 0.0) / wall)
+            print(f"run {i + 1}: RTO {report.rto_s:.2f} s, truth {flip - inject:.2f} s, wall {wall:.1f} s")
+        abs_err = [abs(e) for e in errors]
+        print()
+        print(f"runs: {args.runs}, probe interval {args.interval} s, time scale x{topo.time_scale:g}")
+        print(
+            "RTO measurement error vs ground truth: "
+            f"median {statistics.median(abs_err):.3f} s, max {max(abs_err):.3f} s"
+        )
+        print(
+            f"measured RTO median {statistics.median(rtos):.2f} s vs configuration minimum {theory:.2f} s "
+            f"(ratio {statistics.median(rtos) / theory:.2f})"
+        )
+        print(
+            "orchestration overhead (wall time outside phases): "
+            f"median {100 * statistics.median(overheads):.1f}% "
+            f"max {100 * max(overheads):.1f}% (target <= 5%)"
+        )
+        return 0
+    finally:
+        down(state, timeout_s=20)
+        stop_prefect_server(home)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,309 @@
+"""DynamoDB global tables in the sandbox, exercised only through boto3/httpx on the served endpoint."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import httpx
+import pytest
+from botocore.exceptions import ClientError
+
+from sandbox.aws import AwsServer, SandboxAwsApp
+from sandbox.clock import SandboxClock
+from sandbox.dynamodb import DynamoDbSim
+from sandbox.truth import GroundTruth
+
+LAG_S = 0.3
+TIME_SCALE = 60.0
+EAST, WEST = "us-east-1", "us-west-2"
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[str]:
+    app = SandboxAwsApp()
+    sim = DynamoDbSim(
+        app,
+        clock=SandboxClock(time_scale=TIME_SCALE),
+        truth=GroundTruth(),
+        replication_lag_s=LAG_S,
+        replica_create_s=0.4,  # long enough to observe CREATING, short enough to keep tests fast
+        replica_delete_s=0.2,
+        metrics_period_s=0.2,
+    )
+    server = AwsServer(app).start()
+    sim.start(server.endpoint_url)
+    try:
+        yield server.endpoint_url
+    finally:
+        sim.stop()
+        httpx.post(f"{server.endpoint_url}/moto-api/reset")
+        server.stop()
+
+
+def client(endpoint: str, service: str, region: str) -> Any:
+    return boto3.client(
+        service,
+        region_name=region,
+        endpoint_url=endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+def poll(check: Callable[[], Any], timeout: float = 5.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(0.05)
+
+
+def create_table(ddb: Any) -> str:
+    name = f"features-{uuid.uuid4().hex[:8]}"
+    ddb.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "N"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    return name
+
+
+def wait_active(ddb: Any, name: str) -> dict[str, Any]:
+    def settled() -> dict[str, Any] | None:
+        table = ddb.describe_table(TableName=name)["Table"]
+        replicas = table.get("Replicas", [])
+        ok = table["TableStatus"] == "ACTIVE" and all(r["ReplicaStatus"] == "ACTIVE" for r in replicas)
+        return table if ok else None
+
+    return poll(settled)  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def regions(endpoint: str) -> tuple[Any, Any]:
+    return client(endpoint, "dynamodb", EAST), client(endpoint, "dynamodb", WEST)
+
+
+@pytest.fixture
+def global_table(regions: tuple[Any, Any]) -> str:
+    east, _ = regions
+    name = create_table(east)
+    east.update_table(TableName=name, ReplicaUpdates=[{"Create": {"RegionName": WEST}}])
+    wait_active(east, name)
+    return name
+
+
+def key(pk: str, sk: int = 1) -> dict[str, Any]:
+    return {"pk": {"S": pk}, "sk": {"N": str(sk)}}
+
+
+def absent_for(ddb: Any, name: str, item_key: dict[str, Any], seconds: float) -> None:
+    """Assert the item stays absent for `seconds` (checking throughout, not once)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert "Item" not in ddb.get_item(TableName=name, Key=item_key)
+        time.sleep(0.05)
+
+
+class TestReplicas:
+    def test_create_replica_reports_in_both_regions(self, regions: tuple[Any, Any]) -> None:
+        east, west = regions
+        name = create_table(east)
+        resp = east.update_table(TableName=name, ReplicaUpdates=[{"Create": {"RegionName": WEST}}])
+        desc = resp["TableDescription"]
+        assert desc["TableStatus"] == "UPDATING"
+        assert desc["Replicas"] == [{"RegionName": WEST, "ReplicaStatus": "CREATING"}]
+        assert desc["GlobalTableVersion"] == "2019.11.21"
+
+        source = wait_active(east, name)
+        replica = wait_active(west, name)
+        # Each region lists the other replicas, as DescribeTable does on AWS.
+        assert source["Replicas"] == [{"RegionName": WEST, "ReplicaStatus": "ACTIVE"}]
+        assert replica["Replicas"] == [{"RegionName": EAST, "ReplicaStatus": "ACTIVE"}]
+        assert replica["GlobalTableVersion"] == source["GlobalTableVersion"] == "2019.11.21"
+        assert replica["KeySchema"] == source["KeySchema"]
+        assert replica["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+        assert replica["TableArn"].startswith(f"arn:aws:dynamodb:{WEST}:")
+        assert source["StreamSpecification"] == {
+            "StreamEnabled": True,
+            "StreamViewType": "NEW_AND_OLD_IMAGES",
+        }
+
+    def test_existing_items_are_copied_to_new_replica(self, regions: tuple[Any, Any]) -> None:
+        east, west = regions
+        name = create_table(east)
+        east.put_item(TableName=name, Item={**key("before"), "v": {"S": "old"}})
+        east.update_table(TableName=name, ReplicaUpdates=[{"Create": {"RegionName": WEST}}])
+        wait_active(west, name)
+        assert west.get_item(TableName=name, Key=key("before"))["Item"]["v"] == {"S": "old"}
+
+    def test_delete_replica_removes_it(self, regions: tuple[Any, Any], global_table: str) -> None:
+        east, west = regions
+        resp = east.update_table(TableName=global_table, ReplicaUpdates=[{"Delete": {"RegionName": WEST}}])
+        assert resp["TableDescription"]["Replicas"] == [{"RegionName": WEST, "ReplicaStatus": "DELETING"}]
+
+        def gone() -> bool:
+            try:
+                west.describe_table(TableName=global_table)
+            except ClientError as exc:
+                return exc.response["Error"]["Code"] == "ResourceNotFoundException"
+            return False
+
+        poll(gone)
+        table = east.describe_table(TableName=global_table)["Table"]
+        assert table["TableStatus"] == "ACTIVE"
+        assert "Replicas" not in table
+
+    def test_replica_update_errors(self, regions: tuple[Any, Any], global_table: str) -> None:
+        east, _ = regions
+        cases = [
+            ({"Create": {"RegionName": EAST}}, "ValidationException", "local region"),
+            ({"Create": {"RegionName": WEST}}, "ValidationException", "already existed"),
+            ({"Create": {"RegionName": "moon-central-1"}}, "ValidationException", "region"),
+            ({"Delete": {"RegionName": "eu-west-1"}}, "ValidationException", "not found"),
+        ]
+        for update, code, fragment in cases:
+            with pytest.raises(ClientError) as err:
+                east.update_table(TableName=global_table, ReplicaUpdates=[update])
+            assert err.value.response["Error"]["Code"] == code, update
+            assert fragment in err.value.response["Error"]["Message"], update
+        with pytest.raises(ClientError) as err:
+            east.update_table(TableName="no-such-table", ReplicaUpdates=[{"Create": {"RegionName": WEST}}])
+        assert err.value.response["Error"]["Code"] == "ResourceNotFoundException"
+
+    def test_table_is_busy_while_a_replica_is_created(self, regions: tuple[Any, Any]) -> None:
+        east, west = regions
+        name = create_table(east)
+        east.update_table(TableName=name, ReplicaUpdates=[{"Create": {"RegionName": WEST}}])
+        with pytest.raises(ClientError) as err:
+            east.update_table(TableName=name, ReplicaUpdates=[{"Create": {"RegionName": "eu-west-1"}}])
+        assert err.value.response["Error"]["Code"] == "ResourceInUseException"
+        assert west.describe_table(TableName=name)["Table"]["TableStatus"] == "CREATING"
+        with pytest.raises(ClientError) as err:  # a table that is not ACTIVE serves no data yet
+            west.get_item(TableName=name, Key=key("any"))
+        assert err.value.response["Error"]["Code"] == "ResourceNotFoundException"
+        wait_active(east, name)
+
+
+class TestReplication:
+    def test_put_arrives_after_the_lag_and_not_before(
+        self, regions: tuple[Any, Any], global_table: str
+    ) -> None:
+        east, west = regions
+        started = time.monotonic()
+        east.put_item(TableName=global_table, Item={**key("user-1"), "name": {"S": "ada"}})
+        assert "Item" not in west.get_item(TableName=global_table, Key=key("user-1"))
+        item = poll(lambda: west.get_item(TableName=global_table, Key=key("user-1")).get("Item"))
+        assert time.monotonic() - started >= LAG_S
+        assert item["name"] == {"S": "ada"}
+
+    def test_update_and_delete_replicate_both_ways(self, regions: tuple[Any, Any], global_table: str) -> None:
+        east, west = regions
+        west.put_item(TableName=global_table, Item={**key("user-2"), "n": {"N": "1"}})
+        poll(lambda: east.get_item(TableName=global_table, Key=key("user-2")).get("Item"))
+        east.update_item(
+            TableName=global_table,
+            Key=key("user-2"),
+            UpdateExpression="SET n = :n",
+            ExpressionAttributeValues={":n": {"N": "2"}},
+        )
+        poll(lambda: west.get_item(TableName=global_table, Key=key("user-2"))["Item"]["n"] == {"N": "2"})
+        east.delete_item(TableName=global_table, Key=key("user-2"))
+        poll(lambda: "Item" not in west.get_item(TableName=global_table, Key=key("user-2")))
+
+    def test_batch_and_transact_writes_replicate(self, regions: tuple[Any, Any], global_table: str) -> None:
+        east, west = regions
+        east.batch_write_item(
+            RequestItems={global_table: [{"PutRequest": {"Item": key("batch", i)}} for i in range(3)]}
+        )
+        east.transact_write_items(TransactItems=[{"Put": {"TableName": global_table, "Item": key("tx")}}])
+        wanted = [key("batch", 0), key("batch", 2), key("tx")]
+        poll(lambda: all("Item" in west.get_item(TableName=global_table, Key=k) for k in wanted))
+
+    def test_last_writer_wins(self, regions: tuple[Any, Any], global_table: str) -> None:
+        east, west = regions
+        east.put_item(TableName=global_table, Item={**key("race"), "v": {"S": "east"}})
+        west.put_item(TableName=global_table, Item={**key("race"), "v": {"S": "west"}})  # later write
+
+        def converged() -> bool:
+            values = [r.get_item(TableName=global_table, Key=key("race"))["Item"]["v"] for r in (east, west)]
+            return values == [{"S": "west"}, {"S": "west"}]
+
+        poll(converged)
+
+    def test_operator_pause_holds_writes_and_resume_drains(
+        self, endpoint: str, regions: tuple[Any, Any], global_table: str
+    ) -> None:
+        east, west = regions
+        resp = httpx.post(f"{endpoint}/_sandbox/dynamodb/pause", json={"table": global_table, "region": WEST})
+        assert resp.status_code == 200
+        east.put_item(TableName=global_table, Item=key("held"))
+        absent_for(west, global_table, key("held"), LAG_S * 3)
+        resp = httpx.post(
+            f"{endpoint}/_sandbox/dynamodb/resume", json={"table": global_table, "region": WEST}
+        )
+        assert resp.status_code == 200
+        poll(lambda: west.get_item(TableName=global_table, Key=key("held")).get("Item"))
+
+    def test_control_route_rejects_a_non_replica(self, endpoint: str, global_table: str) -> None:
+        resp = httpx.post(
+            f"{endpoint}/_sandbox/dynamodb/pause", json={"table": global_table, "region": "eu-west-1"}
+        )
+        assert resp.status_code == 404
+        assert httpx.post(f"{endpoint}/_sandbox/dynamodb/pause", content=b"nope").status_code == 400
+
+
+class TestReplicationLatencyMetric:
+    @staticmethod
+    def maximum(cloudwatch: Any, table: str, receiving: str) -> float | None:
+        now = datetime.now(UTC)
+        points = cloudwatch.get_metric_statistics(
+            Namespace="AWS/DynamoDB",
+            MetricName="ReplicationLatency",
+            Dimensions=[
+                {"Name": "TableName", "Value": table},
+                {"Name": "ReceivingRegion", "Value": receiving},
+            ],
+            StartTime=now - timedelta(minutes=5),
+            EndTime=now + timedelta(minutes=1),
+            Period=60,
+            Statistics=["Maximum", "SampleCount"],
+        )["Datapoints"]
+        if not points:
+            return None
+        assert {p["Unit"] for p in points} == {"Milliseconds"}
+        return float(max(p["Maximum"] for p in points))
+
+    def test_latency_is_published_in_the_source_region(
+        self, endpoint: str, regions: tuple[Any, Any], global_table: str
+    ) -> None:
+        east, _ = regions
+        east.put_item(TableName=global_table, Item=key("metric"))
+        east_cw, west_cw = client(endpoint, "cloudwatch", EAST), client(endpoint, "cloudwatch", WEST)
+        peak = poll(lambda: self.maximum(east_cw, global_table, WEST))
+        assert peak >= LAG_S * 1000 * 0.9  # real milliseconds: lag is measured, not scaled
+        assert poll(lambda: self.maximum(west_cw, global_table, EAST))  # the other direction too
+
+    def test_latency_grows_while_paused(
+        self, endpoint: str, regions: tuple[Any, Any], global_table: str
+    ) -> None:
+        east, _ = regions
+        cloudwatch = client(endpoint, "cloudwatch", EAST)
+        httpx.post(f"{endpoint}/_sandbox/dynamodb/pause", json={"table": global_table, "region": WEST})
+        try:
+            east.put_item(TableName=global_table, Item=key("slow"))
+            threshold = 3 * LAG_S * 1000
+            poll(lambda: (self.maximum(cloudwatch, global_table, WEST) or 0) > threshold)
+        finally:
+            httpx.post(f"{endpoint}/_sandbox/dynamodb/resume", json={"table": global_table, "region": WEST})
