@@ -450,14 +450,19 @@ class AuroraSim:
         now = datetime.now(UTC)
         by_region: dict[str, list[dict[str, Any]]] = {}
         with self._lock:
+            members: set[str] = set()
             for gc in list(self._global_clusters().values()):
                 for member in gc.members:
                     parts = _cluster_arn_parts(member.db_cluster_arn)
-                    if member.is_writer or parts is None:
+                    if parts is None:
                         continue
                     region, ident = parts
-                    if self._backend(region).clusters.get(ident) is not member:
+                    current = self._backend(region).clusters.get(ident)
+                    if current is None or current is not member:
                         continue  # deleted since it joined
+                    members.add(ident)
+                    if current.is_writer:
+                        continue
                     lag = self._lag_overrides.get(ident)
                     if lag is None:
                         lag = max(1.0, self._baseline_lag * (1 + self._rng.uniform(-0.3, 0.3)))
@@ -470,6 +475,8 @@ class AuroraSim:
                             "Unit": "Milliseconds",
                         }
                     )
+            for ident in set(self._lag_overrides) - members:
+                del self._lag_overrides[ident]  # a pin dies with its cluster (or a moto reset)
         for region, data in by_region.items():
             for i in range(0, len(data), 500):
                 self._client(region).put_metric_data(Namespace=NAMESPACE, MetricData=data[i : i + 500])

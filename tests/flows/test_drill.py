@@ -1,0 +1,238 @@
+"""The drill against the sandbox world: scenarios, RTO accuracy, safety, evidence in the backend."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import httpx
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.concurrency.sync import concurrency
+from prefect.settings import PREFECT_API_URL
+from prefect.variables import Variable
+
+from chalkdr.report import DrillReport, PhaseStatus
+from flows.drill import drill
+from flows.provision import provision
+from tasks.locks import KILL_SWITCH_VARIABLE, ensure_lock
+
+pytestmark = [pytest.mark.usefixtures("prefect_backend"), pytest.mark.timeout(240)]
+INTERVAL = 0.5
+
+
+@pytest.fixture(scope="module")
+def provisioned(sandbox_world: Any, prefect_backend: None) -> Iterator[Any]:
+    saved = dict(os.environ)
+    os.environ.update(sandbox_world.env)
+    try:
+        state = provision(topology=str(sandbox_world.topology_path), mode="apply", return_state=True)
+        assert state.is_completed(), state.message
+        yield sandbox_world
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@pytest.fixture
+def world(provisioned: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    for k, v in provisioned.env.items():
+        monkeypatch.setenv(k, v)
+    return provisioned
+
+
+def run_drill(world: Any, **params: Any) -> DrillReport:
+    params.setdefault("hold_seconds", 1.0)
+    params.setdefault("probe_interval_seconds", INTERVAL)
+    state = drill(topology=str(world.topology_path), return_state=True, **params)
+    report = state.result(raise_on_failure=False)
+    assert isinstance(report, DrillReport), report
+    return report
+
+
+def primary_state(world: Any) -> dict[str, Any]:
+    body = httpx.get(f"{world.aws_endpoint}/_sandbox/world", timeout=10).json()
+    return dict(body["regions"]["us-east-1"])
+
+
+def health_checks_inverted() -> list[bool]:
+    r53 = boto3.client("route53", region_name="us-east-1")
+    checks = r53.list_health_checks()["HealthChecks"]
+    return [bool(c["HealthCheckConfig"].get("Inverted")) for c in checks]
+
+
+def test_query_servers_down_measures_rto_against_ground_truth(world: Any) -> None:
+    started = time.time()
+    report = run_drill(world, scenario="query-servers-down")
+    assert report.outcome is PhaseStatus.COMPLETED, report.outcome_reason
+    assert report.passed
+    assert report.failover is not None and report.failback is not None
+    inject_wall = next(e.wall for e in report.timeline if e.event == "fault injected")
+    secondary_dns = httpx.get(f"{world.aws_endpoint}/_sandbox/world", timeout=10).json()["regions"][
+        "us-west-2"
+    ]
+    flips = [
+        e
+        for e in world.truth("edge.answer", since=started)
+        if str(e.get("answer", "")).lower().rstrip(".") == secondary_dns["alb_dns"].lower()
+    ]
+    assert flips, "the sandbox edge never switched to the secondary"
+    truth_rto = flips[0]["ts"] - inject_wall
+    assert report.rto_s is not None
+    assert abs(report.rto_s - truth_rto) <= INTERVAL + 0.25, (report.rto_s, truth_rto)
+    # Failover cannot beat the configured detection time (interval x threshold), scaled.
+    assert report.failover.health_flip_s is not None and report.failover.health_flip_s >= 1.0
+    assert report.rpo.canary_replication_lag_s is not None
+    assert primary_state(world)["query_ready_replicas"] == 2  # restored
+
+
+def test_health_check_inverted_flips_dns_and_restores(world: Any) -> None:
+    report = run_drill(world, scenario="health-check-inverted")
+    assert report.outcome is PhaseStatus.COMPLETED, report.outcome_reason
+    assert report.failover is not None and report.failover.dns_flip_s is not None
+    assert report.failover.failed_probes == 0  # the primary kept serving until DNS moved
+    assert not any(health_checks_inverted())
+
+
+def test_replication_paused_measures_rpo_exposure(world: Any) -> None:
+    report = run_drill(world, scenario="replication-paused", hold_seconds=1.5)
+    assert report.outcome is PhaseStatus.COMPLETED, report.outcome_reason
+    assert report.rpo.writes_held_back
+    assert report.rpo.exposure_s is not None and report.rpo.exposure_s >= 1.5
+    assert [s.name for s in report.slos] == ["RPO"]
+
+
+def test_kill_switch_aborts_a_running_drill_and_restores(world: Any) -> None:
+    def engage_when_injected() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if primary_state(world)["query_ready_replicas"] == 0:
+                Variable.set(KILL_SWITCH_VARIABLE, {"engaged": True, "reason": "test abort"}, overwrite=True)
+                return
+            time.sleep(0.05)
+
+    t = threading.Thread(target=engage_when_injected, daemon=True)
+    t.start()
+    try:
+        report = run_drill(world, scenario="query-servers-down", hold_seconds=30)
+        t.join(5)
+        assert report.outcome is PhaseStatus.ABORTED
+        assert "test abort" in (report.outcome_reason or "")
+        assert report.phases["failback"].detail["restored"]
+        assert primary_state(world)["query_ready_replicas"] == 2
+        refused = run_drill(world)
+        assert refused.outcome is PhaseStatus.ABORTED and "refused" in (refused.outcome_reason or "")
+    finally:
+        Variable.set(KILL_SWITCH_VARIABLE, {"engaged": False}, overwrite=True)
+
+
+def test_second_drill_on_the_environment_is_refused(world: Any) -> None:
+    name = ensure_lock(f"drill-{world.topology.environment}")
+    with concurrency(name, occupy=1, strict=True):
+        report = run_drill(world, wait_for_lock_seconds=2.0)
+    assert report.outcome is PhaseStatus.ABORTED
+    assert "another drill holds the lock" in (report.outcome_reason or "")
+
+
+def test_sigkill_mid_injection_is_repaired_by_the_next_sweep(world: Any) -> None:
+    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
+    code = (
+        "from flows.drill import drill; import sys;"
+        "drill(topology=sys.argv[1], hold_seconds=60, probe_interval_seconds=0.5, return_state=True)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(world.topology_path)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while primary_state(world)["query_ready_replicas"] != 0:
+            assert proc.poll() is None, "the drill process ended before injecting"
+            assert time.monotonic() < deadline, "the drill never injected"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    assert primary_state(world)["query_ready_replicas"] == 0  # the crash left the fault in place
+    report = run_drill(world, scenario="health-check-inverted")
+    assert any("replicas restored to 2" in s for s in report.swept), report.swept
+    assert report.outcome is PhaseStatus.COMPLETED, report.outcome_reason
+    assert primary_state(world)["query_ready_replicas"] == 2
+
+
+def test_evidence_is_in_the_backend(world: Any) -> None:
+    report = run_drill(world, scenario="health-check-inverted", dry_run=True)
+    assert report.outcome is PhaseStatus.COMPLETED and report.phases["inject"].status is PhaseStatus.SKIPPED
+
+    async def read() -> tuple[list[Any], list[Any]]:
+        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+        from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+        async with get_client() as client:
+            artifacts = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"drill-{report.environment}"]))
+            )
+            events = await client.read_events(
+                filter=EventFilter(
+                    event=EventNameFilter(prefix=["chalkdr.drill.phase."]),
+                    resource=EventResourceFilter(id=[f"chalkdr.drill.{report.drill_id}"]),
+                ),
+                limit=50,
+            )
+        return list(artifacts), list(events.events)
+
+    import asyncio
+
+    deadline = time.monotonic() + 30
+    while True:
+        artifacts, events = asyncio.run(read())
+        names = {e.event for e in events}
+        if {
+            "chalkdr.drill.phase.preflight",
+            "chalkdr.drill.phase.postflight",
+        } <= names or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert any(report.drill_id in (a.description or "") for a in artifacts)
+    assert {
+        "chalkdr.drill.phase.preflight",
+        "chalkdr.drill.phase.canary",
+        "chalkdr.drill.phase.postflight",
+    } <= names
+
+
+# Last: the lag spike it publishes stays in CloudWatch's current period.
+def test_failing_preflight_touches_nothing(world: Any) -> None:
+    set_lag = f"{world.aws_endpoint}/_sandbox/msk/lag"
+    name = world.topology.msk.replicator_name
+    httpx.post(set_lag, json={"replicator_name": name, "latency_ms": 999_999, "message_lag": 5}, timeout=10)
+    try:
+        deadline = time.monotonic() + 20
+        report = None
+        while time.monotonic() < deadline:
+            started = time.time()
+            report = run_drill(world, scenario="query-servers-down")
+            if report.phases["preflight"].status is PhaseStatus.FAILED:
+                break
+        assert report is not None and report.outcome is PhaseStatus.ABORTED
+        assert "exceeds the guard" in (report.outcome_reason or "")
+        assert report.phases["inject"].status is PhaseStatus.PENDING
+        mutations = [
+            e
+            for e in world.truth(since=started)
+            if e["kind"] in ("kube.ready", "fis.experiment", "route53.health_check")
+        ]
+        assert mutations == []
+        assert primary_state(world)["query_ready_replicas"] == 2
+    finally:
+        httpx.post(set_lag, json={"replicator_name": name, "latency_ms": 50, "message_lag": 5}, timeout=10)
