@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -179,8 +179,17 @@ class AwsClients:
         session: boto3.Session | None = None,
         role_arns: Mapping[str, str] | None = None,
         role_session_name: str = "chalk-dr",
+        event_hooks: Sequence[tuple[str, Callable[..., Any]]] = (),
     ) -> None:
+        """`event_hooks`: (botocore event name, handler) pairs registered on every client made here.
+
+        For observing or shaping calls without patching product code: count calls (tests,
+        benchmarks: `("before-call", handler)`), or inject a fault at the transport
+        (`("before-send.dynamodb.UpdateTable", handler)` returning an AWSResponse) so that
+        botocore's own retry logic is what handles it.
+        """
         self.settings = settings
+        self._event_hooks = tuple(event_hooks)
         self._base = session or boto3.Session()
         self._roles = dict(role_arns or {})
         self._role_session_name = role_session_name
@@ -237,11 +246,14 @@ class AwsClients:
         key = (service, region)
         with self._lock:
             if key not in self._clients:
-                self._clients[key] = self.session(region).client(
+                client = self.session(region).client(
                     service,  # type: ignore[call-overload]
                     region_name=region,
                     config=self.config(region),
                 )
+                for event, handler in self._event_hooks:
+                    client.meta.events.register(event, handler)
+                self._clients[key] = client
             return self._clients[key]
 
     # Typed accessors: the services chalk-dr touches.

@@ -27,6 +27,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from chalkdr.audit import AuditRecord
 from chalkdr.errors import ChalkDrError
 from chalkdr.failover import FailoverEstimate, failover_estimate
 from chalkdr.topology import RegionConfig, RoutingMode, Topology
@@ -41,6 +42,7 @@ __all__ = [
     "AlarmSpec",
     "AliasTarget",
     "Change",
+    "ChangeResult",
     "Check",
     "DesiredState",
     "EksSpec",
@@ -69,6 +71,7 @@ __all__ = [
     "ResourceKind",
     "SecondaryClusterSpec",
     "Stage",
+    "WaitPolicy",
     "alarm_prefix",
     "apply_stages",
     "caller_reference",
@@ -290,7 +293,12 @@ class AlarmSpec(_Model):
     comparison_operator: str = "GreaterThanThreshold"
     treat_missing_data: str = "notBreaching"  # no writes, no lag: replication metrics are sparse
     description: str
+    account_id: str  # for the alarm's ARN (the audit names it before AWS has answered)
     tags: dict[str, str]
+
+    @property
+    def arn(self) -> str:
+        return f"arn:aws:cloudwatch:{self.region}:{self.account_id}:alarm:{self.name}"
 
     def settings(self) -> dict[str, Any]:
         return {
@@ -600,6 +608,37 @@ class Plan(_Model):
         return "; ".join(parts)
 
 
+class ChangeResult(_Model):
+    """What applying one Change did: the audit of its mutating calls, and the id it produced."""
+
+    kind: ResourceKind
+    id: str
+    region: str
+    action: Action
+    audit: tuple[AuditRecord, ...] = ()
+    resource_id: str | None = None  # e.g. the health check a create made, for the records after it
+
+
+class WaitPolicy(_Model):
+    """How long to wait for AWS's asynchronous work (replica ACTIVE, replicator RUNNING, INSYNC).
+
+    Numbers are configured (AWS) seconds; a time-scaled environment waits proportionally less
+    real time, so the same policy serves AWS and the sandbox.
+    """
+
+    time_scale: float = Field(default=1.0, gt=0)
+    timeout_s: float = Field(default=3600.0, gt=0)
+    poll_s: float = Field(default=10.0, gt=0)
+
+    @property
+    def timeout_real_s(self) -> float:
+        return self.timeout_s / self.time_scale
+
+    @property
+    def poll_real_s(self) -> float:
+        return max(0.05, self.poll_s / self.time_scale)
+
+
 class Stage(_Model):
     """One step of the apply: its changes are independent of each other, so may run concurrently."""
 
@@ -809,6 +848,8 @@ def _alarms(topology: Topology, replicators: Sequence[ReplicatorSpec]) -> list[A
     env, guards = topology.environment, topology.guards
     prefix = alarm_prefix(env)
     regions = [r.aws_region for r in topology.regions]
+    # Each region's account, from the ARN the topology already gives for it.
+    account = {r.aws_region: r.msk_cluster_arn.split(":")[4] for r in topology.regions}
     specs: list[AlarmSpec] = []
     for table in _global_tables(topology):
         # ReplicationLatency is published in the region the writes come from, per receiving region;
@@ -825,6 +866,7 @@ def _alarms(topology: Topology, replicators: Sequence[ReplicatorSpec]) -> list[A
                         metric_name="ReplicationLatency",
                         dimensions={"TableName": table.table, "ReceivingRegion": receiver},
                         threshold=guards.max_dynamodb_replication_lag_ms,
+                        account_id=account[source],
                         description=(
                             f"chalk-dr {env}: DynamoDB {table.table} replication {source} -> {receiver} "
                             f"above {guards.max_dynamodb_replication_lag_ms:g} ms"
@@ -845,6 +887,7 @@ def _alarms(topology: Topology, replicators: Sequence[ReplicatorSpec]) -> list[A
                     metric_name=metric,
                     dimensions={"ReplicatorName": rep.name},
                     threshold=threshold,
+                    account_id=account[rep.region],
                     description=(
                         f"chalk-dr {env}: MSK replicator {rep.name} {metric} above {threshold:g} {unit}"
                     ),
@@ -860,6 +903,7 @@ def _alarms(topology: Topology, replicators: Sequence[ReplicatorSpec]) -> list[A
                 metric_name="AuroraGlobalDBReplicationLag",
                 dimensions={"DBClusterIdentifier": r.aurora_cluster_id},
                 threshold=guards.max_aurora_replication_lag_ms,
+                account_id=account[r.aws_region],
                 description=(
                     f"chalk-dr {env}: Aurora secondary {r.aurora_cluster_id} replication lag above "
                     f"{guards.max_aurora_replication_lag_ms:g} ms"

@@ -320,7 +320,8 @@ def _abort_check(primary: str, others: list[str], n: int) -> Any:
         # Route 53's own verdict on the secondaries, not failed queries: right after the DNS flip,
         # resolvers still hold the old answer for the TTL, so failures then are expected.
         if all(all(o.health.get(r) is False for r in others) for o in obs[-n:]):
-            return f"secondary failing too: Route 53 reports {', '.join(others)} unhealthy for {n} consecutive probes"
+            down = ", ".join(others)
+            return f"secondary failing too: Route 53 reports {down} unhealthy for {n} consecutive probes"
         return None
 
     return abort
