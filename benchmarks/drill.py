@@ -45,7 +45,8 @@ def main() -> int:
 
         topo_path = str(state / "topology.yaml")
         topo = load_topology(topo_path)
-        assert provision(topology=topo_path, mode="apply", return_state=True).is_completed()
+        prov = provision(topology=topo_path, mode="apply", require_approval=False, return_state=True)
+        assert prov.is_completed(), prov.message
         endpoint = os.environ["AWS_ENDPOINT_URL"]
         world = httpx.get(f"{endpoint}/_sandbox/world", timeout=10).json()
         secondary_alb = world["regions"]["us-west-2"]["alb_dns"].lower()

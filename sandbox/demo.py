@@ -109,7 +109,7 @@ def run(state_dir: Path, home: Path, port: int) -> int:
         from flows.drill import drill
         from flows.provision import provision
 
-        prov = provision(topology=topology, mode="apply", return_state=True)
+        prov = provision(topology=topology, mode="apply", require_approval=False, return_state=True)
         if not prov.is_completed():
             print(f"provision failed: {prov.message}", file=sys.stderr)
             return 1

@@ -33,7 +33,9 @@ def provisioned(sandbox_world: Any, prefect_backend: None) -> Iterator[Any]:
     saved = dict(os.environ)
     os.environ.update(sandbox_world.env)
     try:
-        state = provision(topology=str(sandbox_world.topology_path), mode="apply", return_state=True)
+        state = provision(
+            topology=str(sandbox_world.topology_path), mode="apply", require_approval=False, return_state=True
+        )
         assert state.is_completed(), state.message
         yield sandbox_world
     finally:
