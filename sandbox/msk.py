@@ -9,7 +9,8 @@ shapes in botocore's model:
 - GetBootstrapBrokers answers per authentication mode (IAM 9098, SCRAM 9096, TLS 9094,
   plaintext 9092), and refuses a cluster that is not ACTIVE, as AWS does;
 - a replicator is created in the TARGET cluster's region (AWS: "the replicator is created in the
-  AWS Region of the target cluster"), goes CREATING -> RUNNING, and DELETING -> gone;
+  AWS Region of the target cluster"), goes CREATING -> RUNNING, UPDATING -> RUNNING after
+  UpdateReplicationInfo (guarded by CurrentVersion), and DELETING -> gone;
 - every RUNNING replicator publishes `ReplicationLatency` (Milliseconds) and `MessageLag` (Count)
   in namespace AWS/Kafka by ReplicatorName into its region's CloudWatch, through the public API,
   so the drill reads them exactly as it would on AWS. The operator can push them over a guard
@@ -92,6 +93,8 @@ class _Replicator:
     kafka_clusters: list[dict[str, Any]]
     replication_info: list[dict[str, Any]]
     role_arn: str
+    source_arn: str
+    target_arn: str
     version: str
     created: datetime
     state: str
@@ -128,6 +131,11 @@ def _iso(ts: datetime) -> str:
 def _short_id(arn: str, n: int = 6) -> str:
     """A stable DNS-safe id for an ARN (AWS hostnames carry one per cluster)."""
     return hashlib.sha256(arn.encode()).hexdigest()[:n]
+
+
+def _new_version() -> str:
+    """Replicator versions are opaque tokens that change on every update (optimistic locking)."""
+    return "".join(secrets.choice(string.ascii_uppercase + string.digits) for _ in range(14))
 
 
 def _region_of(arn: str) -> str:
@@ -230,7 +238,7 @@ class MskSim:
                     continue
                 if rep.due > now:
                     continue
-                if rep.state == "CREATING":
+                if rep.state in ("CREATING", "UPDATING"):
                     rep.state, rep.due = "RUNNING", float("inf")
                     self._record(rep)
                 elif rep.state == "DELETING":
@@ -255,6 +263,8 @@ class MskSim:
             return None
         if path.startswith(REPLICATORS_PATH + "/"):
             arn = path[len(REPLICATORS_PATH) + 1 :]
+            if call.method == "PUT" and arn.endswith("/replication-info"):
+                return self._update_replication_info(call, arn[: -len("/replication-info")])
             if call.method == "GET":
                 return self._describe_replicator(call, arn)
             if call.method == "DELETE":
@@ -531,7 +541,9 @@ class MskSim:
             kafka_clusters=kafka_clusters,
             replication_info=[described],
             role_arn=req["serviceExecutionRoleArn"],
-            version="".join(secrets.choice(string.ascii_uppercase + string.digits) for _ in range(14)),
+            source_arn=info["sourceKafkaClusterArn"],
+            target_arn=info["targetKafkaClusterArn"],
+            version=_new_version(),
             created=datetime.fromtimestamp(self._clock.now(), UTC),
             state="CREATING",
             due=time.monotonic() + self._ready_after,
@@ -639,6 +651,55 @@ class MskSim:
                 self._record(rep)
         return _ok({"replicatorArn": rep.arn, "replicatorState": rep.state})
 
+    def _update_replication_info(self, call: AwsCall, arn: str) -> Response:
+        """UpdateReplicationInfo: topics and consumer groups change; the clusters of a flow do not."""
+        try:
+            req = call.json()
+        except ValueError:
+            return _error("BadRequestException", 400, "The request body is not valid JSON.")
+        topics, groups = req.get("topicReplication"), req.get("consumerGroupReplication")
+        with self._lock:
+            rep = self._find(call, arn)
+            if rep is None:
+                return _error("NotFoundException", 404, f"Replicator {arn} not found.", "replicatorArn")
+            if req.get("currentVersion") != rep.version:
+                return _error(
+                    "BadRequestException",
+                    400,
+                    f"currentVersion {req.get('currentVersion')} does not match the replicator's version "
+                    f"{rep.version}.",
+                    "currentVersion",
+                )
+            if rep.state != "RUNNING":
+                return _error(
+                    "BadRequestException", 400, f"Replicator {rep.name} is {rep.state}; it must be RUNNING."
+                )
+            if (req.get("sourceKafkaClusterArn"), req.get("targetKafkaClusterArn")) != (
+                rep.source_arn,
+                rep.target_arn,
+            ):
+                return _error(
+                    "BadRequestException",
+                    400,
+                    "sourceKafkaClusterArn and targetKafkaClusterArn must be the replicator's own clusters.",
+                    "sourceKafkaClusterArn",
+                )
+            if not topics and not groups:
+                return _error(
+                    "BadRequestException",
+                    400,
+                    "Specify topicReplication or consumerGroupReplication to update.",
+                )
+            info = rep.replication_info[0]
+            if topics:
+                info["topicReplication"] = {**info["topicReplication"], **topics}
+            if groups:
+                info["consumerGroupReplication"] = {**info["consumerGroupReplication"], **groups}
+            rep.version = _new_version()
+            rep.state, rep.due = "UPDATING", time.monotonic() + self._ready_after
+            self._record(rep)
+        return _ok({"replicatorArn": rep.arn, "replicatorState": rep.state})
+
     def _replicator_tags(self, call: AwsCall, arn: str) -> Response | None:
         """Tags of a replicator live in moto's Kafka tagger; only an unknown replicator is ours to answer."""
         if ":replicator/" not in arn:
@@ -712,7 +773,7 @@ class MskSim:
         by_region: dict[str, list[dict[str, Any]]] = {}
         with self._lock:
             for rep in self._replicators.values():
-                if rep.state != "RUNNING":
+                if rep.state not in ("RUNNING", "UPDATING"):  # replication goes on during an update
                     continue
                 latency = rep.latency_ms
                 if latency is None:

@@ -1,0 +1,363 @@
+"""Aurora global databases in the sandbox, seen only through boto3 and the control API."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import httpx
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from sandbox.aurora import AuroraSim
+from sandbox.aws import AwsServer, SandboxAwsApp
+from sandbox.clock import SandboxClock
+from sandbox.truth import GroundTruth
+
+PRIMARY, SECONDARY = "us-east-1", "us-west-2"
+SWITCH_AFTER = 0.6
+
+
+@dataclass
+class World:
+    endpoint: str
+    truth: GroundTruth
+
+    def client(self, service: str, region: str) -> Any:
+        make: Any = boto3.client  # the service name is a plain str here, not one of the stubs' literals
+        return make(
+            service,
+            region_name=region,
+            endpoint_url=self.endpoint,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            config=Config(retries={"max_attempts": 1}),
+        )
+
+
+@dataclass
+class GlobalDb:
+    world: World
+    global_id: str
+    primary_id: str
+    primary_arn: str
+    secondary_id: str
+    secondary_arn: str
+
+    def describe(self, region: str = SECONDARY) -> dict[str, Any]:
+        rds = self.world.client("rds", region)
+        found: dict[str, Any] = rds.describe_global_clusters(GlobalClusterIdentifier=self.global_id)[
+            "GlobalClusters"
+        ][0]
+        return found
+
+    def writer(self) -> str | None:
+        gc = self.describe()
+        if gc["Status"] != "available":
+            return None
+        return str(next(m["DBClusterArn"] for m in gc["GlobalClusterMembers"] if m["IsWriter"]))
+
+
+@pytest.fixture(scope="module")
+def world() -> Iterator[World]:
+    app = SandboxAwsApp()
+    truth = GroundTruth()
+    sim = AuroraSim(
+        app, clock=SandboxClock(), truth=truth, switch_after=SWITCH_AFTER, metric_period=0.2, seed=3
+    )
+    server = AwsServer(app).start()
+    sim.start(server.endpoint_url)
+    yield World(server.endpoint_url, truth)
+    sim.stop()
+    httpx.post(f"{server.endpoint_url}/moto-api/reset", timeout=10)
+    server.stop()
+
+
+def poll(fn: Callable[[], Any], timeout: float = 5.0) -> Any:
+    """Return fn()'s first truthy value, or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout}s")
+        time.sleep(0.05)
+
+
+def error_code(exc: pytest.ExceptionInfo[ClientError]) -> str:
+    return str(exc.value.response["Error"]["Code"])
+
+
+def create_member(world: World, region: str, ident: str, global_id: str, *, primary: bool) -> str:
+    extra = {"MasterUsername": "chalk", "MasterUserPassword": "correct-horse-battery"} if primary else {}
+    cluster = world.client("rds", region).create_db_cluster(
+        DBClusterIdentifier=ident,
+        Engine="aurora-postgresql",
+        EngineVersion="15.4",
+        GlobalClusterIdentifier=global_id,
+        **extra,
+    )["DBCluster"]
+    return str(cluster["DBClusterArn"])
+
+
+@pytest.fixture
+def gdb(world: World) -> GlobalDb:
+    """A global database: writer in us-east-1, one secondary in us-west-2 (unique names per test)."""
+    suffix = uuid.uuid4().hex[:8]
+    global_id, primary_id, secondary_id = f"chalk-meta-{suffix}", f"meta-east-{suffix}", f"meta-west-{suffix}"
+    world.client("rds", PRIMARY).create_global_cluster(
+        GlobalClusterIdentifier=global_id, Engine="aurora-postgresql", EngineVersion="15.4"
+    )
+    primary_arn = create_member(world, PRIMARY, primary_id, global_id, primary=True)
+    secondary_arn = create_member(world, SECONDARY, secondary_id, global_id, primary=False)
+    return GlobalDb(world, global_id, primary_id, primary_arn, secondary_id, secondary_arn)
+
+
+class TestTopology:
+    def test_writer_and_secondary_are_described_from_every_region(self, gdb: GlobalDb) -> None:
+        for region in (PRIMARY, SECONDARY):
+            gc = gdb.describe(region)
+            assert gc["GlobalClusterIdentifier"] == gdb.global_id
+            assert gc["Status"] == "available"
+            assert "FailoverState" not in gc
+            members = {m["DBClusterArn"]: m for m in gc["GlobalClusterMembers"]}
+            assert members[gdb.primary_arn]["IsWriter"] is True
+            assert members[gdb.primary_arn]["Readers"] == [gdb.secondary_arn]
+            assert members[gdb.secondary_arn]["IsWriter"] is False
+            assert members[gdb.secondary_arn]["Readers"] == []
+
+    def test_unknown_global_cluster(self, world: World) -> None:
+        with pytest.raises(ClientError) as exc:
+            world.client("rds", SECONDARY).describe_global_clusters(GlobalClusterIdentifier="no-such-global")
+        assert error_code(exc) == "GlobalClusterNotFoundFault"
+
+    def test_region_filter(self, world: World, gdb: GlobalDb) -> None:
+        rds = world.client("rds", PRIMARY)
+        west = rds.describe_global_clusters(Filters=[{"Name": "region", "Values": [SECONDARY]}])
+        assert gdb.global_id in {g["GlobalClusterIdentifier"] for g in west["GlobalClusters"]}
+        elsewhere = rds.describe_global_clusters(Filters=[{"Name": "region", "Values": ["eu-west-1"]}])
+        assert gdb.global_id not in {g["GlobalClusterIdentifier"] for g in elsewhere["GlobalClusters"]}
+
+    def test_global_cluster_from_existing_cluster_keeps_it_writer(self, world: World) -> None:
+        suffix = uuid.uuid4().hex[:8]
+        rds = world.client("rds", PRIMARY)
+        arn = rds.create_db_cluster(
+            DBClusterIdentifier=f"standalone-{suffix}",
+            Engine="aurora-postgresql",
+            EngineVersion="15.4",
+            MasterUsername="chalk",
+            MasterUserPassword="correct-horse-battery",
+        )["DBCluster"]["DBClusterArn"]
+        created = rds.create_global_cluster(
+            GlobalClusterIdentifier=f"g-{suffix}", SourceDBClusterIdentifier=arn
+        )
+        (member,) = created["GlobalCluster"]["GlobalClusterMembers"]
+        assert (member["DBClusterArn"], member["IsWriter"]) == (arn, True)
+
+
+class TestSwitchover:
+    def test_switchover_moves_the_writer_after_a_visible_transition(
+        self, world: World, gdb: GlobalDb
+    ) -> None:
+        resp = world.client("rds", SECONDARY).switchover_global_cluster(
+            GlobalClusterIdentifier=gdb.global_id, TargetDbClusterIdentifier=gdb.secondary_arn
+        )["GlobalCluster"]
+        assert resp["Status"] == "switching-over"
+        assert resp["FailoverState"] == {
+            "Status": "pending",
+            "FromDbClusterArn": gdb.primary_arn,
+            "ToDbClusterArn": gdb.secondary_arn,
+            "IsDataLossAllowed": False,
+        }
+        during = gdb.describe()
+        assert during["Status"] == "switching-over"
+        assert during["FailoverState"]["ToDbClusterArn"] == gdb.secondary_arn
+
+        assert poll(gdb.writer) == gdb.secondary_arn
+        after = gdb.describe(PRIMARY)
+        assert "FailoverState" not in after
+        members = {m["DBClusterArn"]: m for m in after["GlobalClusterMembers"]}
+        assert members[gdb.secondary_arn]["Readers"] == [gdb.primary_arn]
+        assert members[gdb.primary_arn]["IsWriter"] is False
+        (flip,) = [e for e in world.truth.events("aurora.writer") if e["global_cluster"] == gdb.global_id]
+        assert (flip["writer_arn"], flip["operation"]) == (gdb.secondary_arn, "switchover")
+
+    def test_failover_without_allow_data_loss_is_a_switchover(self, gdb: GlobalDb, world: World) -> None:
+        """API reference: "If you don't specify AllowDataLoss, the operation defaults to a switchover"."""
+        resp = world.client("rds", SECONDARY).failover_global_cluster(
+            GlobalClusterIdentifier=gdb.global_id, TargetDbClusterIdentifier=gdb.secondary_arn
+        )["GlobalCluster"]
+        assert resp["Status"] == "switching-over"
+        assert resp["FailoverState"]["IsDataLossAllowed"] is False
+        assert poll(gdb.writer) == gdb.secondary_arn
+
+
+class TestFailover:
+    def test_failover_with_data_loss_moves_the_writer(self, world: World, gdb: GlobalDb) -> None:
+        resp = world.client("rds", SECONDARY).failover_global_cluster(
+            GlobalClusterIdentifier=gdb.global_id,
+            TargetDbClusterIdentifier=gdb.secondary_arn,
+            AllowDataLoss=True,
+        )["GlobalCluster"]
+        assert resp["Status"] == "failing-over"
+        assert resp["FailoverState"]["IsDataLossAllowed"] is True
+        assert resp["FailoverState"]["FromDbClusterArn"] == gdb.primary_arn
+
+        def seen_failing_over() -> bool:
+            state = gdb.describe().get("FailoverState") or {}
+            return state.get("Status") == "failing-over" or gdb.writer() == gdb.secondary_arn
+
+        poll(seen_failing_over)
+        assert poll(gdb.writer) == gdb.secondary_arn
+        flips = [e for e in world.truth.events("aurora.writer") if e["global_cluster"] == gdb.global_id]
+        assert [(e["writer_arn"], e["operation"]) for e in flips] == [(gdb.secondary_arn, "failover")]
+
+        # ... and back: fail back with a planned switchover to the original region.
+        world.client("rds", PRIMARY).switchover_global_cluster(
+            GlobalClusterIdentifier=gdb.global_id, TargetDbClusterIdentifier=gdb.primary_arn
+        )
+        assert poll(gdb.writer) == gdb.primary_arn
+
+    def test_allow_data_loss_and_switchover_together_are_rejected(self, world: World, gdb: GlobalDb) -> None:
+        with pytest.raises(ClientError) as exc:
+            world.client("rds", SECONDARY).failover_global_cluster(
+                GlobalClusterIdentifier=gdb.global_id,
+                TargetDbClusterIdentifier=gdb.secondary_arn,
+                AllowDataLoss=True,
+                Switchover=True,
+            )
+        assert error_code(exc) == "InvalidParameterCombination"
+        assert gdb.writer() == gdb.primary_arn
+
+
+class TestErrors:
+    def test_unknown_global_cluster(self, world: World, gdb: GlobalDb) -> None:
+        rds = world.client("rds", SECONDARY)
+        with pytest.raises(ClientError) as exc:
+            rds.failover_global_cluster(
+                GlobalClusterIdentifier="no-such-global",
+                TargetDbClusterIdentifier=gdb.secondary_arn,
+                AllowDataLoss=True,
+            )
+        assert error_code(exc) == "GlobalClusterNotFoundFault"
+        assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+
+    def test_target_not_a_member(self, world: World, gdb: GlobalDb) -> None:
+        rds = world.client("rds", SECONDARY)
+        missing = f"arn:aws:rds:{SECONDARY}:123456789012:cluster:no-such-cluster"
+        with pytest.raises(ClientError) as exc:
+            rds.switchover_global_cluster(
+                GlobalClusterIdentifier=gdb.global_id, TargetDbClusterIdentifier=missing
+            )
+        assert error_code(exc) == "DBClusterNotFoundFault"
+        outsider = rds.create_db_cluster(
+            DBClusterIdentifier=f"outsider-{uuid.uuid4().hex[:8]}",
+            Engine="aurora-postgresql",
+            MasterUsername="chalk",
+            MasterUserPassword="correct-horse-battery",
+        )["DBCluster"]["DBClusterArn"]
+        with pytest.raises(ClientError) as exc:
+            rds.switchover_global_cluster(
+                GlobalClusterIdentifier=gdb.global_id, TargetDbClusterIdentifier=outsider
+            )
+        assert error_code(exc) == "DBClusterNotFoundFault"
+
+    def test_target_already_writer(self, world: World, gdb: GlobalDb) -> None:
+        with pytest.raises(ClientError) as exc:
+            world.client("rds", PRIMARY).switchover_global_cluster(
+                GlobalClusterIdentifier=gdb.global_id, TargetDbClusterIdentifier=gdb.primary_arn
+            )
+        assert error_code(exc) == "InvalidParameterValue"
+
+    def test_second_operation_while_one_is_in_flight(self, world: World, gdb: GlobalDb) -> None:
+        rds = world.client("rds", SECONDARY)
+        rds.switchover_global_cluster(
+            GlobalClusterIdentifier=gdb.global_id, TargetDbClusterIdentifier=gdb.secondary_arn
+        )
+        with pytest.raises(ClientError) as exc:
+            rds.failover_global_cluster(
+                GlobalClusterIdentifier=gdb.global_id,
+                TargetDbClusterIdentifier=gdb.secondary_arn,
+                AllowDataLoss=True,
+            )
+        assert error_code(exc) == "InvalidGlobalClusterStateFault"
+        assert poll(gdb.writer) == gdb.secondary_arn
+
+
+class TestTeardown:
+    def test_primary_outlives_its_secondaries(self, world: World, gdb: GlobalDb) -> None:
+        east, west = world.client("rds", PRIMARY), world.client("rds", SECONDARY)
+        with pytest.raises(ClientError) as exc:
+            east.delete_db_cluster(DBClusterIdentifier=gdb.primary_id, SkipFinalSnapshot=True)
+        assert error_code(exc) == "InvalidGlobalClusterStateFault"
+
+        removed = west.remove_from_global_cluster(
+            GlobalClusterIdentifier=gdb.global_id, DbClusterIdentifier=gdb.secondary_arn
+        )["GlobalCluster"]
+        assert [m["DBClusterArn"] for m in removed["GlobalClusterMembers"]] == [gdb.primary_arn]
+        west.delete_db_cluster(DBClusterIdentifier=gdb.secondary_id, SkipFinalSnapshot=True)
+        east.delete_db_cluster(DBClusterIdentifier=gdb.primary_id, SkipFinalSnapshot=True)
+        assert gdb.describe()["GlobalClusterMembers"] == []
+        east.delete_global_cluster(GlobalClusterIdentifier=gdb.global_id)
+
+    def test_deleted_secondary_leaves_the_global_cluster(self, world: World, gdb: GlobalDb) -> None:
+        world.client("rds", SECONDARY).delete_db_cluster(
+            DBClusterIdentifier=gdb.secondary_id, SkipFinalSnapshot=True
+        )
+        members = gdb.describe(PRIMARY)["GlobalClusterMembers"]
+        assert [(m["DBClusterArn"], m["IsWriter"], m["Readers"]) for m in members] == [
+            (gdb.primary_arn, True, [])
+        ]
+
+
+class TestReplicationLag:
+    @staticmethod
+    def maximum(world: World, region: str, cluster_id: str) -> tuple[float, str] | None:
+        now = datetime.now(UTC)
+        points = world.client("cloudwatch", region).get_metric_statistics(
+            Namespace="AWS/RDS",
+            MetricName="AuroraGlobalDBReplicationLag",
+            Dimensions=[{"Name": "DBClusterIdentifier", "Value": cluster_id}],
+            StartTime=now - timedelta(minutes=10),
+            EndTime=now + timedelta(minutes=1),
+            Period=60,
+            Statistics=["Maximum"],
+        )["Datapoints"]
+        if not points:
+            return None
+        return max(p["Maximum"] for p in points), points[0]["Unit"]
+
+    def test_secondary_publishes_lag_in_its_region_and_it_is_controllable(
+        self, world: World, gdb: GlobalDb
+    ) -> None:
+        value, unit = poll(lambda: self.maximum(world, SECONDARY, gdb.secondary_id))
+        assert unit == "Milliseconds" and 0 < value < 1000
+        assert self.maximum(world, PRIMARY, gdb.secondary_id) is None
+        assert self.maximum(world, PRIMARY, gdb.primary_id) is None  # the writer has no lag
+
+        resp = httpx.post(
+            f"{world.endpoint}/_sandbox/aurora/lag",
+            json={"db_cluster_identifier": gdb.secondary_id, "lag_ms": 4000},
+        )
+        assert resp.status_code == 200
+        poll(lambda: (self.maximum(world, SECONDARY, gdb.secondary_id) or (0.0, ""))[0] == 4000)
+
+    def test_after_switchover_the_old_writer_reports_lag(self, world: World, gdb: GlobalDb) -> None:
+        world.client("rds", SECONDARY).switchover_global_cluster(
+            GlobalClusterIdentifier=gdb.global_id, TargetDbClusterIdentifier=gdb.secondary_arn
+        )
+        poll(gdb.writer)
+        poll(lambda: self.maximum(world, PRIMARY, gdb.primary_id))
+
+    def test_control_route_rejects_unknown_cluster(self, world: World) -> None:
+        resp = httpx.post(
+            f"{world.endpoint}/_sandbox/aurora/lag", json={"db_cluster_identifier": "nope", "lag_ms": 1}
+        )
+        assert resp.status_code == 404
