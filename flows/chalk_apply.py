@@ -1,0 +1,420 @@
+"""Flow: ship one git sha to every region with `chalk apply`, and prove parity from what each region serves.
+
+The runbook:
+1. take the environment's apply lock (global concurrency limit `chalk-apply-<env>`, 1 slot):
+   a newer push waits for the running apply;
+2. check out the sha (clone `repo_url`, or a local path that must be at that sha);
+3. read which deployment every region serves now (each region's own URL);
+4. apply: `parallel` (all regions at once) or `canary` (each secondary applied and verified
+   serving, then the primary; a failing canary stops the run before the primary is touched);
+5. parity: every region serves the deployment its own apply printed;
+6. drift (some regions moved, some not): a drift report and a `chalkdr.deploy.drift` event; with
+   `rollback_on_drift`, re-apply the last good sha to the regions that moved, re-check parity.
+
+Where a rollback's code comes from: after every run that reaches parity, the flow records the
+environment's last good sha, its clone source (the repo URL, or the local git repository the
+path belonged to) and each region's deployment id in the Prefect Variable
+`chalk-apply-last-good-<env>`. A rollback clones that source at that sha into a temporary
+directory. A path that is not a git work tree cannot be checked out again, so a run from one
+records no clone source and cannot be rolled back to.
+
+The run ends Failed unless every region serves the new sha, even after a successful rollback:
+the push was not deployed, and CI must see that.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.client.orchestration import get_client
+from prefect.concurrency.sync import concurrency
+from prefect.futures import PrefectFuture, as_completed
+
+from chalkdr.deploy import (
+    ApplyReport,
+    DeployFailed,
+    LastGood,
+    Outcome,
+    RegionApply,
+    RegionStatus,
+    RollbackReport,
+    Strategy,
+    decide_outcome,
+    evaluate_parity,
+)
+from chalkdr.secrets import redact_url
+from chalkdr.topology import Topology, load_topology, parse_topology
+from tasks.chalk import (
+    CliRun,
+    Verification,
+    apply_region,
+    checkout_code,
+    ensure_apply_lock,
+    last_good_variable,
+    publish_apply_report,
+    publish_drift,
+    read_last_good,
+    read_served_deployment,
+    record_last_good,
+    verify_served_deployment,
+)
+
+__all__ = ["chalk_apply"]
+
+_SHA_RE = re.compile(r"^[0-9a-fA-F]{7,40}$")
+
+
+def _load(topology: str | dict[str, Any]) -> Topology:
+    if isinstance(topology, dict):
+        return parse_topology(topology, source="<parameter topology>")
+    return load_topology(topology)
+
+
+def _attempts(future: PrefectFuture[Any]) -> int:
+    """How many times the task ran (1 + retries), read back from the backend."""
+    with get_client(sync_client=True) as client:
+        return client.read_task_run(future.task_run_id).run_count
+
+
+class _Applier:
+    """Applies one sha to a set of regions and verifies each serves what its apply printed."""
+
+    def __init__(
+        self,
+        topo: Topology,
+        *,
+        sha: str,
+        code_dir: str,
+        chalk_bin: str,
+        no_promote: bool,
+        branch: str | None,
+        apply_timeout_s: float,
+        verify_timeout_s: float,
+        rollback: bool = False,
+    ) -> None:
+        self.topo, self.sha, self.code_dir, self.chalk_bin = topo, sha, code_dir, chalk_bin
+        self.no_promote, self.branch, self.rollback = no_promote, branch, rollback
+        self.apply_timeout_s, self.verify_timeout_s = apply_timeout_s, verify_timeout_s
+        self.strip = [r.chalk.client_secret.env for r in topo.regions if r.chalk.client_secret.env]
+        self.logger = get_run_logger()
+
+    @property
+    def build_only(self) -> bool:
+        """--no-promote and branch applies build a deployment but change nothing a region serves."""
+        return self.no_promote or bool(self.branch)
+
+    def _submit_apply(self, slot: RegionApply) -> PrefectFuture[CliRun]:
+        slot.started_at = time.time()
+        task = apply_region
+        if self.rollback:
+            task = apply_region.with_options(task_run_name="rollback-apply-{region.aws_region}")
+        return task.submit(
+            self.topo.region(slot.region),
+            sha=self.sha,
+            environment=self.topo.environment,
+            code_dir=self.code_dir,
+            chalk_bin=self.chalk_bin,
+            no_promote=self.no_promote,
+            branch=self.branch,
+            timeout_s=self.apply_timeout_s,
+            strip_env=self.strip,
+            rollback=self.rollback,
+        )
+
+    def _applied(
+        self, slot: RegionApply, future: PrefectFuture[CliRun]
+    ) -> PrefectFuture[Verification] | None:
+        """Record the apply's outcome; submit the verification if it succeeded."""
+        result = future.result(raise_on_failure=False)
+        slot.attempts = _attempts(future)
+        if not isinstance(result, CliRun):
+            slot.status, slot.error, slot.finished_at = RegionStatus.FAILED, str(result), time.time()
+            return None
+        slot.status, slot.deployment_id, slot.applied_at = (
+            RegionStatus.APPLIED,
+            result.deployment_id,
+            result.finished_at,
+        )
+        # A build-only apply must leave the served deployment where it was.
+        want = slot.served_before if self.build_only else result.deployment_id
+        if want is None:
+            slot.status, slot.error = (
+                RegionStatus.FAILED,
+                "cannot verify: the served deployment was unknown before",
+            )
+            slot.finished_at = time.time()
+            return None
+        region = self.topo.region(slot.region)
+        return verify_served_deployment.submit(region, want, timeout_s=self.verify_timeout_s)
+
+    @staticmethod
+    def _verified(slot: RegionApply, future: PrefectFuture[Verification]) -> bool:
+        result = future.result(raise_on_failure=False)
+        slot.finished_at = time.time()
+        if not isinstance(result, Verification):
+            slot.status, slot.error = RegionStatus.FAILED, str(result)
+            return False
+        slot.status, slot.verified_at = RegionStatus.VERIFIED, result.verified_at
+        return True
+
+    def run(self, slots: Sequence[RegionApply], strategy: Strategy) -> None:
+        if strategy is Strategy.CANARY:
+            self._canary(slots)
+        else:
+            self._parallel(slots)
+
+    def _parallel(self, slots: Sequence[RegionApply]) -> None:
+        applies = {self._submit_apply(slot): slot for slot in slots}
+        verifies: dict[PrefectFuture[Verification], RegionApply] = {}
+        for future in as_completed(list(applies)):
+            slot = applies[future]
+            verify = self._applied(slot, future)
+            if verify is not None:
+                verifies[verify] = slot
+        for verify, slot in verifies.items():
+            self._verified(slot, verify)
+
+    def _canary(self, slots: Sequence[RegionApply]) -> None:
+        """Secondaries first, one by one, each proven serving before the next; the primary last."""
+        primary = self.topo.primary.aws_region
+        order = sorted(slots, key=lambda s: s.region == primary)
+        for i, slot in enumerate(order):
+            self.logger.info("canary step %d/%d: %s", i + 1, len(order), slot.region)
+            verify = self._applied(slot, self._submit_apply(slot))
+            if verify is not None and self._verified(slot, verify):
+                continue
+            for rest in order[i + 1 :]:
+                rest.status = RegionStatus.SKIPPED
+                rest.error = f"not attempted: canary region {slot.region} failed"
+            return
+
+
+def _read_served(topo: Topology, regions: Sequence[str], *, deadline_s: float) -> dict[str, str | None]:
+    """Every region's served deployment, read in parallel; an unreadable region is None."""
+    logger = get_run_logger()
+    futures = {r: read_served_deployment.submit(topo.region(r), deadline_s=deadline_s) for r in regions}
+    served: dict[str, str | None] = {}
+    for region, future in futures.items():
+        result = future.result(raise_on_failure=False)
+        if isinstance(result, BaseException):
+            logger.warning("%s: cannot tell which deployment it serves: %s", region, result)
+            served[region] = None
+        else:
+            served[region] = result
+    return served
+
+
+def _rollback(
+    report: ApplyReport,
+    topo: Topology,
+    last_good: LastGood | None,
+    *,
+    applier: _Applier,
+    workdir: str,
+) -> RollbackReport:
+    """Re-apply the last good sha to the regions that moved, then prove parity on it."""
+    assert report.parity is not None
+    moved = report.parity.at_target
+    if last_good is None:
+        return RollbackReport(
+            skipped_reason=f"no last good sha recorded for {topo.environment} "
+            f"(Prefect Variable {last_good_variable(topo.environment)})"
+        )
+    rb = RollbackReport(sha=last_good.sha)
+    if applier.build_only:
+        rb.skipped_reason = "a --no-promote or branch apply changes nothing served"
+    elif last_good.sha == report.sha:
+        rb.skipped_reason = "the last good sha is the sha being applied"
+    elif not last_good.repo_url:
+        rb.skipped_reason = (
+            f"the code of {last_good.sha[:12]} came from a directory that is not a git work tree"
+        )
+    if rb.skipped_reason:
+        return rb
+    assert last_good.repo_url is not None
+    logger = get_run_logger()
+    logger.warning("rolling %s back to %s", ", ".join(moved), last_good.sha)
+    code = checkout_code.with_options(task_run_name="checkout-rollback-{sha}")(
+        last_good.sha, dest=os.path.join(workdir, "rollback"), repo_url=last_good.repo_url
+    )
+    rb.source = code.source
+    served_now = {r.region: r.served for r in report.parity.regions}
+    rb.regions = [
+        RegionApply(
+            region=r,
+            resource_group=topo.region(r).resource_group,
+            environment_id=topo.region(r).chalk.environment_id,
+            primary=topo.region(r) is topo.primary,
+            served_before=served_now.get(r),
+        )
+        for r in moved
+    ]
+    rollback = _Applier(
+        topo,
+        sha=code.sha,
+        code_dir=code.code_dir,
+        chalk_bin=applier.chalk_bin,
+        no_promote=False,
+        branch=None,
+        apply_timeout_s=applier.apply_timeout_s,
+        verify_timeout_s=applier.verify_timeout_s,
+        rollback=True,
+    )
+    rollback.run(rb.regions, Strategy.PARALLEL)
+    new_ids = {s.region: s.deployment_id for s in rb.regions}
+    # Moved regions must serve their new rollback deployment; the others never left the last good one.
+    expected = {
+        r.aws_region: new_ids.get(r.aws_region)
+        if r.aws_region in moved
+        else last_good.deployment_ids.get(r.aws_region)
+        for r in topo.regions
+    }
+    served = _read_served(topo, [r.aws_region for r in topo.regions], deadline_s=applier.verify_timeout_s)
+    known = {**last_good.deployment_ids_to_sha(), **{i: code.sha for i in new_ids.values() if i}}
+    rb.parity = evaluate_parity(code.sha, expected=expected, served=served, known_shas=known)
+    if rb.parity.in_parity:
+        ids = {r: i for r, i in expected.items() if i}
+        record_last_good(topo.environment, last_good.model_copy(update={"deployment_ids": ids}))
+    return rb
+
+
+def _apply(
+    report: ApplyReport,
+    topo: Topology,
+    *,
+    repo_url: str | None,
+    path: str | None,
+    applier_options: dict[str, Any],
+    rollback_on_drift: bool,
+    workdir: str,
+) -> None:
+    """The runbook's body: every phase writes its slot of `report`; expected failures don't raise."""
+    logger = get_run_logger()
+    last_good = read_last_good(topo.environment)
+    code = checkout_code(report.sha, dest=os.path.join(workdir, "code"), repo_url=repo_url, path=path)
+    report.sha, report.source = code.sha, code.source + (" (uncommitted changes)" if code.dirty else "")
+    regions = [r.aws_region for r in topo.regions]
+    applier = _Applier(topo, sha=code.sha, code_dir=code.code_dir, **applier_options)
+
+    baseline = _read_served(topo, regions, deadline_s=applier.verify_timeout_s)
+    for slot in report.regions:
+        slot.served_before = baseline[slot.region]
+    applier.run(report.regions, report.strategy)
+
+    served = _read_served(topo, regions, deadline_s=applier.verify_timeout_s)
+    expected: dict[str, str | None] = {}
+    for slot in report.regions:
+        slot.served_after = served[slot.region]
+        expected[slot.region] = slot.served_before if applier.build_only else slot.deployment_id
+    known = last_good.deployment_ids_to_sha() if last_good else {}
+    known.update({s.deployment_id: code.sha for s in report.regions if s.deployment_id})
+    report.parity = evaluate_parity(code.sha, expected=expected, served=served, known_shas=known)
+
+    if report.parity.in_parity:
+        logger.info("parity: every region serves %s", code.sha)
+        if not applier.build_only:
+            ids = {s.region: s.deployment_id for s in report.regions if s.deployment_id}
+            record_last_good(
+                topo.environment,
+                LastGood(
+                    sha=code.sha, ref=report.ref, repo_url=code.clone_source, path=path, deployment_ids=ids
+                ),
+            )
+        return
+    if report.parity.drifted:
+        logger.error(
+            "drift: %s serve %s, the other regions do not", ", ".join(report.parity.at_target), code.sha
+        )
+        publish_drift(report, report.parity)
+        if rollback_on_drift:
+            report.rollback = _rollback(report, topo, last_good, applier=applier, workdir=workdir)
+
+
+@flow(name="chalk-apply")
+def chalk_apply(
+    topology: str | dict[str, Any],
+    sha: str,
+    ref: str | None = None,
+    repo_url: str | None = None,
+    path: str | None = None,
+    strategy: Strategy = Strategy.PARALLEL,
+    no_promote: bool = False,
+    branch: str | None = None,
+    rollback_on_drift: bool = False,
+    chalk_bin: str | None = None,
+    apply_timeout_s: float = 900.0,
+    verify_timeout_s: float = 120.0,
+) -> ApplyReport:
+    """Apply git `sha` to every region of the topology and prove every region serves it.
+
+    `topology` is a topology YAML path or the topology itself; the code comes from `repo_url`
+    (cloned at `sha`) or `path` (a local checkout at `sha`). `chalk_bin` defaults to
+    $CHALK_DR_CHALK_BIN, else `chalk` on PATH. Fails (DeployFailed, with the report) unless
+    every region serves the new sha.
+    """
+    if not _SHA_RE.match(sha):
+        raise ValueError(f"sha {sha!r} is not a git commit sha (7 to 40 hex digits)")
+    if bool(repo_url) == bool(path):
+        raise ValueError("give exactly one of repo_url (to clone) or path (a local checkout)")
+    topo = _load(topology)
+    logger = get_run_logger()
+    report = ApplyReport(
+        environment=topo.environment,
+        sha=sha,
+        ref=ref,
+        source=redact_url(repo_url) if repo_url else str(path),
+        strategy=Strategy(strategy),
+        no_promote=no_promote,
+        branch=branch,
+        rollback_on_drift=rollback_on_drift,
+        regions=[
+            RegionApply(
+                region=r.aws_region,
+                resource_group=r.resource_group,
+                environment_id=r.chalk.environment_id,
+                primary=r is topo.primary,
+            )
+            for r in topo.regions
+        ],
+    )
+    options = {
+        "chalk_bin": chalk_bin or os.environ.get("CHALK_DR_CHALK_BIN") or "chalk",
+        "no_promote": no_promote,
+        "branch": branch,
+        "apply_timeout_s": apply_timeout_s,
+        "verify_timeout_s": verify_timeout_s,
+    }
+    try:
+        lock = ensure_apply_lock(topo.environment)
+        logger.info("waiting for the apply lock %s (one apply per environment at a time)", lock)
+        with (
+            concurrency(lock, occupy=1, strict=True),
+            tempfile.TemporaryDirectory(prefix="chalk-apply-") as tmp,
+        ):
+            report.started_at = time.time()
+            _apply(
+                report,
+                topo,
+                repo_url=repo_url,
+                path=path,
+                applier_options=options,
+                rollback_on_drift=rollback_on_drift,
+                workdir=tmp,
+            )
+    except Exception as exc:
+        report.error = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        report.finished_at = time.time()
+        report.outcome = decide_outcome(report)
+        publish_apply_report(report)
+        logger.info("chalk apply %s: %s", report.outcome.value, report.summary)
+    if report.outcome is not Outcome.PARITY:
+        raise DeployFailed(report)
+    return report

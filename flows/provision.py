@@ -1,0 +1,365 @@
+"""The provision flow: converge AWS to a topology's failover plumbing: read, plan, approve, apply, verify.
+
+Safe to re-run at any time; that is how drift is caught. Every region is read concurrently,
+the plan is a pure function of what was read (chalkdr.plan), `plan` mode stops after
+publishing it, and `apply` changes only what the plan lists, stage by stage in dependency
+order. Transient AWS errors are retried by botocore (standard mode, exponential backoff); a
+permanent one (AccessDenied, ValidationException) fails the run at once, naming the API call
+and resource, and no later stage starts. Afterwards everything is read again and the plan must
+be empty.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.flow_runs import pause_flow_run
+from prefect.futures import PrefectFuture, wait
+from prefect.input import RunInput
+from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import BaseModel, ConfigDict, Field
+
+from chalkdr.audit import AuditRecord
+from chalkdr.clients import AwsClients
+from chalkdr.errors import ChalkDrError
+from chalkdr.plan import (
+    Change,
+    ChangeResult,
+    ObservedRegion,
+    ObservedState,
+    Plan,
+    PlanError,
+    ResourceKind,
+    Stage,
+    WaitPolicy,
+    alarm_prefix,
+    apply_stages,
+    normalize_dns,
+    plan_for,
+    plan_table_rows,
+    render_plan_markdown,
+)
+from chalkdr.topology import Topology, load_topology, parse_topology
+from tasks.audit import publish_audit_table
+from tasks.aurora import ensure_global_cluster, ensure_secondary_cluster, read_db_cluster, read_global_cluster
+from tasks.cloudwatch import ensure_alarm, read_alarms
+from tasks.dynamodb import ensure_replicas, read_tables
+from tasks.kube import read_eks
+from tasks.msk import ensure_replicator, read_msk
+from tasks.route53 import (
+    delete_stale_health_checks,
+    ensure_health_check,
+    ensure_records,
+    read_alb,
+    read_route53,
+)
+
+__all__ = ["ApprovalForm", "ConvergenceError", "ProvisionReport", "provision", "read_world"]
+
+Mode = Literal["plan", "apply"]
+# Enough threads to read every (region, system) pair of a 4-region topology at once.
+_READ_WORKERS = 32
+
+
+class ApprovalForm(RunInput):
+    """What a reviewer answers when the flow pauses with the plan (rendered as a form in the UI)."""
+
+    approve: bool = Field(default=False, description="Apply the plan shown above")
+    approver: str = Field(default="", description="Who approves (recorded in the audit trail)")
+    comment: str = Field(default="", description="Why (recorded in the audit trail)")
+
+
+class Approval(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    approved: bool
+    approver: str
+    comment: str
+
+
+class ConvergenceError(ChalkDrError):
+    """After apply, reading AWS again still yields changes: something fought the apply."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        lines = [f"- {c.action.value} {c.kind.value} {c.id} ({c.region})" for c in plan.pending]
+        super().__init__(f"{plan.environment}: not converged after apply:\n" + "\n".join(lines))
+
+
+class ProvisionReport(BaseModel):
+    """One provision run: the plan, the approval, every change made, the verification."""
+
+    environment: str
+    mode: Mode
+    outcome: Literal["planned", "in-sync", "applied", "rejected", "failed"] = "planned"
+    plan: Plan
+    approval: Approval | None = None
+    applied: list[ChangeResult] = Field(default_factory=list)
+    verify_plan: Plan | None = None
+    error: str | None = None
+    timings_s: dict[str, float] = Field(default_factory=dict)
+
+    @property
+    def audit(self) -> list[AuditRecord]:
+        return [record for result in self.applied for record in result.audit]
+
+    @property
+    def verified(self) -> bool:
+        return self.verify_plan is not None and self.verify_plan.empty
+
+
+def _load(topology: str | dict[str, Any] | Topology) -> Topology:
+    if isinstance(topology, Topology):
+        return topology
+    if isinstance(topology, dict):
+        return parse_topology(topology, source="<parameter topology>")
+    return load_topology(topology)
+
+
+# -- read ---------------------------------------------------------------------------------------
+
+
+def read_world(clients: AwsClients, topology: Topology) -> ObservedState:
+    """Read every region concurrently (one task per region and system) and resolve every future.
+
+    A read that still fails after its retries fails the flow; nothing is planned from half a
+    picture.
+    """
+    primary = topology.primary.aws_region
+    tables = list(dict.fromkeys(t for r in topology.regions for t in r.online_store_tables))
+    route53 = read_route53.submit(clients, topology)
+    global_cluster = read_global_cluster.submit(clients, primary, topology.aurora.global_cluster_id)
+    per_region: dict[str, dict[str, PrefectFuture[Any]]] = {
+        r.aws_region: {
+            "alb": read_alb.submit(clients, r),
+            "tables": read_tables.submit(clients, r.aws_region, tables),
+            "msk": read_msk.submit(clients, r, topology.msk.replicator_name),
+            "db": read_db_cluster.submit(clients, r.aws_region, r.aurora_cluster_id),
+            "alarms": read_alarms.submit(clients, r.aws_region, alarm_prefix(topology.environment)),
+            "eks": read_eks.submit(clients, r),
+        }
+        for r in topology.regions
+    }
+    futures: list[PrefectFuture[Any]] = [route53, global_cluster]
+    futures += [f for fs in per_region.values() for f in fs.values()]
+    wait(futures)
+    failed = [f for f in futures if f.state.is_failed() or f.state.is_crashed()]
+    if failed:
+        failed[0].result()  # raises the first read's error, as classified
+    regions = {}
+    for region, fs in per_region.items():
+        cluster, replicators = fs["msk"].result()
+        regions[region] = ObservedRegion(
+            region=region,
+            alb=fs["alb"].result(),
+            tables=tuple(fs["tables"].result()),
+            msk_cluster=cluster,
+            replicators=tuple(replicators),
+            db_cluster=fs["db"].result(),
+            alarms=tuple(fs["alarms"].result()),
+            eks=fs["eks"].result(),
+        )
+    return ObservedState(route53=route53.result(), regions=regions, global_cluster=global_cluster.result())
+
+
+# -- plan / approve -----------------------------------------------------------------------------
+
+
+def _publish_plan(plan: Plan, *, verify: bool = False) -> None:
+    env = plan.environment
+    key = f"provision-verify-{env}" if verify else f"provision-plan-{env}"
+    create_markdown_artifact(markdown=render_plan_markdown(plan), key=key, description=plan.summary())
+    if not verify:
+        create_table_artifact(
+            table=plan_table_rows(plan), key=f"provision-plan-table-{env}", description=plan.summary()
+        )
+
+
+def _ask_approval(plan: Plan, timeout_s: int) -> Approval:
+    listing = "\n".join(f"- **{c.action.value}** {c.kind.value} `{c.id}` ({c.region})" for c in plan.pending)
+    description = (
+        f"## Approve provision of {plan.environment}?\n\n{plan.summary()}\n\n{listing}\n\n"
+        f"Full plan: artifact `provision-plan-{plan.environment}`."
+    )
+    answer = pause_flow_run(
+        wait_for_input=ApprovalForm.with_initial_data(description=description, approve=False),
+        timeout=timeout_s,
+    )
+    return Approval(approved=answer.approve, approver=answer.approver, comment=answer.comment)
+
+
+# -- apply --------------------------------------------------------------------------------------
+
+
+def _run_stage(
+    stage: Stage, submit: Callable[[Change], PrefectFuture[ChangeResult]], results: list[ChangeResult]
+) -> None:
+    """Run a stage's changes (concurrently, or one after another) and fail after they settle.
+
+    Changes already in flight in the same stage finish (a sent AWS call cannot be recalled);
+    in a sequential stage nothing after the failed change starts; no later stage ever does.
+    """
+    if stage.concurrent:
+        futures = [submit(c) for c in stage.changes]
+        wait(futures)
+        errors: list[PrefectFuture[ChangeResult]] = []
+        for f in futures:
+            if f.state.is_completed():
+                results.append(f.result())
+            else:
+                errors.append(f)
+        if errors:
+            errors[0].result()  # raise the first failure
+        return
+    for change in stage.changes:
+        results.append(submit(change).result())
+
+
+def _apply(
+    clients: AwsClients,
+    plan: Plan,
+    waits: WaitPolicy,
+    audit_detail: Mapping[str, Any],
+    results: list[ChangeResult],
+) -> None:
+    logger = get_run_logger()
+    hc_ids = {
+        c.region: c.current_id for c in plan.changes if c.kind is ResourceKind.HEALTH_CHECK and c.current_id
+    }
+    for stage in apply_stages(plan):
+        logger.info("stage %s: %d change(s)", stage.name, len(stage.changes))
+        if stage.name == "route53-records":
+            by_name: dict[str, list[Change]] = {}
+            for c in stage.changes:
+                by_name.setdefault(normalize_dns(c.spec.name), []).append(c)  # type: ignore[union-attr]
+            for name, changes in by_name.items():
+                results.extend(
+                    ensure_records(clients, name, changes, hc_ids, waits=waits, audit_detail=audit_detail)
+                )
+            continue
+        submit = _submitter(stage, clients, waits, audit_detail)
+        before = len(results)
+        _run_stage(stage, submit, results)
+        if stage.name == "route53-health-checks":
+            hc_ids.update({r.region: r.resource_id for r in results[before:] if r.resource_id})
+
+
+def _submitter(
+    stage: Stage, clients: AwsClients, waits: WaitPolicy, detail: Mapping[str, Any]
+) -> Callable[[Change], PrefectFuture[ChangeResult]]:
+    if stage.cleanup:
+        return lambda c: delete_stale_health_checks.submit(clients, c, audit_detail=detail)
+    kinds: dict[ResourceKind, Callable[[Change], PrefectFuture[ChangeResult]]] = {
+        ResourceKind.HEALTH_CHECK: lambda c: ensure_health_check.submit(clients, c, audit_detail=detail),
+        ResourceKind.GLOBAL_TABLE: lambda c: ensure_replicas.submit(
+            clients, c, waits=waits, audit_detail=detail
+        ),
+        ResourceKind.REPLICATOR: lambda c: ensure_replicator.submit(
+            clients, c, waits=waits, audit_detail=detail
+        ),
+        ResourceKind.GLOBAL_CLUSTER: lambda c: ensure_global_cluster.submit(
+            clients, c, waits=waits, audit_detail=detail
+        ),
+        ResourceKind.SECONDARY_CLUSTER: lambda c: ensure_secondary_cluster.submit(
+            clients, c, waits=waits, audit_detail=detail
+        ),
+        ResourceKind.ALARM: lambda c: ensure_alarm.submit(clients, c, audit_detail=detail),
+    }
+    return kinds[stage.kind]
+
+
+def _publish_audit(report: ProvisionReport) -> None:
+    who = (
+        f"approved by {report.approval.approver or '(unnamed)'}: {report.approval.comment}"
+        if report.approval
+        else "no approval step"
+    )
+    publish_audit_table(
+        report.audit,
+        key=f"provision-audit-{report.environment}",
+        description=f"provision {report.environment}: {len(report.audit)} mutating call(s), {who}",
+    )
+
+
+# -- the flow -----------------------------------------------------------------------------------
+
+
+@flow(name="provision", task_runner=ThreadPoolTaskRunner(max_workers=_READ_WORKERS))  # type: ignore[arg-type]
+def provision(
+    topology: str | dict[str, Any] | Topology,
+    mode: Mode = "plan",
+    require_approval: bool = True,
+    approval_timeout_s: int = 3600,
+    wait_timeout_s: float = 3600.0,
+    clients: AwsClients | None = None,
+) -> ProvisionReport:
+    """Converge AWS to the topology's failover plumbing; `plan` mode changes nothing.
+
+    `topology` is a topology YAML path or the topology itself. With `require_approval` the run
+    pauses with the plan until someone answers the approval form (approve, approver, comment)
+    or `approval_timeout_s` passes. `wait_timeout_s` bounds each wait for AWS's asynchronous
+    work, in configured AWS seconds (time-scaled environments wait proportionally less).
+    `clients` is for embedding (tests, benchmarks): an AwsClients, e.g. with botocore event
+    hooks; by default one is made from the topology.
+    """
+    topo = _load(topology)
+    aws = clients or AwsClients.for_topology(topo)
+    logger = get_run_logger()
+    timings: dict[str, float] = {}
+
+    t0 = time.monotonic()
+    observed = read_world(aws, topo)
+    timings["read"] = time.monotonic() - t0
+    t0 = time.monotonic()
+    plan = plan_for(topo, observed)
+    timings["plan"] = time.monotonic() - t0
+    _publish_plan(plan)
+    logger.info("plan: %s", plan.summary())
+    for warning in plan.warnings:
+        logger.warning("plan: %s", warning)
+    report = ProvisionReport(environment=topo.environment, mode=mode, plan=plan, timings_s=timings)
+    if mode == "plan":
+        return report
+    if plan.errors:
+        raise PlanError(topo.environment, plan.errors)
+    if plan.empty:
+        report.outcome = "in-sync"
+        report.verify_plan = plan
+        return report
+
+    if require_approval:
+        report.approval = _ask_approval(plan, approval_timeout_s)
+        if not report.approval.approved:
+            logger.warning("plan rejected by %s: %s", report.approval.approver, report.approval.comment)
+            report.outcome = "rejected"
+            return report
+    detail: dict[str, Any] = (
+        {"approver": report.approval.approver, "comment": report.approval.comment}
+        if report.approval
+        else {"approval": "not required"}
+    )
+    waits = WaitPolicy(time_scale=topo.time_scale, timeout_s=wait_timeout_s)
+    t0 = time.monotonic()
+    try:
+        _apply(aws, plan, waits, detail, report.applied)
+    except Exception as exc:
+        report.outcome, report.error = "failed", str(exc)
+        raise
+    finally:
+        timings["apply"] = time.monotonic() - t0
+        _publish_audit(report)
+
+    t0 = time.monotonic()
+    report.verify_plan = plan_for(topo, read_world(aws, topo))
+    timings["verify"] = time.monotonic() - t0
+    _publish_plan(report.verify_plan, verify=True)
+    if not report.verify_plan.empty:
+        report.outcome, report.error = "failed", "not converged after apply"
+        raise ConvergenceError(report.verify_plan)
+    report.outcome = "applied"
+    logger.info("applied %d change(s); verified: the plan is now empty", len(plan.pending))
+    return report

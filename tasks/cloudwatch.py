@@ -1,0 +1,97 @@
+"""Tasks for Amazon CloudWatch: the replication-lag alarms provision keeps in line with the topology's guards.
+
+Alarms are ours by the `chalkdr-<env>-` name prefix. PutMetricAlarm replaces an alarm whole,
+so an update is the same call as a create; tags are given on create (PutMetricAlarm applies
+`Tags` only when it creates the alarm).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from chalkdr.audit import AuditRecord
+from chalkdr.classify import aws_call
+from chalkdr.clients import AwsClients
+from chalkdr.plan import Action, AlarmSpec, Change, ChangeResult, ObservedAlarm
+from tasks.audit import emit_audit_event
+from tasks.retry import retry_options
+
+__all__ = ["ensure_alarm", "read_alarms"]
+
+Emit = Callable[[AuditRecord], None]
+
+
+def _alarm(region: str, raw: Mapping[str, Any]) -> ObservedAlarm:
+    return ObservedAlarm(
+        name=raw["AlarmName"],
+        region=region,
+        namespace=raw.get("Namespace"),
+        metric_name=raw.get("MetricName"),
+        dimensions={d["Name"]: d["Value"] for d in raw.get("Dimensions", [])},
+        statistic=raw.get("Statistic"),
+        period=raw.get("Period"),
+        evaluation_periods=raw.get("EvaluationPeriods"),
+        datapoints_to_alarm=raw.get("DatapointsToAlarm"),
+        threshold=raw.get("Threshold"),
+        comparison_operator=raw.get("ComparisonOperator"),
+        treat_missing_data=raw.get("TreatMissingData"),
+    )
+
+
+@task(task_run_name="read-alarms-{region}", cache_policy=NO_CACHE, **retry_options())
+def read_alarms(clients: AwsClients, region: str, prefix: str) -> list[ObservedAlarm]:
+    """Every metric alarm in `region` whose name starts with `prefix`."""
+    found = []
+    with aws_call("cloudwatch", "DescribeAlarms", f"{region}/{prefix}*"):
+        pages = clients.cloudwatch(region).get_paginator("describe_alarms")
+        for page in pages.paginate(AlarmNamePrefix=prefix, AlarmTypes=["MetricAlarm"]):
+            found += [_alarm(region, a) for a in page.get("MetricAlarms", [])]
+    return found
+
+
+@task(task_run_name="ensure-alarm-{change.id}", cache_policy=NO_CACHE)
+def ensure_alarm(
+    clients: AwsClients,
+    change: Change,
+    *,
+    audit_detail: Mapping[str, Any] | None = None,
+    emit: Emit = emit_audit_event,
+) -> ChangeResult:
+    spec = change.spec
+    assert isinstance(spec, AlarmSpec)
+    params: dict[str, Any] = {
+        "AlarmName": spec.name,
+        "AlarmDescription": spec.description,
+        "ActionsEnabled": True,
+        "Namespace": spec.namespace,
+        "MetricName": spec.metric_name,
+        "Dimensions": [{"Name": k, "Value": v} for k, v in sorted(spec.dimensions.items())],
+        "Statistic": spec.statistic,
+        "Period": spec.period,
+        "EvaluationPeriods": spec.evaluation_periods,
+        "DatapointsToAlarm": spec.datapoints_to_alarm,
+        "Threshold": float(spec.threshold),
+        "ComparisonOperator": spec.comparison_operator,
+        "TreatMissingData": spec.treat_missing_data,
+    }
+    if change.action is Action.CREATE:
+        params["Tags"] = [{"Key": k, "Value": v} for k, v in spec.tags.items()]
+    cloudwatch = clients.cloudwatch(spec.region)
+    with aws_call("cloudwatch", "PutMetricAlarm", f"{spec.region}/{spec.name}"):
+        cloudwatch.put_metric_alarm(**params)
+    record = AuditRecord(
+        system="cloudwatch",
+        action=f"{change.action.value}-alarm",
+        resource=spec.arn,
+        region=spec.region,
+        api_call="cloudwatch:PutMetricAlarm",
+        detail={**dict(audit_detail or {}), "metric": f"{spec.namespace}/{spec.metric_name}"},
+    )
+    emit(record)
+    return ChangeResult(
+        kind=change.kind, id=change.id, region=change.region, action=change.action, audit=(record,)
+    )

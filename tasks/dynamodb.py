@@ -1,0 +1,143 @@
+"""Tasks for Amazon DynamoDB global tables (version 2019.11.21): observe tables, add missing replicas.
+
+The online-store tables are Chalk's; what provision ensures is that each one is a global table
+with a replica in every region. AWS allows one replica change per table at a time (UpdateTable
+with one ReplicaUpdates entry while the table is ACTIVE), so replicas are added one region
+after another, each awaited until ACTIVE before the next.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from botocore.exceptions import ClientError
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from chalkdr.audit import AuditRecord
+from chalkdr.classify import aws_call
+from chalkdr.clients import AwsClients
+from chalkdr.plan import Change, ChangeResult, GlobalTableSpec, ObservedTable, WaitPolicy
+from tasks.audit import emit_audit_event
+from tasks.retry import retry_options
+
+__all__ = ["ensure_replicas", "read_tables"]
+
+Emit = Callable[[AuditRecord], None]
+
+
+def _describe(clients: AwsClients, region: str, table: str) -> dict[str, Any] | None:
+    with aws_call("dynamodb", "DescribeTable", f"{region}/{table}"):
+        try:
+            return clients.dynamodb(region).describe_table(TableName=table)["Table"]  # type: ignore[return-value]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+                return None
+            raise
+
+
+def _observed(region: str, raw: Mapping[str, Any]) -> ObservedTable:
+    replicas = raw.get("Replicas") or []
+    return ObservedTable(
+        table=raw["TableName"],
+        region=region,
+        status=raw.get("TableStatus", "UNKNOWN"),
+        arn=raw["TableArn"],
+        # DescribeTable lists the other regions; a region that lists itself is not one of them.
+        replica_regions=tuple(r["RegionName"] for r in replicas if r["RegionName"] != region),
+        replica_status={
+            r["RegionName"]: r.get("ReplicaStatus", "") for r in replicas if r["RegionName"] != region
+        },
+        global_table_version=raw.get("GlobalTableVersion"),
+    )
+
+
+@task(task_run_name="read-tables-{region}", cache_policy=NO_CACHE, **retry_options())
+def read_tables(clients: AwsClients, region: str, tables: Sequence[str]) -> list[ObservedTable]:
+    """The named tables that exist in `region`, with the replicas each one reports."""
+    found = []
+    for name in dict.fromkeys(tables):
+        raw = _describe(clients, region, name)
+        if raw is not None:
+            found.append(_observed(region, raw))
+    return found
+
+
+def _wait_settled(
+    clients: AwsClients, region: str, table: str, waits: WaitPolicy, *, replica: str | None = None
+) -> ObservedTable:
+    """Until the table is ACTIVE with no replica in flight (and `replica`, if given, ACTIVE)."""
+    deadline = time.monotonic() + waits.timeout_real_s
+    while True:
+        raw = _describe(clients, region, table)
+        if raw is None:
+            raise FileNotFoundError(f"DynamoDB table {table} disappeared from {region}")
+        seen = _observed(region, raw)
+        settled = seen.status == "ACTIVE" and all(s == "ACTIVE" for s in seen.replica_status.values())
+        if settled and (replica is None or seen.replica_status.get(replica) == "ACTIVE"):
+            return seen
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"DynamoDB table {table} in {region} not settled after {waits.timeout_s:g} s "
+                f"(table {seen.status}, replicas {seen.replica_status})"
+            )
+        time.sleep(waits.poll_real_s)
+
+
+@task(task_run_name="ensure-replicas-{change.id}", cache_policy=NO_CACHE)
+def ensure_replicas(
+    clients: AwsClients,
+    change: Change,
+    *,
+    waits: WaitPolicy,
+    audit_detail: Mapping[str, Any] | None = None,
+    emit: Emit = emit_audit_event,
+) -> ChangeResult:
+    """Add each missing replica (one UpdateTable each), wait for ACTIVE, then tag the replica."""
+    spec = change.spec
+    assert isinstance(spec, GlobalTableSpec)
+    source = spec.source_region
+    diff = next((d for d in change.diffs if d.field == "replica_regions"), None)
+    present = set(diff.old if diff else ())
+    missing = [r for r in spec.regions if r not in present]
+    audit: list[AuditRecord] = []
+    detail = dict(audit_detail or {})
+    for region in missing:
+        seen = _wait_settled(clients, source, spec.table, waits)
+        if region in seen.replica_regions:
+            continue  # added meanwhile (a concurrent or earlier interrupted run): converged
+        with aws_call("dynamodb", "UpdateTable", f"{source}/{spec.table} +replica {region}"):
+            clients.dynamodb(source).update_table(
+                TableName=spec.table, ReplicaUpdates=[{"Create": {"RegionName": region}}]
+            )
+        replica_arn = seen.arn.replace(f":{source}:", f":{region}:", 1)
+        record = AuditRecord(
+            system="dynamodb",
+            action="create-replica",
+            resource=replica_arn,
+            region=source,
+            api_call="dynamodb:UpdateTable",
+            detail={**detail, "table": spec.table, "replica_region": region},
+        )
+        emit(record)
+        audit.append(record)
+        _wait_settled(clients, source, spec.table, waits, replica=region)
+        with aws_call("dynamodb", "TagResource", replica_arn):
+            clients.dynamodb(region).tag_resource(
+                ResourceArn=replica_arn, Tags=[{"Key": k, "Value": v} for k, v in spec.tags.items()]
+            )
+        tagged = AuditRecord(
+            system="dynamodb",
+            action="tag-replica",
+            resource=replica_arn,
+            region=region,
+            api_call="dynamodb:TagResource",
+            detail=detail,
+        )
+        emit(tagged)
+        audit.append(tagged)
+    return ChangeResult(
+        kind=change.kind, id=change.id, region=change.region, action=change.action, audit=tuple(audit)
+    )

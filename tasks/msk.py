@@ -1,0 +1,263 @@
+"""Tasks for Amazon MSK: observe each region's cluster and replicators, ensure the MSK Replicator.
+
+A replicator lives in its TARGET cluster's region (AWS creates it there) and copies the
+topology's topics from the primary's cluster with consumer-group offsets synchronised, under
+identical topic names, so that passive persistence workers in the secondary resume from the
+replicated offsets after a failover.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from botocore.exceptions import ClientError
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from chalkdr.audit import AuditRecord
+from chalkdr.classify import aws_call
+from chalkdr.clients import AwsClients
+from chalkdr.plan import (
+    Action,
+    Change,
+    ChangeResult,
+    ObservedMskCluster,
+    ObservedReplicator,
+    ReplicatorSpec,
+    WaitPolicy,
+)
+from chalkdr.topology import RegionConfig
+from tasks.audit import emit_audit_event
+from tasks.retry import retry_options
+
+__all__ = ["ensure_replicator", "read_msk"]
+
+Emit = Callable[[AuditRecord], None]
+
+
+def _not_found(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") == "NotFoundException"
+
+
+def _cluster(region: str, info: Mapping[str, Any]) -> ObservedMskCluster:
+    subnets: list[str] = []
+    groups: list[str] = []
+    if info.get("Provisioned"):
+        node = info["Provisioned"].get("BrokerNodeGroupInfo", {})
+        subnets, groups = list(node.get("ClientSubnets", [])), list(node.get("SecurityGroups", []))
+    elif info.get("Serverless"):
+        for vpc in info["Serverless"].get("VpcConfigs", []):
+            subnets += vpc.get("SubnetIds", [])
+            groups += vpc.get("SecurityGroupIds", [])
+    return ObservedMskCluster(
+        arn=info["ClusterArn"],
+        region=region,
+        state=info.get("State", "UNKNOWN"),
+        subnet_ids=tuple(subnets),
+        security_group_ids=tuple(groups),
+    )
+
+
+def _replicator(region: str, raw: Mapping[str, Any]) -> ObservedReplicator:
+    aliases = {
+        c.get("KafkaClusterAlias"): (c.get("AmazonMskCluster") or {}).get("MskClusterArn")
+        for c in raw.get("KafkaClusters", [])
+    }
+    info: Mapping[str, Any] = (raw.get("ReplicationInfoList") or [{}])[0]
+    topics = (info.get("TopicReplication") or {}).get("TopicsToReplicate", [])
+    groups: Mapping[str, Any] = info.get("ConsumerGroupReplication") or {}
+    return ObservedReplicator(
+        name=raw["ReplicatorName"],
+        arn=raw["ReplicatorArn"],
+        region=region,
+        state=raw.get("ReplicatorState", "UNKNOWN"),
+        current_version=raw.get("CurrentVersion", ""),
+        source_cluster_arn=aliases.get(info.get("SourceKafkaClusterAlias")),
+        target_cluster_arn=aliases.get(info.get("TargetKafkaClusterAlias")),
+        topics=tuple(topics),
+        consumer_groups=tuple(groups.get("ConsumerGroupsToReplicate", [])),
+        sync_consumer_group_offsets=bool(groups.get("SynchroniseConsumerGroupOffsets", False)),
+        service_execution_role_arn=raw.get("ServiceExecutionRoleArn"),
+    )
+
+
+def _describe_replicator(clients: AwsClients, region: str, arn: str) -> ObservedReplicator | None:
+    with aws_call("kafka", "DescribeReplicator", arn):
+        try:
+            return _replicator(region, clients.kafka(region).describe_replicator(ReplicatorArn=arn))
+        except ClientError as exc:
+            if _not_found(exc):
+                return None
+            raise
+
+
+@task(task_run_name="read-msk-{region.aws_region}", cache_policy=NO_CACHE, **retry_options())
+def read_msk(
+    clients: AwsClients, region: RegionConfig, replicator_prefix: str
+) -> tuple[ObservedMskCluster | None, list[ObservedReplicator]]:
+    """The region's cluster, and the replicators here whose names start with `replicator_prefix`."""
+    kafka = clients.kafka(region.aws_region)
+    with aws_call("kafka", "DescribeClusterV2", region.msk_cluster_arn):
+        try:
+            cluster = _cluster(
+                region.aws_region, kafka.describe_cluster_v2(ClusterArn=region.msk_cluster_arn)["ClusterInfo"]
+            )
+        except ClientError as exc:
+            if not _not_found(exc):
+                raise
+            cluster = None
+    replicators: list[ObservedReplicator] = []
+    params: dict[str, Any] = {"ReplicatorNameFilter": replicator_prefix}
+    while True:
+        with aws_call("kafka", "ListReplicators", f"{region.aws_region}/{replicator_prefix}*"):
+            page = kafka.list_replicators(**params)
+        for summary in page.get("Replicators", []):
+            if summary.get("IsReplicatorReference") or not summary["ReplicatorName"].startswith(
+                replicator_prefix
+            ):
+                continue  # a reference is the source-region view of a replicator living elsewhere
+            found = _describe_replicator(clients, region.aws_region, summary["ReplicatorArn"])
+            if found is not None:
+                replicators.append(found)
+        if not page.get("NextToken"):
+            return cluster, replicators
+        params["NextToken"] = page["NextToken"]
+
+
+def _wait(clients: AwsClients, spec: ReplicatorSpec, arn: str, waits: WaitPolicy, *, gone: bool) -> None:
+    deadline = time.monotonic() + waits.timeout_real_s
+    while True:
+        seen = _describe_replicator(clients, spec.region, arn)
+        if gone and seen is None:
+            return
+        if not gone:
+            if seen is None:
+                raise FileNotFoundError(f"MSK replicator {spec.name} ({arn}) vanished while being created")
+            if seen.state == "RUNNING":
+                return
+            if seen.state == "FAILED":
+                raise RuntimeError(f"MSK replicator {spec.name} ({arn}) FAILED")
+        if time.monotonic() > deadline:
+            state = seen.state if seen else "gone"
+            raise TimeoutError(f"MSK replicator {spec.name} still {state} after {waits.timeout_s:g} s")
+        time.sleep(waits.poll_real_s)
+
+
+def _topic_replication(spec: ReplicatorSpec) -> dict[str, Any]:
+    return {
+        "TopicsToReplicate": list(spec.topics),
+        "TopicsToExclude": [],
+        "CopyTopicConfigurations": True,
+        "CopyAccessControlListsForTopics": True,
+        "DetectAndCopyNewTopics": True,
+    }
+
+
+def _group_replication(spec: ReplicatorSpec) -> dict[str, Any]:
+    return {
+        "ConsumerGroupsToReplicate": list(spec.consumer_groups),
+        "ConsumerGroupsToExclude": [],
+        "SynchroniseConsumerGroupOffsets": spec.sync_consumer_group_offsets,
+        "DetectAndCopyNewConsumerGroups": True,
+    }
+
+
+def _create(clients: AwsClients, spec: ReplicatorSpec) -> str:
+    def vpc(subnets: tuple[str, ...], groups: tuple[str, ...]) -> dict[str, Any]:
+        return {"SubnetIds": list(subnets), **({"SecurityGroupIds": list(groups)} if groups else {})}
+
+    with aws_call("kafka", "CreateReplicator", f"{spec.region}/{spec.name}"):
+        created = clients.kafka(spec.region).create_replicator(
+            ReplicatorName=spec.name,
+            Description="chalk-dr: primary -> secondary replication for failover",
+            ServiceExecutionRoleArn=spec.service_execution_role_arn,
+            KafkaClusters=[
+                {
+                    "AmazonMskCluster": {"MskClusterArn": spec.source_cluster_arn},
+                    "VpcConfig": vpc(spec.source_subnet_ids, spec.source_security_group_ids),  # type: ignore[typeddict-item]
+                },
+                {
+                    "AmazonMskCluster": {"MskClusterArn": spec.target_cluster_arn},
+                    "VpcConfig": vpc(spec.target_subnet_ids, spec.target_security_group_ids),  # type: ignore[typeddict-item]
+                },
+            ],
+            ReplicationInfoList=[
+                {
+                    "SourceKafkaClusterArn": spec.source_cluster_arn,
+                    "TargetKafkaClusterArn": spec.target_cluster_arn,
+                    "TargetCompressionType": "NONE",
+                    "TopicReplication": {
+                        **_topic_replication(spec),  # type: ignore[typeddict-item]
+                        "StartingPosition": {"Type": "EARLIEST"},
+                        # Same names in both regions: consumers fail over without renaming topics.
+                        "TopicNameConfiguration": {"Type": "IDENTICAL"},
+                    },
+                    "ConsumerGroupReplication": _group_replication(spec),  # type: ignore[typeddict-item]
+                }
+            ],
+            Tags=dict(spec.tags),
+        )
+    return str(created["ReplicatorArn"])
+
+
+@task(task_run_name="ensure-replicator-{change.id}", cache_policy=NO_CACHE)
+def ensure_replicator(
+    clients: AwsClients,
+    change: Change,
+    *,
+    waits: WaitPolicy,
+    audit_detail: Mapping[str, Any] | None = None,
+    emit: Emit = emit_audit_event,
+) -> ChangeResult:
+    """Create, update (topics, offset sync) or replace (clusters, role: immutable) and await RUNNING."""
+    spec = change.spec
+    assert isinstance(spec, ReplicatorSpec)
+    detail = dict(audit_detail or {})
+    audit: list[AuditRecord] = []
+
+    def audited(action: str, arn: str, api: str, **extra: Any) -> None:
+        record = AuditRecord(
+            system="msk",
+            action=action,
+            resource=arn,
+            region=spec.region,
+            api_call=f"kafka:{api}",
+            detail={**detail, "replicator": spec.name, **extra},
+        )
+        emit(record)
+        audit.append(record)
+
+    arn = change.current_id
+    if change.action is Action.UPDATE and arn is not None:
+        with aws_call("kafka", "UpdateReplicationInfo", arn):
+            clients.kafka(spec.region).update_replication_info(
+                ReplicatorArn=arn,
+                CurrentVersion=change.current_version or "",
+                SourceKafkaClusterArn=spec.source_cluster_arn,
+                TargetKafkaClusterArn=spec.target_cluster_arn,
+                TopicReplication=_topic_replication(spec),  # type: ignore[arg-type]
+                ConsumerGroupReplication=_group_replication(spec),  # type: ignore[arg-type]
+            )
+        audited("update-replicator", arn, "UpdateReplicationInfo", topics=list(spec.topics))
+        _wait(clients, spec, arn, waits, gone=False)
+    else:
+        if change.action is Action.REPLACE and arn is not None:
+            with aws_call("kafka", "DeleteReplicator", arn):
+                clients.kafka(spec.region).delete_replicator(
+                    ReplicatorArn=arn, CurrentVersion=change.current_version or ""
+                )
+            audited("delete-replicator", arn, "DeleteReplicator", reason="immutable settings changed")
+            _wait(clients, spec, arn, waits, gone=True)
+        arn = _create(clients, spec)
+        audited("create-replicator", arn, "CreateReplicator", topics=list(spec.topics))
+        _wait(clients, spec, arn, waits, gone=False)
+    return ChangeResult(
+        kind=change.kind,
+        id=change.id,
+        region=change.region,
+        action=change.action,
+        audit=tuple(audit),
+        resource_id=arn,
+    )

@@ -1,0 +1,472 @@
+"""Tasks for Amazon Route 53: health checks on each region's ALB, the failover and regional alias records.
+
+Also the ALB lookup (Elastic Load Balancing), because an alias record and a health check are
+only as right as the ALB DNS name and hosted zone they carry. Reads observe; each ensure makes
+the one change its plan entry names and emits an audit event per mutating call. Route 53's
+control plane is global (served from us-east-1) and allows 5 requests/s per account, so these
+calls are made one at a time by the flow.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from botocore.exceptions import ClientError
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from chalkdr.audit import AuditRecord
+from chalkdr.classify import aws_call
+from chalkdr.clients import ROUTE53_CONTROL_REGION, AwsClients
+from chalkdr.plan import (
+    Action,
+    AliasTarget,
+    Change,
+    ChangeResult,
+    HealthCheckSpec,
+    ObservedAlb,
+    ObservedHealthCheck,
+    ObservedRecord,
+    ObservedRoute53,
+    RecordSpec,
+    WaitPolicy,
+    caller_reference_prefix,
+    normalize_dns,
+)
+from chalkdr.topology import RegionConfig, Topology
+from tasks.audit import emit_audit_event
+from tasks.retry import retry_options
+
+__all__ = [
+    "delete_stale_health_checks",
+    "ensure_health_check",
+    "ensure_records",
+    "read_alb",
+    "read_route53",
+]
+
+Emit = Callable[[AuditRecord], None]
+_TAG_BATCH = 10  # ListTagsForResources takes at most 10 ids
+_MAX_REFERENCE_ATTEMPTS = 5
+
+
+def health_check_arn(health_check_id: str) -> str:
+    return f"arn:aws:route53:::healthcheck/{health_check_id}"
+
+
+def record_resource(zone_id: str, name: str, rtype: str, set_id: str | None) -> str:
+    """Records have no ARN; this names one the way the audit trail and events need."""
+    return f"arn:aws:route53:::hostedzone/{zone_id}/recordset/{normalize_dns(name)}/{rtype}" + (
+        f"/{set_id}" if set_id else ""
+    )
+
+
+def _audit(emit: Emit, detail: Mapping[str, Any], **fields: Any) -> AuditRecord:
+    record = AuditRecord(system="route53", region=ROUTE53_CONTROL_REGION, detail=dict(detail), **fields)
+    emit(record)
+    return record
+
+
+# -- reads ------------------------------------------------------------------------------------
+
+
+@task(task_run_name="read-alb-{region.aws_region}", cache_policy=NO_CACHE, **retry_options())
+def read_alb(clients: AwsClients, region: RegionConfig) -> ObservedAlb | None:
+    """The region's ALB by name or ARN: its DNS name and canonical hosted zone, or None if absent."""
+    elbv2 = clients.elbv2(region.aws_region)
+    with aws_call("elasticloadbalancing", "DescribeLoadBalancers", region.alb):
+        try:
+            if region.alb.startswith("arn:"):
+                found = elbv2.describe_load_balancers(LoadBalancerArns=[region.alb])["LoadBalancers"]
+            else:
+                found = elbv2.describe_load_balancers(Names=[region.alb])["LoadBalancers"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "LoadBalancerNotFound":
+                return None
+            raise
+    if not found:
+        return None
+    lb = found[0]
+    return ObservedAlb(
+        region=region.aws_region,
+        name=lb["LoadBalancerName"],
+        arn=lb["LoadBalancerArn"],
+        dns_name=lb["DNSName"],
+        canonical_hosted_zone_id=lb["CanonicalHostedZoneId"],
+    )
+
+
+def _health_check(raw: Mapping[str, Any], tags: Mapping[str, str]) -> ObservedHealthCheck:
+    cfg = raw.get("HealthCheckConfig", {})
+    return ObservedHealthCheck(
+        id=raw["Id"],
+        caller_reference=raw["CallerReference"],
+        version=int(raw.get("HealthCheckVersion", 1)),
+        type=cfg.get("Type", ""),
+        fqdn=cfg.get("FullyQualifiedDomainName"),
+        port=cfg.get("Port"),
+        resource_path=cfg.get("ResourcePath"),
+        request_interval=cfg.get("RequestInterval"),
+        failure_threshold=cfg.get("FailureThreshold"),
+        regions=tuple(cfg.get("Regions") or ()),
+        inverted=bool(cfg.get("Inverted", False)),
+        disabled=bool(cfg.get("Disabled", False)),
+        tags=dict(tags),
+    )
+
+
+def _record(raw: Mapping[str, Any]) -> ObservedRecord:
+    alias = raw.get("AliasTarget")
+    return ObservedRecord(
+        name=raw["Name"],
+        type=raw["Type"],
+        set_identifier=raw.get("SetIdentifier"),
+        failover=raw.get("Failover"),
+        weight=raw.get("Weight"),
+        latency_region=raw.get("Region"),
+        alias=(
+            AliasTarget(
+                dns_name=alias["DNSName"],
+                hosted_zone_id=alias["HostedZoneId"],
+                evaluate_target_health=bool(alias.get("EvaluateTargetHealth", False)),
+            )
+            if alias
+            else None
+        ),
+        ttl=raw.get("TTL"),
+        values=tuple(r["Value"] for r in raw.get("ResourceRecords") or ()),
+        health_check_id=raw.get("HealthCheckId"),
+    )
+
+
+def _records_named(clients: AwsClients, zone_id: str, name: str) -> list[ObservedRecord]:
+    """The A records of one name: a listing that starts at (name, A) and stops when the name changes."""
+    route53 = clients.route53()
+    found: list[ObservedRecord] = []
+    params: dict[str, Any] = {"HostedZoneId": zone_id, "StartRecordName": name, "StartRecordType": "A"}
+    while True:
+        with aws_call("route53", "ListResourceRecordSets", f"{zone_id}/{name}"):
+            page = route53.list_resource_record_sets(**params)
+        sets = page.get("ResourceRecordSets", [])
+        mine = [s for s in sets if normalize_dns(s["Name"]) == normalize_dns(name) and s["Type"] == "A"]
+        found += [_record(s) for s in mine]
+        if (
+            not page.get("IsTruncated")
+            or len(mine) < len(sets)
+            or normalize_dns(page.get("NextRecordName", "")) != normalize_dns(name)
+            or page.get("NextRecordType") != "A"
+        ):
+            return found
+        params["StartRecordName"] = page["NextRecordName"]
+        params["StartRecordType"] = page["NextRecordType"]
+        if page.get("NextRecordIdentifier"):
+            params["StartRecordIdentifier"] = page["NextRecordIdentifier"]
+
+
+@task(task_run_name="read-route53", cache_policy=NO_CACHE, **retry_options())
+def read_route53(clients: AwsClients, topology: Topology) -> ObservedRoute53:
+    """The hosted zone, this environment's health checks (by CallerReference) and the topology's A records."""
+    route53 = clients.route53()
+    zone_id = topology.route53.zone_id
+    with aws_call("route53", "GetHostedZone", zone_id):
+        try:
+            zone_name: str | None = route53.get_hosted_zone(Id=zone_id)["HostedZone"]["Name"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "NoSuchHostedZone":
+                raise
+            zone_name = None
+    prefixes = tuple(caller_reference_prefix(topology.environment, r.aws_region) for r in topology.regions)
+    raw_checks: list[Mapping[str, Any]] = []
+    with aws_call("route53", "ListHealthChecks", "*"):
+        for page in route53.get_paginator("list_health_checks").paginate():
+            raw_checks += [
+                c for c in page.get("HealthChecks", []) if c["CallerReference"].startswith(prefixes)
+            ]
+    tags: dict[str, dict[str, str]] = {}
+    ids = [c["Id"] for c in raw_checks]
+    for i in range(0, len(ids), _TAG_BATCH):
+        batch = ids[i : i + _TAG_BATCH]
+        with aws_call("route53", "ListTagsForResources", ",".join(batch)):
+            resp = route53.list_tags_for_resources(ResourceType="healthcheck", ResourceIds=batch)
+        for entry in resp.get("ResourceTagSets", []):
+            tags[entry["ResourceId"]] = {t["Key"]: t.get("Value", "") for t in entry.get("Tags", [])}
+    records: list[ObservedRecord] = []
+    if zone_name is not None:
+        names = dict.fromkeys(
+            [topology.route53.failover_record, *(r.query_hostname for r in topology.regions)]
+        )
+        for name in names:
+            records += _records_named(clients, zone_id, name)
+    return ObservedRoute53(
+        zone_id=zone_id,
+        zone_name=zone_name,
+        health_checks=tuple(_health_check(c, tags.get(c["Id"], {})) for c in raw_checks),
+        records=tuple(records),
+    )
+
+
+# -- changes ----------------------------------------------------------------------------------
+
+
+def _create_health_check(clients: AwsClients, spec: HealthCheckSpec) -> tuple[str, str]:
+    """Create with the deterministic reference: a retried create returns the same check (AWS
+    idempotency). A reference once used by a now-deleted check is refused by AWS
+    (HealthCheckAlreadyExists) forever, so a replace back to earlier settings takes `<ref>.2`."""
+    config: dict[str, Any] = {
+        "Type": spec.type,
+        "FullyQualifiedDomainName": spec.fqdn,
+        "Port": spec.port,
+        "ResourcePath": spec.resource_path,
+        "RequestInterval": spec.request_interval,
+        "FailureThreshold": spec.failure_threshold,
+        "Regions": list(spec.regions),
+    }
+    route53 = clients.route53()
+    for attempt in range(1, _MAX_REFERENCE_ATTEMPTS + 1):
+        reference = spec.caller_reference if attempt == 1 else f"{spec.caller_reference}.{attempt}"
+        try:
+            with aws_call("route53", "CreateHealthCheck", reference):
+                created = route53.create_health_check(
+                    CallerReference=reference,
+                    HealthCheckConfig=config,  # type: ignore[arg-type]
+                )
+            return created["HealthCheck"]["Id"], reference
+        except Exception as exc:
+            if getattr(exc, "code", None) != "HealthCheckAlreadyExists" or attempt == _MAX_REFERENCE_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
+
+
+@task(task_run_name="ensure-health-check-{change.region}", cache_policy=NO_CACHE)
+def ensure_health_check(
+    clients: AwsClients,
+    change: Change,
+    *,
+    audit_detail: Mapping[str, Any] | None = None,
+    emit: Emit = emit_audit_event,
+) -> ChangeResult:
+    """Create the region's check (create/replace) or update it in place (version-checked), then tag it."""
+    spec = change.spec
+    assert isinstance(spec, HealthCheckSpec)
+    route53 = clients.route53()
+    detail = dict(audit_detail or {})
+    audit: list[AuditRecord] = []
+    changed = {d.field for d in change.diffs}
+    hc_id = change.current_id
+    if hc_id is None:
+        hc_id, reference = _create_health_check(clients, spec)
+        audit.append(
+            _audit(
+                emit,
+                {**detail, "caller_reference": reference, "fqdn": spec.fqdn, "name": spec.name},
+                action="create-health-check",
+                resource=health_check_arn(hc_id),
+                api_call="route53:CreateHealthCheck",
+            )
+        )
+        changed.add("tags")
+    elif changed - {"tags", "stale_health_checks"}:
+        with aws_call("route53", "UpdateHealthCheck", hc_id):
+            route53.update_health_check(
+                HealthCheckId=hc_id,
+                HealthCheckVersion=int(change.current_version or 1),  # refused if someone changed it since
+                FullyQualifiedDomainName=spec.fqdn,
+                Port=spec.port,
+                ResourcePath=spec.resource_path,
+                FailureThreshold=spec.failure_threshold,
+                Regions=list(spec.regions),  # type: ignore[arg-type]
+                Inverted=False,
+                Disabled=False,
+            )
+        audit.append(
+            _audit(
+                emit,
+                {**detail, "fields": sorted(changed - {"tags", "stale_health_checks"})},
+                action="update-health-check",
+                resource=health_check_arn(hc_id),
+                api_call="route53:UpdateHealthCheck",
+            )
+        )
+    if "tags" in changed:
+        with aws_call("route53", "ChangeTagsForResource", hc_id):
+            route53.change_tags_for_resource(
+                ResourceType="healthcheck",
+                ResourceId=hc_id,
+                AddTags=[{"Key": k, "Value": v} for k, v in spec.tags.items()],
+            )
+        audit.append(
+            _audit(
+                emit,
+                detail,
+                action="tag-health-check",
+                resource=health_check_arn(hc_id),
+                api_call="route53:ChangeTagsForResource",
+            )
+        )
+    return ChangeResult(
+        kind=change.kind,
+        id=change.id,
+        region=change.region,
+        action=change.action,
+        audit=tuple(audit),
+        resource_id=hc_id,
+    )
+
+
+def _record_set(spec: RecordSpec, health_check_id: str | None) -> dict[str, Any]:
+    rrset: dict[str, Any] = {
+        "Name": spec.name,
+        "Type": spec.type,
+        "AliasTarget": {
+            "HostedZoneId": spec.alias.hosted_zone_id,
+            "DNSName": spec.alias.dns_name,
+            "EvaluateTargetHealth": spec.alias.evaluate_target_health,
+        },
+    }
+    if spec.set_identifier:
+        rrset["SetIdentifier"] = spec.set_identifier
+    if spec.failover:
+        rrset["Failover"] = spec.failover
+    if spec.weight is not None:
+        rrset["Weight"] = spec.weight
+    if spec.latency_region:
+        rrset["Region"] = spec.latency_region
+    if health_check_id:
+        rrset["HealthCheckId"] = health_check_id
+    return rrset
+
+
+def _observed_set(rec: ObservedRecord) -> dict[str, Any]:
+    """The record exactly as Route 53 holds it: a DELETE must match every field."""
+    rrset: dict[str, Any] = {"Name": rec.name, "Type": rec.type}
+    for key, value in (
+        ("SetIdentifier", rec.set_identifier),
+        ("Failover", rec.failover),
+        ("Weight", rec.weight),
+        ("Region", rec.latency_region),
+        ("HealthCheckId", rec.health_check_id),
+        ("TTL", rec.ttl),
+    ):
+        if value is not None:
+            rrset[key] = value
+    if rec.alias is not None:
+        rrset["AliasTarget"] = {
+            "HostedZoneId": rec.alias.hosted_zone_id,
+            "DNSName": rec.alias.dns_name,
+            "EvaluateTargetHealth": rec.alias.evaluate_target_health,
+        }
+    if rec.values:
+        rrset["ResourceRecords"] = [{"Value": v} for v in rec.values]
+    return rrset
+
+
+def _wait_insync(clients: AwsClients, change_id: str, waits: WaitPolicy) -> None:
+    route53 = clients.route53()
+    deadline = time.monotonic() + waits.timeout_real_s
+    while True:
+        with aws_call("route53", "GetChange", change_id):
+            status = route53.get_change(Id=change_id)["ChangeInfo"]["Status"]
+        if status == "INSYNC":
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"route53 change {change_id} still {status} after {waits.timeout_s:g} s")
+        time.sleep(waits.poll_real_s)
+
+
+@task(task_run_name="ensure-records-{name}", cache_policy=NO_CACHE)
+def ensure_records(
+    clients: AwsClients,
+    name: str,
+    changes: Sequence[Change],
+    health_check_ids: Mapping[str, str],
+    *,
+    waits: WaitPolicy,
+    audit_detail: Mapping[str, Any] | None = None,
+    emit: Emit = emit_audit_event,
+) -> list[ChangeResult]:
+    """One atomic change batch for all of one name's records, then wait until it is INSYNC.
+
+    One batch per name keeps PRIMARY/SECONDARY consistent at every instant, and lets a routing
+    policy change (failover -> weighted) delete and create every record of the name at once:
+    Route 53 refuses a name that mixes policies. Waiting for INSYNC matters before a replaced
+    health check is deleted.
+    """
+    if not changes:
+        return []
+    zone_id = changes[0].spec.zone_id  # type: ignore[union-attr]
+    batch: list[dict[str, Any]] = []
+    for change in changes:
+        spec = change.spec
+        assert isinstance(spec, RecordSpec)
+        hc = health_check_ids.get(spec.health_check_region) if spec.health_check_region else None
+        if spec.health_check_region and (hc is None or hc.startswith("(")):
+            raise ValueError(f"no health check id for {spec.health_check_region}: cannot write {change.id}")
+        if change.replaces_record is not None:
+            batch.append({"Action": "DELETE", "ResourceRecordSet": _observed_set(change.replaces_record)})
+            batch.append({"Action": "CREATE", "ResourceRecordSet": _record_set(spec, hc)})
+        else:
+            batch.append({"Action": "UPSERT", "ResourceRecordSet": _record_set(spec, hc)})
+    route53 = clients.route53()
+    with aws_call("route53", "ChangeResourceRecordSets", f"{zone_id}/{name}"):
+        info = route53.change_resource_record_sets(
+            HostedZoneId=zone_id,
+            ChangeBatch={"Comment": "chalk-dr provision", "Changes": batch},  # type: ignore[typeddict-item]
+        )["ChangeInfo"]
+    results = []
+    for change in changes:
+        spec = change.spec
+        assert isinstance(spec, RecordSpec)
+        record = _audit(
+            emit,
+            {
+                **dict(audit_detail or {}),
+                "change_id": info["Id"],
+                "action": "DELETE+CREATE" if change.replaces_record else "UPSERT",
+                "target": spec.alias.dns_name,
+            },
+            action=f"{change.action.value}-record",
+            resource=record_resource(zone_id, spec.name, spec.type, spec.set_identifier),
+            api_call="route53:ChangeResourceRecordSets",
+        )
+        results.append(
+            ChangeResult(
+                kind=change.kind, id=change.id, region=change.region, action=change.action, audit=(record,)
+            )
+        )
+    _wait_insync(clients, info["Id"], waits)
+    return results
+
+
+@task(task_run_name="delete-stale-health-checks-{change.region}", cache_policy=NO_CACHE)
+def delete_stale_health_checks(
+    clients: AwsClients,
+    change: Change,
+    *,
+    audit_detail: Mapping[str, Any] | None = None,
+    emit: Emit = emit_audit_event,
+) -> ChangeResult:
+    """The second half of a replace: delete the checks no record points at any more."""
+    route53 = clients.route53()
+    audit = []
+    for hc_id in change.stale_ids:
+        with aws_call("route53", "DeleteHealthCheck", hc_id):
+            try:
+                route53.delete_health_check(HealthCheckId=hc_id)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "NoSuchHealthCheck":
+                    raise
+                continue  # already gone: the goal is reached
+        audit.append(
+            _audit(
+                emit,
+                {**dict(audit_detail or {}), "replaced_by": change.id},
+                action="delete-health-check",
+                resource=health_check_arn(hc_id),
+                api_call="route53:DeleteHealthCheck",
+            )
+        )
+    return ChangeResult(
+        kind=change.kind, id=change.id, region=change.region, action=Action.REPLACE, audit=tuple(audit)
+    )

@@ -1,0 +1,287 @@
+"""FIS experiments in the sandbox inject real faults; exercised only through boto3 on the served endpoint."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import boto3
+import httpx
+import pytest
+from botocore.exceptions import ClientError
+
+from sandbox.aws import AwsServer, SandboxAwsApp
+from sandbox.clock import SandboxClock
+from sandbox.dynamodb import DynamoDbSim
+from sandbox.fis import FisSim
+from sandbox.truth import GroundTruth
+
+LAG_S = 0.2
+TIME_SCALE = 60.0  # PT1M of FIS duration lasts one real second
+EAST, WEST = "us-east-1", "us-west-2"
+ROLE = "arn:aws:iam::123456789012:role/fis-drill"
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[str]:
+    app = SandboxAwsApp()
+    clock, truth = SandboxClock(time_scale=TIME_SCALE), GroundTruth()
+    dynamodb = DynamoDbSim(app, clock=clock, truth=truth, replication_lag_s=LAG_S, replica_create_s=0.1)
+    fis = FisSim(app, clock=clock, truth=truth, dynamodb=dynamodb)
+    server = AwsServer(app).start()
+    dynamodb.start(server.endpoint_url)
+    fis.start(server.endpoint_url)
+    try:
+        yield server.endpoint_url
+    finally:
+        fis.stop()
+        dynamodb.stop()
+        httpx.post(f"{server.endpoint_url}/moto-api/reset")
+        server.stop()
+
+
+def client(endpoint: str, service: str, region: str = EAST) -> Any:
+    return boto3.client(
+        service,
+        region_name=region,
+        endpoint_url=endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+def poll(check: Callable[[], Any], timeout: float = 5.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def fis(endpoint: str) -> Any:
+    return client(endpoint, "fis")
+
+
+@pytest.fixture
+def regions(endpoint: str) -> tuple[Any, Any]:
+    return client(endpoint, "dynamodb", EAST), client(endpoint, "dynamodb", WEST)
+
+
+@pytest.fixture
+def global_table(regions: tuple[Any, Any]) -> str:
+    east, _ = regions
+    name = f"online-store-{uuid.uuid4().hex[:8]}"
+    east.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    east.update_table(TableName=name, ReplicaUpdates=[{"Create": {"RegionName": WEST}}])
+    poll(lambda: east.describe_table(TableName=name)["Table"]["TableStatus"] == "ACTIVE")
+    return name
+
+
+def table_arn(name: str, region: str = EAST) -> str:
+    return f"arn:aws:dynamodb:{region}:123456789012:table/{name}"
+
+
+def template(fis: Any, actions: dict[str, Any], targets: dict[str, Any] | None = None) -> str:
+    resp = fis.create_experiment_template(
+        clientToken=uuid.uuid4().hex,
+        description="drill",
+        roleArn=ROLE,
+        stopConditions=[{"source": "none"}],
+        targets=targets or {},
+        actions=actions,
+    )
+    return resp["experimentTemplate"]["id"]  # type: ignore[no-any-return]
+
+
+def pause_template(fis: Any, table: str, duration: str) -> str:
+    return template(
+        fis,
+        actions={
+            "pause": {
+                "actionId": "aws:dynamodb:global-table-pause-replication",
+                "parameters": {"duration": duration},
+                "targets": {"Tables": "store"},
+            }
+        },
+        targets={
+            "store": {
+                "resourceType": "aws:dynamodb:global-table",
+                "resourceArns": [table_arn(table)],
+                "selectionMode": "ALL",
+            }
+        },
+    )
+
+
+def state(fis: Any, experiment_id: str) -> str:
+    return fis.get_experiment(id=experiment_id)["experiment"]["state"]["status"]  # type: ignore[no-any-return]
+
+
+def run_until(fis: Any, experiment_id: str, status: str, timeout: float = 5.0) -> dict[str, Any]:
+    poll(lambda: state(fis, experiment_id) == status, timeout)
+    return fis.get_experiment(id=experiment_id)["experiment"]  # type: ignore[no-any-return]
+
+
+def absent_for(ddb: Any, table: str, pk: str, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert "Item" not in ddb.get_item(TableName=table, Key={"pk": {"S": pk}})
+        time.sleep(0.05)
+
+
+def arrives(ddb: Any, table: str, pk: str) -> None:
+    poll(lambda: ddb.get_item(TableName=table, Key={"pk": {"S": pk}}).get("Item"))
+
+
+class TestTemplateValidation:
+    def test_unknown_action_id_is_rejected_naming_the_action(self, fis: Any) -> None:
+        with pytest.raises(ClientError) as err:
+            template(
+                fis, {"boom": {"actionId": "aws:dynamodb:melt-table", "parameters": {"duration": "PT1M"}}}
+            )
+        assert err.value.response["Error"]["Code"] == "ValidationException"
+        assert "aws:dynamodb:melt-table" in err.value.response["Error"]["Message"]
+
+    def test_bad_duration_and_dangling_target_are_rejected(self, fis: Any) -> None:
+        bad = [
+            {"wait": {"actionId": "aws:fis:wait", "parameters": {"duration": "five minutes"}}},
+            {
+                "pause": {
+                    "actionId": "aws:dynamodb:global-table-pause-replication",
+                    "parameters": {"duration": "PT1M"},
+                    "targets": {"Tables": "missing"},
+                }
+            },
+        ]
+        for actions in bad:
+            with pytest.raises(ClientError) as err:
+                template(fis, actions)
+            assert err.value.response["Error"]["Code"] == "ValidationException"
+
+    def test_update_with_unknown_action_is_rejected(self, fis: Any) -> None:
+        template_id = template(
+            fis, {"wait": {"actionId": "aws:fis:wait", "parameters": {"duration": "PT1M"}}}
+        )
+        with pytest.raises(ClientError) as err:
+            fis.update_experiment_template(id=template_id, actions={"x": {"actionId": "aws:nope:nothing"}})
+        assert err.value.response["Error"]["Code"] == "ValidationException"
+
+
+class TestPauseReplication:
+    def test_pause_holds_writes_until_stopped(
+        self, fis: Any, regions: tuple[Any, Any], global_table: str
+    ) -> None:
+        east, west = regions
+        experiment = fis.start_experiment(experimentTemplateId=pause_template(fis, global_table, "PT10M"))
+        experiment_id = experiment["experiment"]["id"]
+        assert experiment["experiment"]["state"]["status"] == "initiating"
+        running = run_until(fis, experiment_id, "running")
+        assert running["actions"]["pause"]["state"]["status"] == "running"
+
+        east.put_item(TableName=global_table, Item={"pk": {"S": "east-write"}})
+        west.put_item(TableName=global_table, Item={"pk": {"S": "west-write"}})
+        absent_for(west, global_table, "east-write", LAG_S * 4)  # into the target replica: paused
+        absent_for(east, global_table, "west-write", LAG_S)  # out of it: paused too
+
+        assert fis.stop_experiment(id=experiment_id)["experiment"]["state"]["status"] == "stopping"
+        stopped = run_until(fis, experiment_id, "stopped")
+        assert stopped["actions"]["pause"]["state"]["status"] == "stopped"
+        arrives(west, global_table, "east-write")
+        arrives(east, global_table, "west-write")
+
+    def test_pause_ends_after_its_duration(
+        self, fis: Any, regions: tuple[Any, Any], global_table: str
+    ) -> None:
+        east, west = regions
+        experiment_id = fis.start_experiment(experimentTemplateId=pause_template(fis, global_table, "PT1M"))[
+            "experiment"
+        ]["id"]
+        run_until(fis, experiment_id, "running")
+        east.put_item(TableName=global_table, Item={"pk": {"S": "during"}})
+        absent_for(west, global_table, "during", LAG_S * 2)
+        done = run_until(fis, experiment_id, "completed")
+        action = done["actions"]["pause"]
+        assert action["state"]["status"] == "completed"
+        lasted = (action["endTime"] - action["startTime"]).total_seconds()
+        assert 1.0 <= lasted < 2.0  # PT1M at 60 AWS seconds per real second
+        arrives(west, global_table, "during")
+
+    def test_pause_on_a_table_that_is_not_global_fails(self, fis: Any, regions: tuple[Any, Any]) -> None:
+        east, _ = regions
+        name = f"regional-{uuid.uuid4().hex[:8]}"
+        east.create_table(
+            TableName=name,
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        experiment_id = fis.start_experiment(experimentTemplateId=pause_template(fis, name, "PT1M"))[
+            "experiment"
+        ]["id"]
+        failed = run_until(fis, experiment_id, "failed")
+        assert "not a replica of a DynamoDB global table" in failed["state"]["reason"]
+
+
+class TestActionsAndStates:
+    def test_wait_then_pause_run_in_start_after_order(self, fis: Any, global_table: str) -> None:
+        template_id = template(
+            fis,
+            actions={
+                "settle": {"actionId": "aws:fis:wait", "parameters": {"duration": "PT30S"}},
+                "pause": {
+                    "actionId": "aws:dynamodb:global-table-pause-replication",
+                    "parameters": {"duration": "PT30S"},
+                    "targets": {"Tables": "store"},
+                    "startAfter": ["settle"],
+                },
+            },
+            targets={
+                "store": {
+                    "resourceType": "aws:dynamodb:global-table",
+                    "resourceArns": [table_arn(global_table)],
+                    "selectionMode": "ALL",
+                }
+            },
+        )
+        experiment_id = fis.start_experiment(experimentTemplateId=template_id)["experiment"]["id"]
+        first = run_until(fis, experiment_id, "running")
+        assert first["actions"]["settle"]["state"]["status"] == "running"
+        assert first["actions"]["pause"]["state"]["status"] == "pending"
+        poll(
+            lambda: (
+                fis.get_experiment(id=experiment_id)["experiment"]["actions"]["pause"]["state"]["status"]
+                == "running"
+            )
+        )
+        done = run_until(fis, experiment_id, "completed")
+        assert {a["state"]["status"] for a in done["actions"].values()} == {"completed"}
+        listed = {e["id"]: e["state"]["status"] for e in fis.list_experiments()["experiments"]}
+        assert listed[experiment_id] == "completed"
+
+    def test_documented_but_unsupported_action_fails_the_experiment(self, fis: Any) -> None:
+        template_id = template(
+            fis,
+            actions={"stop": {"actionId": "aws:ec2:stop-instances", "targets": {"Instances": "web"}}},
+            targets={
+                "web": {
+                    "resourceType": "aws:ec2:instance",
+                    "resourceArns": ["arn:aws:ec2:us-east-1:123456789012:instance/i-0123456789abcdef0"],
+                    "selectionMode": "ALL",
+                }
+            },
+        )
+        experiment_id = fis.start_experiment(experimentTemplateId=template_id)["experiment"]["id"]
+        failed = run_until(fis, experiment_id, "failed")
+        assert "aws:ec2:stop-instances" in failed["state"]["reason"]
+        assert failed["actions"]["stop"]["state"]["status"] == "cancelled"
