@@ -371,7 +371,11 @@ class ApplyReport(BaseModel):
             moved = ", ".join(self.parity.at_target)
             stale = ", ".join(r.region for r in self.parity.regions if not r.in_parity)
             return f"{self.environment}: drift: {moved} serve {short}, {stale} do not"
-        failed = [f"{r.region}: {r.error}" for r in self.regions if r.error]
+        failed = [
+            r.error if r.error.startswith(r.region) else f"{r.region}: {r.error}"
+            for r in self.regions
+            if r.error
+        ]
         detail = self.error or "; ".join(failed) or "no region reached parity"
         return f"{self.environment}: apply of {short} failed: {detail}"
 

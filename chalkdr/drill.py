@@ -138,6 +138,11 @@ class SteadyState(BaseModel):
     lags: dict[str, LagReading] = Field(default_factory=dict)
     served: dict[str, QueryAnswer] = Field(default_factory=dict)
     capacity: dict[str, tuple[int, int]] = Field(default_factory=dict)  # region -> (ready, desired)
+    # Deployment ids per region from the last dual-region apply proven in parity (flows/chalk_apply).
+    # Chalk gives each region its own id for the same code, so with a record, parity means "each
+    # region serves what that apply deployed to it"; without one, every region must serve one id.
+    expected_deployments: dict[str, str] = Field(default_factory=dict)
+    expected_sha: str | None = None
 
 
 def steady_state_problems(s: SteadyState, *, require_lag_data: bool = False) -> list[str]:
@@ -168,7 +173,15 @@ def steady_state_problems(s: SteadyState, *, require_lag_data: bool = False) -> 
             f"{region}: query through its own hostname failed ({answer.error or answer.status_code})"
         )
     served_ids = {r: a.deployment_id for r, a in s.served.items() if a.ok}
-    if len(set(served_ids.values())) > 1:
+    if s.expected_deployments:
+        for region, served in sorted(served_ids.items()):
+            want = s.expected_deployments.get(region)
+            if served != want:
+                problems.append(
+                    f"{region} serves deployment {served}, but the last proven apply "
+                    f"(sha {s.expected_sha or '?'}) deployed {want or 'nothing'} there: regions out of parity"
+                )
+    elif len(set(served_ids.values())) > 1:
         detail = ", ".join(f"{r}={d}" for r, d in sorted(served_ids.items()))
         problems.append(f"regions serve different deployments: {detail}")
     for region, (ready, desired) in sorted(s.capacity.items()):

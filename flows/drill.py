@@ -23,6 +23,7 @@ from prefect.input import RunInput
 from prefect.states import Completed, Failed, State
 
 from chalkdr.clients import AwsClients
+from chalkdr.deploy import LastGood
 from chalkdr.drill import Scenario, SloOverrides, evaluate_slos, new_drill_id, rpo_exposure_s
 from chalkdr.errors import DrillAborted, PreflightFailed
 from chalkdr.failover import expected_failover_seconds
@@ -30,7 +31,7 @@ from chalkdr.observe import Direction, Observation, milestones
 from chalkdr.query import ChalkQueryClient
 from chalkdr.report import DrillReport, Journal, PhaseRecord, PhaseStatus, render_markdown, timeline_rows
 from chalkdr.topology import Topology, load_topology, parse_topology
-from tasks.chalk import region_secret
+from tasks.chalk import read_last_good, region_secret
 from tasks.faults import Fault, inject_fault, make_fault, sweep_leftovers, undo_fault
 from tasks.locks import ensure_lock, kill_switch_reason
 from tasks.probes import (
@@ -235,7 +236,15 @@ def _run(
             rec.detail["restored"] = len(report.swept)
 
         with journal.phase("preflight") as rec:
-            steady, problems = await_steady_state(probes, routing, timeout_s=0, interval_s=interval_s)
+            parity = read_last_good(t.environment)
+            steady, problems = await_steady_state(
+                probes,
+                routing,
+                timeout_s=0,
+                interval_s=interval_s,
+                expected_deployments=parity.deployment_ids if parity else None,
+                expected_sha=parity.sha if parity else None,
+            )
             rec.detail["problems"] = problems
             if problems:
                 raise PreflightFailed(problems)
@@ -270,7 +279,7 @@ def _run(
         if dry_run:
             for name in ("inject", "observe", "hold", "failback"):
                 journal.skip(name, "dry run")
-            _postflight(journal, probes, routing, timeout_s, interval_s)
+            _postflight(journal, probes, routing, timeout_s, interval_s, parity)
             report.slos = []
             return
 
@@ -297,7 +306,7 @@ def _run(
             primary=primary,
             others=others,
         )
-        _postflight(journal, probes, routing, timeout_s, interval_s)
+        _postflight(journal, probes, routing, timeout_s, interval_s, parity)
         rto_target = slo.rto_seconds or t.slo.rto_seconds
         rpo_target = slo.rpo_seconds if slo.rpo_seconds is not None else t.slo.rpo_seconds
         report.slos = evaluate_slos(
@@ -469,10 +478,22 @@ def _milestone_events(journal: Journal, m: Any, start: float, phase: str) -> Non
 
 
 def _postflight(
-    journal: Journal, probes: ProbeSet, routing: Any, timeout_s: float, interval_s: float
+    journal: Journal,
+    probes: ProbeSet,
+    routing: Any,
+    timeout_s: float,
+    interval_s: float,
+    parity: LastGood | None,
 ) -> None:
     with journal.phase("postflight") as rec:
-        _, problems = await_steady_state(probes, routing, timeout_s=timeout_s, interval_s=interval_s)
+        _, problems = await_steady_state(
+            probes,
+            routing,
+            timeout_s=timeout_s,
+            interval_s=interval_s,
+            expected_deployments=parity.deployment_ids if parity else None,
+            expected_sha=parity.sha if parity else None,
+        )
         rec.detail["problems"] = problems
         if problems:
             raise DrillAborted("post-flight: steady state not restored: " + "; ".join(problems))

@@ -12,10 +12,16 @@ Where a real client would get a connection error (the answer's server refuses co
 the name does not resolve), the edge answers 502 with a JSON body instead, so probes record a
 failed observation with a reason rather than a socket exception; a timeout answers 504.
 Every answer carries `X-Sandbox-Upstream: <answer>` so an observation can name its region.
+
+With `busy=True` the edge behaves like a resolver shared by many clients: someone asks
+right after every expiry, so the cached answer is refreshed at expiry whether or not the
+drill's own probe happens to ask. The moment a new answer is cached is then independent of
+the drill, which makes the edge's `edge.answer` events a fair ground truth for RTO.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -76,7 +82,10 @@ class FailoverEdge:
         targets: Callable[[str], str | None],
         ttl_real_seconds: float,
         truth: GroundTruth | None = None,
+        busy: bool = False,
     ) -> None:
+        self._busy = busy
+        self._busy_stop = threading.Event()
         self._resolve = resolve
         self._targets = targets
         self._ttl = ttl_real_seconds
@@ -104,11 +113,19 @@ class FailoverEdge:
     def _serve(self) -> None:
         self._server.serve_forever(poll_interval=0.05)  # stop() returns within one poll
 
+    def _other_clients(self) -> None:
+        while not self._busy_stop.wait(0.02):
+            with contextlib.suppress(Exception):  # a failed lookup is not cached; ask again
+                self._current_answer()
+
     def start(self) -> FailoverEdge:
         self._thread.start()
+        if self._busy:
+            threading.Thread(target=self._other_clients, name="sandbox-edge-clients", daemon=True).start()
         return self
 
     def stop(self) -> None:
+        self._busy_stop.set()
         if self._thread.is_alive():
             self._server.shutdown()
             self._thread.join(5)

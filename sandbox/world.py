@@ -140,6 +140,7 @@ class World:
             targets=self._target_url,
             ttl_real_seconds=clock.real_seconds(spec.record_ttl_seconds),
             truth=truth,
+            busy=True,  # the failover name has other clients: the cache refreshes at expiry
         ).start()
         self._stoppers.insert(0, self.edge)
         self._write_files()

@@ -1,5 +1,6 @@
-"""Tasks for Chalk: `chalk apply` per region, the regional query API that proves what a region serves,
-and the checkout of the code being applied.
+"""Tasks for Chalk: `chalk apply` per region, the regional query API, and the code checkout to apply.
+
+The query API is how a run proves what a region serves (`meta.deployment_id`).
 
 The CLI runs as an argument list (never a shell) with its target and credentials only in the
 child's environment, under a real subprocess timeout (a Prefect task timeout cannot interrupt a
@@ -14,7 +15,6 @@ import signal
 import subprocess
 import time
 from collections.abc import Sequence
-from contextlib import suppress
 from pathlib import Path
 from typing import Any, cast
 
@@ -23,10 +23,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.blocks.system import Secret
 from prefect.cache_policies import NO_CACHE
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.events import emit_event
-from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.variables import Variable
 from pydantic import BaseModel
 
@@ -46,6 +43,7 @@ from chalkdr.errors import ChalkCliError, ChalkDrError
 from chalkdr.secrets import redact, redact_url, resolve_secret
 from chalkdr.topology import RegionConfig
 from tasks.audit import emit_audit_event
+from tasks.locks import ensure_lock
 from tasks.retry import retry_options
 
 __all__ = [
@@ -445,14 +443,7 @@ def ensure_apply_lock(environment: str) -> str:
     Prefect does not create limits on use, and a missing limit with strict=False silently runs
     unguarded, so the flow makes sure it exists and then acquires it with strict=True.
     """
-    name = f"chalk-apply-{environment}"
-    with get_client(sync_client=True) as client:
-        try:
-            client.read_global_concurrency_limit_by_name(name)
-        except ObjectNotFound:
-            with suppress(ObjectAlreadyExists):  # another run created it first
-                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
-    return name
+    return ensure_lock(f"chalk-apply-{environment}")
 
 
 def last_good_variable(environment: str) -> str:

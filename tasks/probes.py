@@ -216,7 +216,13 @@ def read_capacity(clients: AwsClients, region: RegionConfig) -> tuple[int, int]:
     return int(dep.status.ready_replicas or 0), int(dep.spec.replicas or 0)
 
 
-def gather_steady_state(probes: ProbeSet, routing: Routing) -> SteadyState:
+def gather_steady_state(
+    probes: ProbeSet,
+    routing: Routing,
+    *,
+    expected_deployments: dict[str, str] | None = None,
+    expected_sha: str | None = None,
+) -> SteadyState:
     """Every region's /healthz, Route 53's verdicts, DNS, lags, served deployments, capacity."""
     t, clients = probes.topology, probes.clients
     served = {r: c.query(PROBE_INPUTS, PROBE_OUTPUTS) for r, c in probes.regional.items()}
@@ -231,17 +237,27 @@ def gather_steady_state(probes: ProbeSet, routing: Routing) -> SteadyState:
         lags=read_replication_lags(t, clients),
         served=served,
         capacity={r.aws_region: read_capacity(clients, r) for r in t.regions},
+        expected_deployments=expected_deployments or {},
+        expected_sha=expected_sha,
     )
 
 
 @task(name="await-steady-state", cache_policy=NO_CACHE)
 def await_steady_state(
-    probes: ProbeSet, routing: Routing, *, timeout_s: float, interval_s: float
+    probes: ProbeSet,
+    routing: Routing,
+    *,
+    timeout_s: float,
+    interval_s: float,
+    expected_deployments: dict[str, str] | None = None,
+    expected_sha: str | None = None,
 ) -> tuple[SteadyState, list[str]]:
     """Read steady state until it holds or the deadline passes (timeout 0: read once)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        state = gather_steady_state(probes, routing)
+        state = gather_steady_state(
+            probes, routing, expected_deployments=expected_deployments, expected_sha=expected_sha
+        )
         problems = steady_state_problems(state)
         if not problems or time.monotonic() >= deadline:
             return state, problems

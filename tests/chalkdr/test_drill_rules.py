@@ -216,3 +216,20 @@ def test_journal_records_phase_outcomes_and_renders() -> None:
     md = render_markdown(report)
     assert "time was scaled x10" in md and "| sweep | failed |" in md
     assert [r["event"] for r in timeline_rows(report)] == ["start", "completed", "start", "failed"]
+
+
+def test_parity_follows_the_last_proven_apply_when_there_is_one() -> None:
+    served = {
+        EAST: QueryAnswer(ok=True, status_code=200, latency_s=0.01, deployment_id="c-east"),
+        WEST: QueryAnswer(ok=True, status_code=200, latency_s=0.01, deployment_id="c-west"),
+    }
+    recorded = {EAST: "c-east", WEST: "c-west"}
+    assert (
+        steady_state_problems(_steady(served=served, expected_deployments=recorded, expected_sha="abc")) == []
+    )
+    moved = {**recorded, WEST: "c-older"}
+    problems = steady_state_problems(_steady(served=served, expected_deployments=moved, expected_sha="abc"))
+    assert problems == [
+        "us-west-2 serves deployment c-west, but the last proven apply (sha abc) deployed c-older there: "
+        "regions out of parity"
+    ]

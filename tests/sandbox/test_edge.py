@@ -133,6 +133,7 @@ class TestCaching:
     def test_keeps_the_answer_until_the_ttl_expires_then_switches(
         self, edge: FailoverEdge, resolver: Resolver, http: httpx.Client
     ) -> None:
+        before_resolution = time.monotonic()
         assert served_region(http, edge) == "us-east-1"
         resolved_at = time.monotonic()
         resolver.answer = WEST  # Route 53 now answers the secondary
@@ -141,7 +142,7 @@ class TestCaching:
             time.sleep(0.05)
         assert resolver.calls == 1
         poll(lambda: served_region(http, edge) == "us-west-2")
-        assert time.monotonic() - resolved_at >= TTL
+        assert time.monotonic() - before_resolution >= TTL
         assert resolver.calls == 2  # re-resolved once, on the first request after expiry
         assert http.get(f"{edge.url}/healthz").headers[UPSTREAM_HEADER] == WEST
 
@@ -157,6 +158,26 @@ class TestCaching:
         assert firsts == [(EAST, 200), (WEST, 200)]
         switch = truth.events("edge.answer")[1]["ts"]
         assert truth.events("edge.first_response")[1]["ts"] >= switch
+
+
+def test_a_busy_edge_refreshes_at_expiry_without_requests(resolver: Resolver, truth: GroundTruth) -> None:
+    """Other clients keep the resolver asking: the switch lands at expiry, not at our next request."""
+    e = FailoverEdge(resolve=resolver, targets=lambda _a: None, ttl_real_seconds=TTL, truth=truth, busy=True)
+    e.start()
+    try:
+        deadline = time.monotonic() + 5
+        while e.answer != EAST and time.monotonic() < deadline:
+            time.sleep(0.01)
+        cached_at = time.monotonic()
+        resolver.answer = WEST
+        while e.answer != WEST and time.monotonic() < deadline:
+            time.sleep(0.01)
+        switched_after = time.monotonic() - cached_at
+        assert e.answer == WEST
+        assert switched_after <= TTL + 0.3
+        assert resolver.calls <= 3  # one lookup per TTL, not one per poll
+    finally:
+        e.stop()
 
 
 class TestFailures:

@@ -146,7 +146,7 @@ class TestApplyRegion:
 
     def test_transient_failure_is_retried(self, world: World, tmp_path: Path) -> None:
         world.fault("us-east-1", "transient", 2)
-        fast = apply_region.with_options(retry_delay_seconds=0, retry_jitter_factor=None)
+        fast = apply_region.with_options(retry_delay_seconds=0)
 
         @flow
         def go() -> Any:
