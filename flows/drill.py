@@ -165,7 +165,12 @@ def drill(
             if reason := kill_switch_reason():
                 raise DrillAborted(f"refused: {reason}")
             lock = ensure_lock(f"drill-{t.environment}")
-        with concurrency(lock, occupy=1, strict=True, timeout_seconds=max(wait_for_lock_seconds, 2.0)):
+        # The shortest lease Prefect allows: a drill killed hard blocks its environment for about
+        # a minute at most (until the server revokes the lease), or until an operator runs
+        # `prefect gcl update drill-<env> --active-slots 0`.
+        with concurrency(
+            lock, occupy=1, strict=True, timeout_seconds=max(wait_for_lock_seconds, 2.0), lease_duration=60
+        ):
             _run(
                 t,
                 journal,
