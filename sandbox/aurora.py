@@ -30,8 +30,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import boto3
-from botocore.config import Config
 from moto.core.serialize import XFormedAttributePicker, get_serializer_class
 from moto.core.utils import get_service_model
 from moto.rds.models import DBCluster, GlobalCluster, RDSBackend, rds_backends
@@ -39,6 +37,7 @@ from werkzeug.wrappers import Response
 
 from sandbox.aws import ACCOUNT_ID, AwsCall, SandboxAwsApp, json_reply, query_error
 from sandbox.clock import SandboxClock, Ticker
+from sandbox.metrics import MetricSink
 from sandbox.truth import GroundTruth
 
 __all__ = ["AuroraSim"]
@@ -104,7 +103,7 @@ class AuroraSim:
         self._lag_overrides: dict[str, float] = {}  # by lower-cased DB cluster id
         self._tickers: list[Ticker] = []
         self._endpoint_url: str | None = None
-        self._cloudwatch: dict[str, Any] = {}
+        self._cloudwatch = MetricSink()
         app.intercept("rds", self._intercept)
         app.observe("rds", self._observe)
         app.control("POST", "/_sandbox/aurora/lag", self._control_lag)
@@ -113,6 +112,7 @@ class AuroraSim:
 
     def start(self, endpoint_url: str) -> None:
         self._endpoint_url = endpoint_url
+        self._cloudwatch.bind(endpoint_url)
         self._tickers = [
             Ticker("aurora-state", self._advance, lambda: 0.05).start(),
             Ticker("aurora-metrics", self._publish_metrics, lambda: self._metric_period).start(),
@@ -427,22 +427,6 @@ class AuroraSim:
         self._truth.record("aurora.lag", db_cluster_identifier=ident, lag_ms=lag)
         return json_reply({"db_cluster_identifier": ident, "lag_ms": lag})
 
-    def _client(self, region: str) -> Any:
-        client = self._cloudwatch.get(region)
-        if client is None:
-            client = boto3.session.Session().client(
-                "cloudwatch",
-                region_name=region,
-                endpoint_url=self._endpoint_url,
-                aws_access_key_id="testing",
-                aws_secret_access_key="testing",
-                config=Config(
-                    retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=2, read_timeout=5
-                ),
-            )
-            self._cloudwatch[region] = client
-        return client
-
     def _publish_metrics(self) -> None:
         if self._endpoint_url is None:
             return
@@ -478,5 +462,4 @@ class AuroraSim:
             for ident in set(self._lag_overrides) - members:
                 del self._lag_overrides[ident]  # a pin dies with its cluster (or a moto reset)
         for region, data in by_region.items():
-            for i in range(0, len(data), 500):
-                self._client(region).put_metric_data(Namespace=NAMESPACE, MetricData=data[i : i + 500])
+            self._cloudwatch.put(region, NAMESPACE, data)

@@ -30,13 +30,13 @@ def _healthy(api_url: str) -> bool:
 
 
 def _free_port(preferred: int) -> int:
+    """`preferred` if it is free (0 means any), else a port the OS picks."""
     with socket.socket() as s:
         try:
             s.bind(("127.0.0.1", preferred))
-            return preferred
         except OSError:
             s.bind(("127.0.0.1", 0))
-            return int(s.getsockname()[1])
+        return int(s.getsockname()[1])
 
 
 def ensure_prefect_server(home: Path, preferred_port: int, timeout_s: float = 90) -> str:

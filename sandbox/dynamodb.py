@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
-from botocore.config import Config
 from moto.dynamodb.exceptions import ResourceNotFoundException
 from moto.dynamodb.models import DynamoDBBackend, dynamodb_backends
 from moto.dynamodb.models.dynamo_type import DynamoType
@@ -41,6 +40,7 @@ from werkzeug.wrappers import Response
 
 from sandbox.aws import ACCOUNT_ID, AwsCall, SandboxAwsApp, json_error, json_reply
 from sandbox.clock import SandboxClock, Ticker
+from sandbox.metrics import MetricSink
 from sandbox.truth import GroundTruth
 
 __all__ = ["GLOBAL_TABLE_VERSION", "DynamoDbSim"]
@@ -166,7 +166,7 @@ class DynamoDbSim:
         # (table, region, direction "in"|"out") -> holders of a pause
         self._holds: dict[tuple[str, str, str], set[str]] = defaultdict(set)
         self._endpoint_url: str | None = None
-        self._cloudwatch: dict[str, Any] = {}
+        self._cloudwatch = MetricSink()
         self._tickers: list[Ticker] = []
         app.intercept("dynamodb", self._intercept)
         app.observe("dynamodb", self._observe)
@@ -177,6 +177,7 @@ class DynamoDbSim:
 
     def start(self, endpoint_url: str) -> None:
         self._endpoint_url = endpoint_url
+        self._cloudwatch.bind(endpoint_url)
         self._tickers = [
             Ticker("dynamodb-replication", self._replicate, lambda: self._tick).start(),
             Ticker("dynamodb-metrics", self._publish_metrics, lambda: self._metrics_period).start(),
@@ -562,25 +563,7 @@ class DynamoDbSim:
                         if source != target:
                             by_source[source].append(self._latency_datum((gt.name, source, target), now))
         for region, data in by_source.items():
-            for start in range(0, len(data), 500):
-                self._cloudwatch_client(region).put_metric_data(
-                    Namespace=METRIC_NAMESPACE, MetricData=data[start : start + 500]
-                )
-
-    def _cloudwatch_client(self, region: str) -> Any:
-        client = self._cloudwatch.get(region)
-        if client is None:
-            session = boto3.session.Session(
-                aws_access_key_id="testing", aws_secret_access_key="testing", region_name=region
-            )
-            client = self._cloudwatch[region] = session.client(
-                "cloudwatch",
-                endpoint_url=self._endpoint_url,
-                config=Config(
-                    retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=2, read_timeout=5
-                ),
-            )
-        return client
+            self._cloudwatch.put(region, METRIC_NAMESPACE, data)
 
     # -- control routes --------------------------------------------------------------------------
 

@@ -33,13 +33,12 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote
 
-import boto3
-from botocore.config import Config
 from moto.kafka.models import FakeKafkaCluster, KafkaBackend, kafka_backends
 from werkzeug.wrappers import Response
 
 from sandbox.aws import ACCOUNT_ID, AwsCall, SandboxAwsApp, json_reply
 from sandbox.clock import SandboxClock, Ticker
+from sandbox.metrics import MetricSink
 from sandbox.truth import GroundTruth
 
 __all__ = ["MskSim"]
@@ -177,7 +176,7 @@ class MskSim:
         self._replicators: dict[str, _Replicator] = {}  # by ARN
         self._tickers: list[Ticker] = []
         self._endpoint_url: str | None = None
-        self._cloudwatch: dict[str, Any] = {}
+        self._cloudwatch = MetricSink()
         app.intercept("kafka", self._intercept)
         app.observe("kafka", self._observe)
         app.control("POST", "/_sandbox/msk/lag", self._control_lag)
@@ -186,6 +185,7 @@ class MskSim:
 
     def start(self, endpoint_url: str) -> None:
         self._endpoint_url = endpoint_url
+        self._cloudwatch.bind(endpoint_url)
         self._tickers = [
             Ticker("msk-state", self._advance, lambda: 0.05).start(),
             Ticker("msk-metrics", self._publish_metrics, lambda: self._metric_period).start(),
@@ -749,22 +749,6 @@ class MskSim:
         )
         return _ok({"replicators": result})
 
-    def _client(self, region: str) -> Any:
-        client = self._cloudwatch.get(region)
-        if client is None:
-            client = boto3.session.Session().client(
-                "cloudwatch",
-                region_name=region,
-                endpoint_url=self._endpoint_url,
-                aws_access_key_id="testing",
-                aws_secret_access_key="testing",
-                config=Config(
-                    retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=2, read_timeout=5
-                ),
-            )
-            self._cloudwatch[region] = client
-        return client
-
     def _publish_metrics(self) -> None:
         if self._endpoint_url is None:
             return
@@ -805,5 +789,4 @@ class MskSim:
                     ]
                 )
         for region, data in by_region.items():
-            for i in range(0, len(data), 500):
-                self._client(region).put_metric_data(Namespace=NAMESPACE, MetricData=data[i : i + 500])
+            self._cloudwatch.put(region, NAMESPACE, data)
