@@ -66,6 +66,9 @@ class Milestones(BaseModel):
     dns_flip_s: float | None = None  # the failover name resolves to the target region(s)
     first_good_answer_s: float | None = None  # first successful query answered by the target region(s)
     canary_served_s: float | None = None  # the canary value served through the failover URL
+    # From here on every observed answer was good and came from the target region(s): the
+    # active-active milestone ("every answer comes from the healthy regions").
+    settled_s: float | None = None
     failed_probes: int = 0
     error_window_s: tuple[float, float] | None = None  # first and last failed probe, relative
     observations: int = 0
@@ -108,12 +111,18 @@ def milestones(
     good = first(lambda o: o.query.ok and o.query.region in targets)
     canary = first(lambda o: o.query.ok and o.query.region in targets and o.query.canary_value is not None)
     failed, window = error_window(after, start_mono)
+    settled = None
+    for o in reversed(after):
+        if not (o.query.ok and o.query.region in targets):
+            break
+        settled = round(o.mono - start_mono, 3)
     return Milestones(
         direction=direction,
         health_flip_s=health_flip,
         dns_flip_s=dns_flip,
         first_good_answer_s=good,
         canary_served_s=canary,
+        settled_s=settled,
         failed_probes=failed,
         error_window_s=window,
         observations=len(after),

@@ -164,6 +164,7 @@ def _milestone_lines(m: Milestones | None, title: str, ref: str) -> list[str]:
         f"| DNS answer flipped | {_fmt(m.dns_flip_s)} |",
         f"| first good answer via failover URL | {_fmt(m.first_good_answer_s)} |",
         f"| canary served | {_fmt(m.canary_served_s)} |",
+        f"| only healthy regions answering from | {_fmt(m.settled_s)} |",
         f"| failed probes | {m.failed_probes} of {m.observations} |",
         f"| error window | {window} |",
         "",
@@ -192,14 +193,19 @@ def render_markdown(report: DrillReport) -> str:
             f"- approved by {report.approver}"
             + (f": {report.approval_comment}" if report.approval_comment else "")
         )
+    rto_meaning = (
+        "injection → first good answer from the secondary"
+        if report.routing == "failover"
+        else "injection → every answer from the healthy regions"
+    )
     lines += [
         "",
         "## Recovery",
         "",
         "| measure | value |",
         "|---|---|",
-        f"| RTO (injection → first good answer from the secondary) | {_fmt(report.rto_s)} |",
-        f"| expected failover time from configuration | {_fmt(report.expected_failover_s)} |",
+        f"| RTO ({rto_meaning}) | {_fmt(report.rto_s)} |",
+        f"| configured worst case (interval x threshold + TTL) | {_fmt(report.expected_failover_s)} |",
         f"| canary replication lag | {_fmt(report.rpo.canary_replication_lag_s)} |",
         f"| RPO exposure | {_fmt(report.rpo.exposure_s)} |",
     ]

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import time
 import uuid
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.sync import concurrency
 from prefect.events import emit_event
 from prefect.flow_runs import pause_flow_run
@@ -44,6 +44,8 @@ from tasks.probes import (
 )
 
 __all__ = ["DrillApproval", "drill"]
+
+SETTLED_PROBES = 3  # active-active: consecutive answers from the healthy regions that settle it
 
 
 class DrillApproval(RunInput):
@@ -101,8 +103,8 @@ def _phase_event(report: DrillReport) -> Any:
     return emit
 
 
-@task(name="publish-drill-report", cache_policy=NO_CACHE)
 def publish_report(report: DrillReport) -> None:
+    """Artifacts and the closing event; a plain call, not a task, to keep orchestration cheap."""
     create_markdown_artifact(
         markdown=render_markdown(report),
         key=f"drill-{report.environment}",
@@ -161,16 +163,23 @@ def drill(
     journal = Journal(report, on_phase_end=_phase_event(report))
     logger = get_run_logger()
     try:
-        with journal.phase("lock"):
-            if reason := kill_switch_reason():
-                raise DrillAborted(f"refused: {reason}")
-            lock = ensure_lock(f"drill-{t.environment}")
-        # The shortest lease Prefect allows: a drill killed hard blocks its environment for about
-        # a minute at most (until the server revokes the lease), or until an operator runs
-        # `prefect gcl update drill-<env> --active-slots 0`.
-        with concurrency(
-            lock, occupy=1, strict=True, timeout_seconds=max(wait_for_lock_seconds, 2.0), lease_duration=60
-        ):
+        with ExitStack() as held:
+            with journal.phase("lock"):
+                if reason := kill_switch_reason():
+                    raise DrillAborted(f"refused: {reason}")
+                lock = ensure_lock(f"drill-{t.environment}")
+                # The shortest lease Prefect allows: a drill killed hard blocks its environment for
+                # about a minute (until the server revokes the lease), or until an operator runs
+                # `prefect gcl update drill-<env> --active-slots 0`.
+                held.enter_context(
+                    concurrency(
+                        lock,
+                        occupy=1,
+                        strict=True,
+                        timeout_seconds=max(wait_for_lock_seconds, 2.0),
+                        lease_duration=60,
+                    )
+                )
             _run(
                 t,
                 journal,
@@ -229,7 +238,6 @@ def _run(
 ) -> None:
     report = journal.report
     clients = AwsClients.for_topology(t)
-    routing = discover_routing(t, clients)
     probes = _probes(t, clients)
     primary = t.primary.aws_region
     others = [r.aws_region for r in t.secondaries]
@@ -237,6 +245,7 @@ def _run(
     timeout_s = observe_timeout_s or 3 * expected_real + 30
     try:
         with journal.phase("sweep") as rec:
+            routing = discover_routing(t, clients)  # Route 53's records as they are, not as configured
             report.swept = sweep_leftovers(t, clients, routing)
             rec.detail["restored"] = len(report.swept)
 
@@ -245,7 +254,9 @@ def _run(
             steady, problems = await_steady_state(
                 probes,
                 routing,
-                timeout_s=0,
+                # After a sweep repaired something, let it settle (capacity, Route 53, DNS TTL);
+                # otherwise steady state must hold at once.
+                timeout_s=timeout_s if report.swept else 0,
                 interval_s=interval_s,
                 expected_deployments=parity.deployment_ids if parity else None,
                 expected_sha=parity.sha if parity else None,
@@ -310,6 +321,7 @@ def _run(
             abort_after=abort_after,
             primary=primary,
             others=others,
+            active_active=t.active_active,
         )
         _postflight(journal, probes, routing, timeout_s, interval_s, parity)
         rto_target = slo.rto_seconds or t.slo.rto_seconds
@@ -355,6 +367,7 @@ def _inject_observe_undo(
     abort_after: int,
     primary: str,
     others: list[str],
+    active_active: bool,
 ) -> None:
     report = journal.report
     abort = _abort_check(primary, others, abort_after)
@@ -371,7 +384,16 @@ def _inject_observe_undo(
 
                 def failed_over(obs: list[Observation]) -> bool:
                     o = obs[-1]
-                    return o.query.ok and o.query.region in others and o.query.canary_value is not None
+                    if not active_active:
+                        return o.query.ok and o.query.region in others and o.query.canary_value is not None
+                    # Active-active: the healthy regions were answering all along; done once Route 53
+                    # has dropped the faulted region and the last few answers all came from the others.
+                    recent = obs[-SETTLED_PROBES:]
+                    return (
+                        len(recent) == SETTLED_PROBES
+                        and o.health.get(primary) is False
+                        and all(x.query.ok and x.query.region in others for x in recent)
+                    )
 
                 obs, aborted = observe_until(
                     probes,
@@ -390,12 +412,12 @@ def _inject_observe_undo(
                     target_regions=others,
                 )
                 report.failover = m
-                report.rto_s = m.first_good_answer_s
+                report.rto_s = m.settled_s if active_active else m.first_good_answer_s
                 _milestone_events(journal, m, t_inject, "observe")
                 rec.detail["observations"] = len(obs)
                 if aborted:
                     raise DrillAborted(aborted)
-                if m.first_good_answer_s is None:
+                if report.rto_s is None:
                     raise DrillAborted(f"no good answer from {', '.join(others)} within {timeout_s:.0f} s")
             else:
                 held_canary = f"{report.drill_id}-held"

@@ -143,3 +143,18 @@ def world_env(sandbox_world: SandboxWorld, monkeypatch: pytest.MonkeyPatch) -> S
     for key, value in sandbox_world.env.items():
         monkeypatch.setenv(key, value)
     return sandbox_world
+
+
+@pytest.fixture(scope="session")
+def world_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Start extra sandbox worlds (e.g. `"--routing", "weighted"`); all are stopped at session end."""
+    worlds: list[SandboxWorld] = []
+
+    def make(*extra: str) -> SandboxWorld:
+        world = start_world(tmp_path_factory.mktemp("world"), *extra)
+        worlds.append(world)
+        return world
+
+    yield make
+    for world in worlds:
+        stop_world(world)

@@ -220,6 +220,50 @@ def test_evidence_is_in_the_backend(world: Any) -> None:
     } <= names
 
 
+def _paused_run_id(deadline_s: float = 60) -> Any:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+
+    deadline = time.monotonic() + deadline_s
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
+                )
+            )
+            if runs:
+                return runs[0].id
+            time.sleep(0.2)
+    raise AssertionError("the drill never paused for approval")
+
+
+@pytest.mark.parametrize("approve", [True, False], ids=["approved", "rejected"])
+def test_approval_form_gates_the_injection(world: Any, approve: bool) -> None:
+    from prefect.flow_runs import resume_flow_run
+
+    result: dict[str, DrillReport] = {}
+    worker = threading.Thread(
+        target=lambda: result.setdefault(
+            "r", run_drill(world, scenario="health-check-inverted", require_approval=True)
+        ),
+        daemon=True,
+    )
+    worker.start()
+    run_id = _paused_run_id()
+    assert not any(health_checks_inverted())  # nothing injected while waiting
+    resume_flow_run(run_id, run_input={"approve": approve, "approver": "sre-oncall", "comment": "game day"})
+    worker.join(120)
+    report = result["r"]
+    assert report.approver == "sre-oncall" and report.approval_comment == "game day"
+    if approve:
+        assert report.outcome is PhaseStatus.COMPLETED, report.outcome_reason
+        assert report.phases["inject"].status is PhaseStatus.COMPLETED
+    else:
+        assert report.outcome is PhaseStatus.ABORTED and "not approved" in (report.outcome_reason or "")
+        assert report.phases["inject"].status is PhaseStatus.PENDING
+
+
 # Last: the lag spike it publishes stays in CloudWatch's current period.
 def test_failing_preflight_touches_nothing(world: Any) -> None:
     set_lag = f"{world.aws_endpoint}/_sandbox/msk/lag"
