@@ -1,4 +1,4 @@
-"""Benchmark: run the sandbox drill N times; print RTO measurement error, RTO vs what the configuration allows, overhead.
+"""Benchmark: repeated sandbox drills; RTO error vs ground truth, RTO vs configuration, overhead.
 
     .venv/bin/python benchmarks/drill.py [--runs 5] [--interval 0.5]
 

@@ -628,15 +628,18 @@ class WaitPolicy(_Model):
 
     time_scale: float = Field(default=1.0, gt=0)
     timeout_s: float = Field(default=3600.0, gt=0)
+    first_poll_s: float = Field(default=1.0, gt=0)
     poll_s: float = Field(default=10.0, gt=0)
 
     @property
     def timeout_real_s(self) -> float:
         return self.timeout_s / self.time_scale
 
-    @property
-    def poll_real_s(self) -> float:
-        return max(0.05, self.poll_s / self.time_scale)
+    def delay_real_s(self, attempt: int) -> float:
+        """Real seconds before poll `attempt + 1`: quick at first (most waits are short), then
+        doubling up to `poll_s` so that a long wait does not hammer the control plane."""
+        aws_s: float = min(self.poll_s, self.first_poll_s * float(2 ** min(attempt, 16)))
+        return max(0.02, aws_s / self.time_scale)
 
 
 class Stage(_Model):

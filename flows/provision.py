@@ -63,6 +63,8 @@ __all__ = ["ApprovalForm", "ConvergenceError", "ProvisionReport", "provision", "
 Mode = Literal["plan", "apply"]
 # Enough threads to read every (region, system) pair of a 4-region topology at once.
 _READ_WORKERS = 32
+# How often a paused run checks for the reviewer's answer (Prefect's default is 10 s).
+_APPROVAL_POLL_S = 3
 
 
 class ApprovalForm(RunInput):
@@ -188,6 +190,7 @@ def _ask_approval(plan: Plan, timeout_s: int) -> Approval:
     answer = pause_flow_run(
         wait_for_input=ApprovalForm.with_initial_data(description=description, approve=False),
         timeout=timeout_s,
+        poll_interval=_APPROVAL_POLL_S,
     )
     return Approval(approved=answer.approve, approver=answer.approver, comment=answer.comment)
 
@@ -225,6 +228,7 @@ def _apply(
     waits: WaitPolicy,
     audit_detail: Mapping[str, Any],
     results: list[ChangeResult],
+    timings: dict[str, float],
 ) -> None:
     logger = get_run_logger()
     hc_ids = {
@@ -232,20 +236,35 @@ def _apply(
     }
     for stage in apply_stages(plan):
         logger.info("stage %s: %d change(s)", stage.name, len(stage.changes))
-        if stage.name == "route53-records":
-            by_name: dict[str, list[Change]] = {}
-            for c in stage.changes:
-                by_name.setdefault(normalize_dns(c.spec.name), []).append(c)  # type: ignore[union-attr]
-            for name, changes in by_name.items():
-                results.extend(
-                    ensure_records(clients, name, changes, hc_ids, waits=waits, audit_detail=audit_detail)
-                )
-            continue
-        submit = _submitter(stage, clients, waits, audit_detail)
-        before = len(results)
-        _run_stage(stage, submit, results)
-        if stage.name == "route53-health-checks":
-            hc_ids.update({r.region: r.resource_id for r in results[before:] if r.resource_id})
+        started = time.monotonic()
+        try:
+            _apply_stage(stage, clients, waits, audit_detail, results, hc_ids)
+        finally:
+            timings[f"stage:{stage.name}"] = time.monotonic() - started
+
+
+def _apply_stage(
+    stage: Stage,
+    clients: AwsClients,
+    waits: WaitPolicy,
+    audit_detail: Mapping[str, Any],
+    results: list[ChangeResult],
+    hc_ids: dict[str, str],
+) -> None:
+    if stage.name == "route53-records":
+        # One atomic batch per record name (PRIMARY and SECONDARY change together).
+        by_name: dict[str, list[Change]] = {}
+        for c in stage.changes:
+            by_name.setdefault(normalize_dns(c.spec.name), []).append(c)  # type: ignore[union-attr]
+        for name, changes in by_name.items():
+            results.extend(
+                ensure_records(clients, name, changes, hc_ids, waits=waits, audit_detail=audit_detail)
+            )
+        return
+    before = len(results)
+    _run_stage(stage, _submitter(stage, clients, waits, audit_detail), results)
+    if stage.name == "route53-health-checks":  # the records stage needs the new checks' ids
+        hc_ids.update({r.region: r.resource_id for r in results[before:] if r.resource_id})
 
 
 def _submitter(
@@ -309,7 +328,7 @@ def provision(
     topo = _load(topology)
     aws = clients or AwsClients.for_topology(topo)
     logger = get_run_logger()
-    timings: dict[str, float] = {}
+    timings: dict[str, float] = {}  # shared with the report below: each phase adds its wall time
 
     t0 = time.monotonic()
     observed = read_world(aws, topo)
@@ -321,7 +340,8 @@ def provision(
     logger.info("plan: %s", plan.summary())
     for warning in plan.warnings:
         logger.warning("plan: %s", warning)
-    report = ProvisionReport(environment=topo.environment, mode=mode, plan=plan, timings_s=timings)
+    report = ProvisionReport(environment=topo.environment, mode=mode, plan=plan)
+    report.timings_s = timings  # assigned, not validated: pydantic would copy the dict
     if mode == "plan":
         return report
     if plan.errors:
@@ -329,6 +349,7 @@ def provision(
     if plan.empty:
         report.outcome = "in-sync"
         report.verify_plan = plan
+        _publish_audit(report)  # evidence that this apply changed nothing
         return report
 
     if require_approval:
@@ -345,7 +366,7 @@ def provision(
     waits = WaitPolicy(time_scale=topo.time_scale, timeout_s=wait_timeout_s)
     t0 = time.monotonic()
     try:
-        _apply(aws, plan, waits, detail, report.applied)
+        _apply(aws, plan, waits, detail, report.applied, timings)
     except Exception as exc:
         report.outcome, report.error = "failed", str(exc)
         raise

@@ -107,13 +107,15 @@ def _wait_available(
     clients: AwsClients, what: str, read: Callable[[], str | None], waits: WaitPolicy
 ) -> None:
     deadline = time.monotonic() + waits.timeout_real_s
+    attempt = 0
     while True:
         status = read()
         if status == "available":
             return
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} still {status or 'absent'} after {waits.timeout_s:g} s")
-        time.sleep(waits.poll_real_s)
+        time.sleep(waits.delay_real_s(attempt))
+        attempt += 1
 
 
 @task(task_run_name="ensure-global-cluster-{change.id}", cache_policy=NO_CACHE)

@@ -70,6 +70,7 @@ def _wait_settled(
 ) -> ObservedTable:
     """Until the table is ACTIVE with no replica in flight (and `replica`, if given, ACTIVE)."""
     deadline = time.monotonic() + waits.timeout_real_s
+    attempt = 0
     while True:
         raw = _describe(clients, region, table)
         if raw is None:
@@ -83,7 +84,8 @@ def _wait_settled(
                 f"DynamoDB table {table} in {region} not settled after {waits.timeout_s:g} s "
                 f"(table {seen.status}, replicas {seen.replica_status})"
             )
-        time.sleep(waits.poll_real_s)
+        time.sleep(waits.delay_real_s(attempt))
+        attempt += 1
 
 
 @task(task_run_name="ensure-replicas-{change.id}", cache_policy=NO_CACHE)

@@ -128,6 +128,7 @@ def read_msk(
 
 def _wait(clients: AwsClients, spec: ReplicatorSpec, arn: str, waits: WaitPolicy, *, gone: bool) -> None:
     deadline = time.monotonic() + waits.timeout_real_s
+    attempt = 0
     while True:
         seen = _describe_replicator(clients, spec.region, arn)
         if gone and seen is None:
@@ -142,7 +143,8 @@ def _wait(clients: AwsClients, spec: ReplicatorSpec, arn: str, waits: WaitPolicy
         if time.monotonic() > deadline:
             state = seen.state if seen else "gone"
             raise TimeoutError(f"MSK replicator {spec.name} still {state} after {waits.timeout_s:g} s")
-        time.sleep(waits.poll_real_s)
+        time.sleep(waits.delay_real_s(attempt))
+        attempt += 1
 
 
 def _topic_replication(spec: ReplicatorSpec) -> dict[str, Any]:

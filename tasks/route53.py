@@ -3,14 +3,15 @@
 Also the ALB lookup (Elastic Load Balancing), because an alias record and a health check are
 only as right as the ALB DNS name and hosted zone they carry. Reads observe; each ensure makes
 the one change its plan entry names and emits an audit event per mutating call. Route 53's
-control plane is global (served from us-east-1) and allows 5 requests/s per account, so these
-calls are made one at a time by the flow.
+control plane is global (served from us-east-1) and allows 5 requests/s per account, so changes
+are made one at a time by the flow and reads run at most five at once.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -20,6 +21,7 @@ from prefect.cache_policies import NO_CACHE
 from chalkdr.audit import AuditRecord
 from chalkdr.classify import aws_call
 from chalkdr.clients import ROUTE53_CONTROL_REGION, AwsClients
+from chalkdr.errors import AwsCallError
 from chalkdr.plan import (
     Action,
     AliasTarget,
@@ -50,6 +52,7 @@ __all__ = [
 Emit = Callable[[AuditRecord], None]
 _TAG_BATCH = 10  # ListTagsForResources takes at most 10 ids
 _MAX_REFERENCE_ATTEMPTS = 5
+_ROUTE53_CONCURRENCY = 5  # Route 53's control-plane limit is 5 requests/s per account
 
 
 def health_check_arn(health_check_id: str) -> str:
@@ -167,17 +170,53 @@ def _records_named(clients: AwsClients, zone_id: str, name: str) -> list[Observe
 
 @task(task_run_name="read-route53", cache_policy=NO_CACHE, **retry_options())
 def read_route53(clients: AwsClients, topology: Topology) -> ObservedRoute53:
-    """The hosted zone, this environment's health checks (by CallerReference) and the topology's A records."""
-    route53 = clients.route53()
+    """The hosted zone, this environment's health checks (by CallerReference) and the topology's A records.
+
+    The zone, the health-check listing and one listing per record name are independent: they run
+    concurrently, at most `_ROUTE53_CONCURRENCY` at a time (Route 53 allows 5 requests/s per
+    account; botocore retries the odd throttle), so the read does not lengthen with each region.
+    """
     zone_id = topology.route53.zone_id
+    names = list(
+        dict.fromkeys([topology.route53.failover_record, *(r.query_hostname for r in topology.regions)])
+    )
+    prefixes = tuple(caller_reference_prefix(topology.environment, r.aws_region) for r in topology.regions)
+    with ThreadPoolExecutor(max_workers=_ROUTE53_CONCURRENCY, thread_name_prefix="read-route53") as pool:
+        zone = pool.submit(_zone_name, clients, zone_id)
+        checks = pool.submit(_health_checks, clients, prefixes)
+        listings = [pool.submit(_records_named, clients, zone_id, name) for name in names]
+        zone_name = zone.result()
+        raw_checks, tags = checks.result()
+        records: list[ObservedRecord] = []
+        for listing in listings:
+            try:
+                records += listing.result()
+            except AwsCallError:
+                if zone_name is not None:
+                    raise  # without the zone, listing its records fails too: already reported
+    return ObservedRoute53(
+        zone_id=zone_id,
+        zone_name=zone_name,
+        health_checks=tuple(_health_check(c, tags.get(c["Id"], {})) for c in raw_checks),
+        records=tuple(records) if zone_name is not None else (),
+    )
+
+
+def _zone_name(clients: AwsClients, zone_id: str) -> str | None:
     with aws_call("route53", "GetHostedZone", zone_id):
         try:
-            zone_name: str | None = route53.get_hosted_zone(Id=zone_id)["HostedZone"]["Name"]
+            return str(clients.route53().get_hosted_zone(Id=zone_id)["HostedZone"]["Name"])
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") != "NoSuchHostedZone":
                 raise
-            zone_name = None
-    prefixes = tuple(caller_reference_prefix(topology.environment, r.aws_region) for r in topology.regions)
+            return None
+
+
+def _health_checks(
+    clients: AwsClients, prefixes: tuple[str, ...]
+) -> tuple[list[Mapping[str, Any]], dict[str, dict[str, str]]]:
+    """Checks whose CallerReference is this environment's, and their tags (10 ids per call)."""
+    route53 = clients.route53()
     raw_checks: list[Mapping[str, Any]] = []
     with aws_call("route53", "ListHealthChecks", "*"):
         for page in route53.get_paginator("list_health_checks").paginate():
@@ -192,19 +231,7 @@ def read_route53(clients: AwsClients, topology: Topology) -> ObservedRoute53:
             resp = route53.list_tags_for_resources(ResourceType="healthcheck", ResourceIds=batch)
         for entry in resp.get("ResourceTagSets", []):
             tags[entry["ResourceId"]] = {t["Key"]: t.get("Value", "") for t in entry.get("Tags", [])}
-    records: list[ObservedRecord] = []
-    if zone_name is not None:
-        names = dict.fromkeys(
-            [topology.route53.failover_record, *(r.query_hostname for r in topology.regions)]
-        )
-        for name in names:
-            records += _records_named(clients, zone_id, name)
-    return ObservedRoute53(
-        zone_id=zone_id,
-        zone_name=zone_name,
-        health_checks=tuple(_health_check(c, tags.get(c["Id"], {})) for c in raw_checks),
-        records=tuple(records),
-    )
+    return raw_checks, tags
 
 
 # -- changes ----------------------------------------------------------------------------------
@@ -365,6 +392,7 @@ def _observed_set(rec: ObservedRecord) -> dict[str, Any]:
 def _wait_insync(clients: AwsClients, change_id: str, waits: WaitPolicy) -> None:
     route53 = clients.route53()
     deadline = time.monotonic() + waits.timeout_real_s
+    attempt = 0
     while True:
         with aws_call("route53", "GetChange", change_id):
             status = route53.get_change(Id=change_id)["ChangeInfo"]["Status"]
@@ -372,7 +400,8 @@ def _wait_insync(clients: AwsClients, change_id: str, waits: WaitPolicy) -> None
             return
         if time.monotonic() > deadline:
             raise TimeoutError(f"route53 change {change_id} still {status} after {waits.timeout_s:g} s")
-        time.sleep(waits.poll_real_s)
+        time.sleep(waits.delay_real_s(attempt))
+        attempt += 1
 
 
 @task(task_run_name="ensure-records-{name}", cache_policy=NO_CACHE)

@@ -1,0 +1,457 @@
+"""The provision flow end to end against a freshly started sandbox world (issue 4's done-when list).
+
+Everything is checked by reading AWS back with plain boto3, never with chalk-dr's own readers.
+AWS calls are counted, and faults injected, with botocore event hooks registered on every client
+the flow's AwsClients makes (`AwsClients(event_hooks=...)`, passed as the flow's `clients`):
+`before-call` sees every API call; a `before-send` handler that returns a response stands in for
+the HTTP exchange, so botocore's own retry logic decides what happens next, exactly as with a
+real throttle or a real AccessDenied.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import yaml
+from botocore.awsrequest import AWSResponse
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterKey,
+    FlowRunFilter,
+    FlowRunFilterState,
+)
+from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
+from prefect.flow_runs import resume_flow_run
+from prefect.states import State
+
+from chalkdr.clients import AwsClients
+from chalkdr.plan import Action, ResourceKind
+from flows.provision import ProvisionReport, provision
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_backend"), pytest.mark.timeout(300)]
+
+EAST, WEST = "us-east-1", "us-west-2"
+TABLE = "chalk-online-store"
+READ_PREFIXES = ("Describe", "List", "Get", "Test")
+
+
+class World:
+    """A sandbox world in its own process, reached through its env file and topology only."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.topology_path = state_dir / "topology.yaml"
+        env_lines = (state_dir / "sandbox.env").read_text().splitlines()
+        self.env = dict(line.split("=", 1) for line in env_lines if "=" in line)
+        self.topology: dict[str, Any] = yaml.safe_load(self.topology_path.read_text())
+
+    def aws(self, service: str, region: str = EAST) -> Any:
+        return boto3.client(
+            service,
+            region_name=region,
+            endpoint_url=self.env["AWS_ENDPOINT_URL"],
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+    @property
+    def env_name(self) -> str:
+        return str(self.topology["environment"])
+
+    @property
+    def zone_id(self) -> str:
+        return str(self.topology["route53"]["hosted_zone_id"])
+
+
+@pytest.fixture(scope="module")
+def fresh_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """Our own world (not the session's shared one): 'from a freshly started sandbox' must hold."""
+    state_dir = tmp_path_factory.mktemp("provision-world")
+    subprocess.run(
+        [sys.executable, "-m", "sandbox", "up", "--state-dir", str(state_dir)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    try:
+        yield World(state_dir)
+    finally:
+        subprocess.run(
+            [sys.executable, "-m", "sandbox", "down", "--state-dir", str(state_dir)], check=False, timeout=60
+        )
+
+
+@pytest.fixture
+def world(fresh_world: World, monkeypatch: pytest.MonkeyPatch) -> World:
+    for key, value in fresh_world.env.items():
+        monkeypatch.setenv(key, value)
+    return fresh_world
+
+
+class Calls:
+    """Every AWS API call the flow makes, seen by a botocore `before-call` hook."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.calls: list[str] = []
+
+    def __call__(self, model: Any, **_: Any) -> None:
+        with self._lock:
+            self.calls.append(f"{model.service_model.service_name}:{model.name}")
+
+    @property
+    def mutating(self) -> list[str]:
+        return [c for c in self.calls if not c.split(":", 1)[1].startswith(READ_PREFIXES)]
+
+
+class _Raw:
+    def __init__(self, body: bytes) -> None:
+        self._body = io.BytesIO(body)
+
+    def stream(self, *_: Any, **__: Any) -> Iterator[bytes]:
+        yield self._body.read()
+
+
+def dynamodb_error(code: str, *, times: int) -> tuple[Callable[..., AWSResponse | None], list[str]]:
+    """A `before-send` handler answering the next `times` calls with a DynamoDB error, as AWS does."""
+    seen: list[str] = []
+
+    def handler(request: Any, **_: Any) -> AWSResponse | None:
+        seen.append(request.url)
+        if len(seen) > times:
+            return None
+        body = f'{{"__type":"com.amazonaws.dynamodb.v20120810#{code}","message":"injected {code}"}}'
+        return AWSResponse(
+            request.url, 400, {"content-type": "application/x-amz-json-1.0"}, _Raw(body.encode())
+        )
+
+    return handler, seen
+
+
+def run(
+    world: World,
+    *,
+    mode: str = "apply",
+    topology: Any = None,
+    hooks: list[tuple[str, Any]] | None = None,
+    require_approval: bool = False,
+) -> tuple[State[Any], Calls]:
+    calls = Calls()
+    clients = AwsClients(event_hooks=[("before-call", calls), *(hooks or [])])
+    state = provision(
+        topology=topology if topology is not None else str(world.topology_path),
+        mode=mode,
+        require_approval=require_approval,
+        clients=clients,
+        return_state=True,
+    )
+    return state, calls
+
+
+def report_of(state: State[Any]) -> ProvisionReport:
+    report = state.result()
+    assert isinstance(report, ProvisionReport)
+    return report
+
+
+def drop_replica(world: World, region: str = WEST) -> None:
+    """Delete a replica out of band and wait until the table no longer lists it."""
+    ddb = world.aws("dynamodb", EAST)
+    listed = {r["RegionName"] for r in ddb.describe_table(TableName=TABLE)["Table"].get("Replicas", [])}
+    if region in listed:
+        poll(lambda: ddb.describe_table(TableName=TABLE)["Table"]["TableStatus"] == "ACTIVE")
+        ddb.update_table(TableName=TABLE, ReplicaUpdates=[{"Delete": {"RegionName": region}}])
+    poll(
+        lambda: (
+            region
+            not in {r["RegionName"] for r in ddb.describe_table(TableName=TABLE)["Table"].get("Replicas", [])}
+            and ddb.describe_table(TableName=TABLE)["Table"]["TableStatus"] == "ACTIVE"
+        )
+    )
+
+
+def poll(check: Callable[[], Any], timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(0.05)
+
+
+def artifact(key: str) -> Any:
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])), limit=50
+        )
+    assert found, f"no artifact {key}"
+    return max(found, key=lambda a: a.created)
+
+
+def events(flow_run_id: Any, prefix: str) -> list[Any]:
+    with get_client(sync_client=True) as client:
+        page = client.read_events(
+            filter=EventFilter(
+                event=EventNameFilter(prefix=[prefix]),
+                related=EventRelatedFilter(id=[f"prefect.flow-run.{flow_run_id}"]),
+            ),
+            limit=50,
+        )
+    return list(page.events)
+
+
+def failover_records(world: World) -> dict[str, dict[str, Any]]:
+    sets = world.aws("route53").list_resource_record_sets(HostedZoneId=world.zone_id)["ResourceRecordSets"]
+    return {s["SetIdentifier"]: s for s in sets if s["Name"] == "chalk-failover.example.com."}
+
+
+def health_check(world: World, region: str) -> dict[str, Any]:
+    checks = world.aws("route53").list_health_checks()["HealthChecks"]
+    prefix = f"chalkdr-{world.env_name}-{region}-"
+    (check,) = [c for c in checks if c["CallerReference"].startswith(prefix)]
+    return dict(check)
+
+
+# -- the done-when list, in the order a fresh world goes through it ----------------------------
+
+
+def test_plan_mode_makes_no_mutating_calls(world: World) -> None:
+    state, calls = run(world, mode="plan")
+    assert state.is_completed(), state.message
+    report = report_of(state)
+    assert report.outcome == "planned" and report.applied == []
+    assert calls.calls and calls.mutating == []
+    assert report.plan.count(Action.CREATE) == 14 and report.plan.errors == ()
+    md = artifact(f"provision-plan-{world.env_name}")
+    assert "Expected failover time: 10 s x 2 + 60 s TTL = 80 s (RTO SLO 120 s)" in md.data
+    assert artifact(f"provision-plan-table-{world.env_name}").type == "table"
+
+
+def test_access_denied_fails_fast_naming_the_call_and_changes_nothing_later(world: World) -> None:
+    drop_replica(world)  # so the DynamoDB stage has a replica to add
+    handler, seen = dynamodb_error("AccessDeniedException", times=1)
+    state, calls = run(world, hooks=[("before-send.dynamodb.UpdateTable", handler)])
+    assert state.is_failed()
+    assert f"dynamodb:UpdateTable on {EAST}/{TABLE} +replica {WEST} failed: AccessDeniedException" in str(
+        state.message
+    )
+    assert len(seen) == 1  # permanent: not retried
+    stage_order = ("route53", "dynamodb", "kafka", "rds", "cloudwatch")
+    services = [c.split(":")[0] for c in calls.mutating]
+    assert "dynamodb:UpdateTable" in calls.mutating and calls.mutating[-1] == "dynamodb:UpdateTable"
+    assert not {"kafka", "rds", "cloudwatch"} & set(services), calls.mutating
+    assert services == sorted(services, key=stage_order.index)
+    replicas = world.aws("dynamodb", EAST).describe_table(TableName=TABLE)["Table"].get("Replicas", [])
+    assert WEST not in {r["RegionName"] for r in replicas}
+
+
+def test_apply_creates_everything_and_retries_a_throttle(world: World) -> None:
+    drop_replica(world)
+    handler, seen = dynamodb_error("ThrottlingException", times=1)
+    state, calls = run(world, hooks=[("before-send.dynamodb.UpdateTable", handler)])
+    assert state.is_completed(), state.message
+    report = report_of(state)
+    assert report.outcome == "applied" and report.verified
+    assert len(seen) == 2  # throttled once, retried by botocore, then through
+    assert len(report.audit) == len(calls.mutating)
+
+    # Route 53: one check per region on its ALB, with the topology's settings, tagged
+    hc = world.topology["route53"]["health_check"]
+    albs = {r["aws_region"]: r["alb"] for r in world.topology["regions"]}
+    for region in (EAST, WEST):
+        check = health_check(world, region)
+        cfg = check["HealthCheckConfig"]
+        assert (cfg["Type"], cfg["Port"], cfg["ResourcePath"]) == (hc["protocol"], hc["port"], hc["path"])
+        assert (cfg["RequestInterval"], cfg["FailureThreshold"]) == (
+            hc["request_interval"],
+            hc["failure_threshold"],
+        )
+        assert sorted(cfg["Regions"]) == sorted(hc["regions"])
+        lb = world.aws("elbv2", region).describe_load_balancers(LoadBalancerArns=[albs[region]])[
+            "LoadBalancers"
+        ][0]
+        assert cfg["FullyQualifiedDomainName"] == lb["DNSName"].lower()
+        tags = world.aws("route53").list_tags_for_resource(ResourceType="healthcheck", ResourceId=check["Id"])
+        assert {"Key": "chalk-dr:managed", "Value": "true"} in tags["ResourceTagSet"]["Tags"]
+    # failover alias records, PRIMARY/SECONDARY, unique SetIdentifiers, each with its check
+    records = failover_records(world)
+    assert {k: v["Failover"] for k, v in records.items()} == {
+        f"{world.env_name}-{EAST}": "PRIMARY",
+        f"{world.env_name}-{WEST}": "SECONDARY",
+    }
+    for region in (EAST, WEST):
+        rec = records[f"{world.env_name}-{region}"]
+        assert rec["HealthCheckId"] == health_check(world, region)["Id"]
+        assert rec["AliasTarget"]["EvaluateTargetHealth"] is False
+    sets = world.aws("route53").list_resource_record_sets(HostedZoneId=world.zone_id)["ResourceRecordSets"]
+    regional = {s["Name"] for s in sets if s["Name"].endswith(".query.example.com.") and "AliasTarget" in s}
+    assert regional == {"demo-east.query.example.com.", "demo-west.query.example.com."}
+    # DynamoDB: the replica exists, ACTIVE, and tagged
+    west_table = world.aws("dynamodb", WEST).describe_table(TableName=TABLE)["Table"]
+    assert west_table["TableStatus"] == "ACTIVE"
+    west_tags = world.aws("dynamodb", WEST).list_tags_of_resource(ResourceArn=west_table["TableArn"])["Tags"]
+    assert {"Key": "chalk-dr:managed", "Value": "true"} in west_tags
+    # MSK Replicator in the target region, RUNNING, with offset sync
+    kafka = world.aws("kafka", WEST)
+    (summary,) = kafka.list_replicators(ReplicatorNameFilter=world.topology["msk"]["replicator_name"])[
+        "Replicators"
+    ]
+    rep = kafka.describe_replicator(ReplicatorArn=summary["ReplicatorArn"])
+    assert rep["ReplicatorState"] == "RUNNING"
+    info = rep["ReplicationInfoList"][0]
+    assert info["TopicReplication"]["TopicsToReplicate"] == world.topology["msk"]["topics"]
+    assert info["ConsumerGroupReplication"]["SynchroniseConsumerGroupOffsets"] is True
+    # Aurora: the global cluster, the primary's cluster the writer, the secondary a member
+    gid = world.topology["aurora"]["global_cluster_id"]
+    (gc,) = world.aws("rds", EAST).describe_global_clusters(GlobalClusterIdentifier=gid)["GlobalClusters"]
+    members = {m["DBClusterArn"].rsplit(":", 1)[-1]: m["IsWriter"] for m in gc["GlobalClusterMembers"]}
+    assert members == {"chalk-meta-east": True, "chalk-meta-west": False}
+    # CloudWatch: five lag alarms with the guards' thresholds, prefixed and tagged
+    alarms = {
+        a["AlarmName"]: a
+        for region in (EAST, WEST)
+        for a in world.aws("cloudwatch", region).describe_alarms(
+            AlarmNamePrefix=f"chalkdr-{world.env_name}-"
+        )["MetricAlarms"]
+    }
+    assert len(alarms) == 5
+    aurora = alarms[f"chalkdr-{world.env_name}-aurora-chalk-meta-west-replication-lag"]
+    assert aurora["MetricName"] == "AuroraGlobalDBReplicationLag" and aurora["Threshold"] == 5000
+    tags = world.aws("cloudwatch", WEST).list_tags_for_resource(ResourceARN=aurora["AlarmArn"])["Tags"]
+    assert {"Key": "chalk-dr:managed", "Value": "true"} in tags
+    # Evidence: the audit table lists every mutating call
+    audit = artifact(f"provision-audit-{world.env_name}")
+    assert audit.type == "table" and f"{len(calls.mutating)} mutating call(s)" in (audit.description or "")
+
+
+def test_second_apply_is_a_noop_with_zero_mutating_calls(world: World) -> None:
+    state, calls = run(world)
+    assert state.is_completed(), state.message
+    report = report_of(state)
+    assert report.outcome == "in-sync" and report.plan.empty and report.applied == []
+    assert calls.calls and calls.mutating == []
+    assert "0 mutating call(s)" in (artifact(f"provision-audit-{world.env_name}").description or "")
+
+
+def test_out_of_band_drift_shows_as_updates_and_is_repaired(world: World) -> None:
+    east_check = health_check(world, EAST)
+    world.aws("route53").update_health_check(HealthCheckId=east_check["Id"], FailureThreshold=7)
+    drop_replica(world)
+    primary = failover_records(world)[f"{world.env_name}-{EAST}"]
+    west_alb = failover_records(world)[f"{world.env_name}-{WEST}"]["AliasTarget"]
+    primary["AliasTarget"] = west_alb
+    world.aws("route53").change_resource_record_sets(
+        HostedZoneId=world.zone_id,
+        ChangeBatch={"Changes": [{"Action": "UPSERT", "ResourceRecordSet": primary}]},
+    )
+
+    state, calls = run(world, mode="plan")
+    plan = report_of(state).plan
+    assert calls.mutating == []
+    assert {(c.kind, c.action) for c in plan.pending} == {
+        (ResourceKind.HEALTH_CHECK, Action.UPDATE),
+        (ResourceKind.GLOBAL_TABLE, Action.UPDATE),
+        (ResourceKind.RECORD, Action.UPDATE),
+    }
+    by_kind = {c.kind: {d.field: (d.old, d.new) for d in c.diffs} for c in plan.pending}
+    assert by_kind[ResourceKind.HEALTH_CHECK] == {"failure_threshold": (7, 2)}
+    assert by_kind[ResourceKind.GLOBAL_TABLE] == {"replica_regions": ([EAST], [EAST, WEST])}
+    assert "alias_target" in by_kind[ResourceKind.RECORD]
+
+    state, calls = run(world)
+    assert state.is_completed(), state.message
+    assert report_of(state).verified
+    assert sorted(calls.mutating) == [
+        "dynamodb:TagResource",
+        "dynamodb:UpdateTable",
+        "route53:ChangeResourceRecordSets",
+        "route53:UpdateHealthCheck",
+    ]
+    assert health_check(world, EAST)["HealthCheckConfig"]["FailureThreshold"] == 2
+    assert (
+        failover_records(world)[f"{world.env_name}-{EAST}"]["AliasTarget"]["DNSName"] != west_alb["DNSName"]
+    )
+    replicas = world.aws("dynamodb", EAST).describe_table(TableName=TABLE)["Table"]["Replicas"]
+    assert {r["RegionName"]: r["ReplicaStatus"] for r in replicas} == {WEST: "ACTIVE"}
+
+
+def _paused_run_id(started_after: float) -> Any:
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(name={"any_": ["Paused"]})), limit=50
+        )
+    runs = [r for r in runs if r.start_time and r.start_time.timestamp() >= started_after - 1]
+    return runs[0].id if runs else None
+
+
+def _run_paused(world: World, answer: dict[str, Any]) -> tuple[State[Any], Calls]:
+    result: dict[str, Any] = {}
+    started = time.time()
+    thread = threading.Thread(
+        target=lambda: result.update(out=run(world, require_approval=True)), daemon=True
+    )
+    thread.start()
+    run_id = poll(lambda: _paused_run_id(started), timeout=60)
+    resume_flow_run(run_id, run_input=answer)
+    thread.join(120)
+    assert not thread.is_alive()
+    out: tuple[State[Any], Calls] = result["out"]
+    return out
+
+
+def test_approval_gate_rejects_or_records_the_approver(world: World) -> None:
+    world.aws("route53").update_health_check(
+        HealthCheckId=health_check(world, WEST)["Id"], FailureThreshold=9
+    )
+
+    state, calls = _run_paused(world, {"approve": False, "approver": "bob", "comment": "not today"})
+    report = report_of(state)
+    assert report.outcome == "rejected" and calls.mutating == []
+    assert health_check(world, WEST)["HealthCheckConfig"]["FailureThreshold"] == 9
+
+    state, calls = _run_paused(world, {"approve": True, "approver": "ada", "comment": "game day prep"})
+    report = report_of(state)
+    assert report.outcome == "applied" and report.approval is not None and report.approval.approver == "ada"
+    assert calls.mutating == ["route53:UpdateHealthCheck"]
+    (record,) = report.audit
+    assert record.detail["approver"] == "ada" and record.detail["comment"] == "game day prep"
+    assert "approved by ada: game day prep" in (
+        artifact(f"provision-audit-{world.env_name}").description or ""
+    )
+    # Evidence: the mutating call is a Prefect event on the resource it touched, tied to the run
+    (event,) = poll(lambda: events(state.state_details.flow_run_id, "chalkdr.route53."), timeout=30)
+    assert event.event == "chalkdr.route53.update-health-check"
+    assert event.resource.id == f"arn:aws:route53:::healthcheck/{health_check(world, WEST)['Id']}"
+    assert event.payload["approver"] == "ada" and event.payload["api_call"] == "route53:UpdateHealthCheck"
+
+
+def test_active_active_topology_gives_weighted_records(world: World) -> None:
+    topology = copy.deepcopy(world.topology)
+    topology["routing"] = "weighted"
+    for region, weight in zip(topology["regions"], (60, 40), strict=True):
+        region.pop("primary", None)
+        region["weight"] = weight
+    state, calls = run(world, topology=topology)
+    assert state.is_completed(), state.message
+    replaced = [c for c in report_of(state).plan.pending if c.kind is ResourceKind.RECORD]
+    assert {c.action for c in replaced} == {Action.REPLACE}
+    assert calls.mutating == ["route53:ChangeResourceRecordSets"]  # both records, one atomic batch
+    records = failover_records(world)
+    assert {k: (v.get("Weight"), v.get("Failover")) for k, v in records.items()} == {
+        f"{world.env_name}-{EAST}": (60, None),
+        f"{world.env_name}-{WEST}": (40, None),
+    }
+    assert all(v["HealthCheckId"] for v in records.values())
