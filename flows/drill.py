@@ -37,11 +37,11 @@ from tasks.locks import ensure_lock, kill_switch_reason
 from tasks.probes import (
     ProbeSet,
     await_steady_state,
-    discover_routing,
     measure_canary_replication,
     observe_until,
     read_canary,
 )
+from tasks.route53 import discover_routing
 
 __all__ = ["DrillApproval", "drill"]
 

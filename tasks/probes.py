@@ -22,21 +22,19 @@ from chalkdr.drill import (
     CANARY_FEATURE,
     CANARY_INPUT,
     LagReading,
-    RegionRoute,
     Routing,
     SteadyState,
     canary_item,
-    health_verdict,
     steady_state_problems,
 )
 from chalkdr.observe import Observation, QueryProbe
 from chalkdr.query import ChalkQueryClient, QueryAnswer, healthz
 from chalkdr.topology import RegionConfig, RoutingMode, Topology
+from tasks.route53 import read_dns_region, read_route53_health
 
 __all__ = [
     "ProbeSet",
     "await_steady_state",
-    "discover_routing",
     "gather_steady_state",
     "measure_canary_replication",
     "observe_until",
@@ -70,67 +68,6 @@ class ProbeSet:
             return matches[0]
         by_name = [r for r, fp in self.fingerprints.items() if fp[0] == answer.environment_name]
         return by_name[0] if len(by_name) == 1 else None
-
-
-def discover_routing(topology: Topology, clients: AwsClients) -> Routing:
-    """The failover name's records as Route 53 has them, each mapped to its region by ALB DNS name."""
-    alb_dns: dict[str, str] = {}
-    for r in topology.regions:
-        elbv2 = clients.elbv2(r.aws_region)
-        with aws_call("elasticloadbalancing", "DescribeLoadBalancers", r.alb):
-            if r.alb.startswith("arn:"):
-                lb = elbv2.describe_load_balancers(LoadBalancerArns=[r.alb])["LoadBalancers"][0]
-            else:
-                lb = elbv2.describe_load_balancers(Names=[r.alb])["LoadBalancers"][0]
-        alb_dns[lb["DNSName"].lower().rstrip(".")] = r.aws_region
-    name = topology.route53.failover_record
-    route53 = clients.route53()
-    with aws_call("route53", "ListResourceRecordSets", f"{topology.route53.zone_id}/{name}"):
-        sets = route53.list_resource_record_sets(
-            HostedZoneId=topology.route53.zone_id, StartRecordName=name, StartRecordType="A", MaxItems="50"
-        )["ResourceRecordSets"]
-    routes: dict[str, RegionRoute] = {}
-    for rs in sets:
-        if rs["Name"].rstrip(".").lower() != name or "AliasTarget" not in rs:
-            continue
-        dns = rs["AliasTarget"]["DNSName"].lower().rstrip(".").removeprefix("dualstack.")
-        region = alb_dns.get(dns)
-        if region is None:
-            continue
-        role = rs.get("Failover") or (
-            f"weight={rs['Weight']}" if "Weight" in rs else rs.get("Region", "simple")
-        )
-        routes[region] = RegionRoute(
-            region=region,
-            alb_dns=dns,
-            health_check_id=rs.get("HealthCheckId"),
-            role=str(role),
-            set_identifier=rs.get("SetIdentifier", ""),
-        )
-    return Routing(record=name, routes=routes)
-
-
-def read_route53_health(clients: AwsClients, routing: Routing) -> dict[str, bool | None]:
-    out: dict[str, bool | None] = {}
-    for region, route in routing.routes.items():
-        if route.health_check_id is None:
-            out[region] = None
-            continue
-        with aws_call("route53", "GetHealthCheckStatus", route.health_check_id):
-            obs = clients.route53().get_health_check_status(HealthCheckId=route.health_check_id)[
-                "HealthCheckObservations"
-            ]
-        out[region] = health_verdict([o.get("StatusReport", {}).get("Status", "") for o in obs])
-    return out
-
-
-def read_dns_region(topology: Topology, clients: AwsClients, routing: Routing) -> str | None:
-    with aws_call("route53", "TestDNSAnswer", routing.record):
-        resp = clients.route53().test_dns_answer(
-            HostedZoneId=topology.route53.zone_id, RecordName=routing.record, RecordType="A"
-        )
-    data = resp.get("RecordData") or []
-    return routing.region_of_answer(data[0] if data else None)
 
 
 def replicator_names(topology: Topology) -> dict[str, str]:

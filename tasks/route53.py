@@ -21,6 +21,7 @@ from prefect.cache_policies import NO_CACHE
 from chalkdr.audit import AuditRecord
 from chalkdr.classify import aws_call
 from chalkdr.clients import ROUTE53_CONTROL_REGION, AwsClients
+from chalkdr.drill import RegionRoute, Routing, health_verdict
 from chalkdr.errors import AwsCallError
 from chalkdr.plan import (
     Action,
@@ -43,10 +44,14 @@ from tasks.retry import retry_options
 
 __all__ = [
     "delete_stale_health_checks",
+    "discover_routing",
     "ensure_health_check",
     "ensure_records",
     "read_alb",
+    "read_dns_region",
+    "read_records_named",
     "read_route53",
+    "read_route53_health",
 ]
 
 Emit = Callable[[AuditRecord], None]
@@ -144,7 +149,7 @@ def _record(raw: Mapping[str, Any]) -> ObservedRecord:
     )
 
 
-def _records_named(clients: AwsClients, zone_id: str, name: str) -> list[ObservedRecord]:
+def read_records_named(clients: AwsClients, zone_id: str, name: str) -> list[ObservedRecord]:
     """The A records of one name: a listing that starts at (name, A) and stops when the name changes."""
     route53 = clients.route53()
     found: list[ObservedRecord] = []
@@ -184,7 +189,7 @@ def read_route53(clients: AwsClients, topology: Topology) -> ObservedRoute53:
     with ThreadPoolExecutor(max_workers=_ROUTE53_CONCURRENCY, thread_name_prefix="read-route53") as pool:
         zone = pool.submit(_zone_name, clients, zone_id)
         checks = pool.submit(_health_checks, clients, prefixes)
-        listings = [pool.submit(_records_named, clients, zone_id, name) for name in names]
+        listings = [pool.submit(read_records_named, clients, zone_id, name) for name in names]
         zone_name = zone.result()
         raw_checks, tags = checks.result()
         records: list[ObservedRecord] = []
@@ -499,3 +504,62 @@ def delete_stale_health_checks(
     return ChangeResult(
         kind=change.kind, id=change.id, region=change.region, action=Action.REPLACE, audit=tuple(audit)
     )
+
+
+# -- observation (drills, incidents) -------------------------------------------------------
+
+
+def discover_routing(topology: Topology, clients: AwsClients) -> Routing:
+    """The failover name's records as Route 53 has them, each mapped to its region by ALB DNS name.
+
+    Drills and the incident flow observe the routing that is live, not the one the topology
+    says should be: a provision run that never happened shows up here as a missing route.
+    """
+    alb_dns: dict[str, str] = {}
+    for r in topology.regions:
+        alb = read_alb.fn(clients, r)
+        if alb is not None:
+            alb_dns[normalize_dns(alb.dns_name).removeprefix("dualstack.")] = r.aws_region
+    name = topology.route53.failover_record
+    routes: dict[str, RegionRoute] = {}
+    for rec in read_records_named(clients, topology.route53.zone_id, name):
+        if rec.alias is None:
+            continue
+        dns = normalize_dns(rec.alias.dns_name).removeprefix("dualstack.")
+        region = alb_dns.get(dns)
+        if region is None:
+            continue
+        role = rec.failover or (
+            f"weight={rec.weight}" if rec.weight is not None else rec.latency_region or "simple"
+        )
+        routes[region] = RegionRoute(
+            region=region,
+            alb_dns=dns,
+            health_check_id=rec.health_check_id,
+            role=str(role),
+            set_identifier=rec.set_identifier or "",
+        )
+    return Routing(record=name, routes=routes)
+
+
+def read_route53_health(clients: AwsClients, routing: Routing) -> dict[str, bool | None]:
+    out: dict[str, bool | None] = {}
+    for region, route in routing.routes.items():
+        if route.health_check_id is None:
+            out[region] = None
+            continue
+        with aws_call("route53", "GetHealthCheckStatus", route.health_check_id):
+            obs = clients.route53().get_health_check_status(HealthCheckId=route.health_check_id)[
+                "HealthCheckObservations"
+            ]
+        out[region] = health_verdict([o.get("StatusReport", {}).get("Status", "") for o in obs])
+    return out
+
+
+def read_dns_region(topology: Topology, clients: AwsClients, routing: Routing) -> str | None:
+    with aws_call("route53", "TestDNSAnswer", routing.record):
+        resp = clients.route53().test_dns_answer(
+            HostedZoneId=topology.route53.zone_id, RecordName=routing.record, RecordType="A"
+        )
+    data = resp.get("RecordData") or []
+    return routing.region_of_answer(data[0] if data else None)
