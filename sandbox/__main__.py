@@ -34,13 +34,15 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def serve(state_dir: Path, time_scale: float, routing: str) -> int:
+def serve(state_dir: Path, time_scale: float, routing: str, environment: str = "demo") -> int:
     from sandbox.world import World, WorldSpec
 
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
-    world = World(WorldSpec(time_scale=time_scale, routing=routing), state_dir).start()
+    world = World(
+        WorldSpec(time_scale=time_scale, routing=routing, environment=environment), state_dir
+    ).start()
     (state_dir / "ready").write_text(str(os.getpid()))
     try:
         done.wait()
@@ -51,7 +53,7 @@ def serve(state_dir: Path, time_scale: float, routing: str) -> int:
     return 0
 
 
-def up(state_dir: Path, time_scale: float, routing: str, timeout_s: float) -> int:
+def up(state_dir: Path, time_scale: float, routing: str, timeout_s: float, environment: str = "demo") -> int:
     state_dir.mkdir(parents=True, exist_ok=True)
     pid_file = state_dir / "pid"
     if pid_file.exists() and _alive(int(pid_file.read_text() or 0)):
@@ -70,6 +72,8 @@ def up(state_dir: Path, time_scale: float, routing: str, timeout_s: float) -> in
         str(time_scale),
         "--routing",
         routing,
+        "--environment",
+        environment,
     ]
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     pid_file.write_text(str(proc.pid))
@@ -118,12 +122,13 @@ def main(argv: list[str] | None = None) -> int:
         if name != "down":
             p.add_argument("--time-scale", type=float, default=10.0, help="AWS seconds per real second")
             p.add_argument("--routing", choices=["failover", "weighted"], default="failover")
+            p.add_argument("--environment", default="demo", help="Chalk environment name in the topology")
         p.add_argument("--timeout", type=float, default=30.0)
     args = parser.parse_args(argv)
     if args.command == "serve":
-        return serve(args.state_dir, args.time_scale, args.routing)
+        return serve(args.state_dir, args.time_scale, args.routing, args.environment)
     if args.command == "up":
-        return up(args.state_dir, args.time_scale, args.routing, args.timeout)
+        return up(args.state_dir, args.time_scale, args.routing, args.timeout, args.environment)
     return down(args.state_dir, args.timeout)
 
 

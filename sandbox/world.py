@@ -275,6 +275,10 @@ class World:
             self._stoppers.insert(0, reg.query)
 
     @property
+    def secret_env(self) -> str:
+        return f"CHALK_{self.spec.environment.upper().replace('-', '_')}_CLIENT_SECRET"
+
+    @property
     def client_secret(self) -> str:
         return f"sandbox-secret-{self.spec.environment}"
 
@@ -304,7 +308,7 @@ class World:
                     "environment_id": spec.environment,
                     "api_server": reg.query.url,
                     "client_id": f"client-{spec.environment}",
-                    "client_secret": {"env": f"CHALK_{spec.environment.upper()}_CLIENT_SECRET"},
+                    "client_secret": {"env": self.secret_env},
                 },
             }
             if spec.routing == "failover":
@@ -354,7 +358,7 @@ class World:
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_DEFAULT_REGION": self.spec.regions[0].aws_region,
-            f"CHALK_{self.spec.environment.upper()}_CLIENT_SECRET": self.client_secret,
+            self.secret_env: self.client_secret,
             "CHALK_DR_CHALK_BIN": chalk_bin,
             "SANDBOX_CONTROL_URL": self.server.endpoint_url,
             "CHALKDR_TOPOLOGY": str(self.state_dir / "topology.yaml"),

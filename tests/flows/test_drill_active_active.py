@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.usefixtures("prefect_backend"), pytest.mark.timeout(24
 
 @pytest.fixture(scope="module")
 def weighted_world(world_factory: Any, prefect_backend: None) -> Iterator[Any]:
-    world = world_factory("--routing", "weighted")
+    world = world_factory("--routing", "weighted", "--environment", "demo-aa")
     saved = dict(os.environ)
     os.environ.update(world.env)
     try:
