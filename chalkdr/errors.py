@@ -12,7 +12,14 @@
     ├── CredentialsError         a credential reference could not be resolved
     ├── ChalkCliError            the `chalk` binary failed (`transient` tells whether to retry)
     ├── PreflightFailed          steady state not met: a drill must not inject
-    └── DrillAborted             kill switch, secondary failure, or operator abort
+    ├── DrillAborted             kill switch, secondary failure, or operator abort
+    │   (defined beside the data they carry:)
+    ├── PlanError                chalkdr.plan: the plan cannot be applied; nothing was changed
+    ├── ConvergenceError         flows.provision: verification after apply still shows changes
+    ├── ChalkQueryError          chalkdr.deploy: a region's own hostname did not answer a query
+    ├── DeploymentNotServed      chalkdr.deploy: the applied deployment never became the served one
+    ├── DeployFailed             chalkdr.deploy: a dual-region apply ended out of parity (has the report)
+    └── CheckoutFailed           tasks.chalk: the code for a sha could not be checked out
 
 Only the leaves are raised; callers catch the branch that matches their decision (retry or not).
 """
