@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
 from prefect.flow_runs import pause_flow_run
 from prefect.futures import PrefectFuture, wait
 from prefect.input import RunInput
@@ -43,13 +45,14 @@ from chalkdr.plan import (
     plan_table_rows,
     render_plan_markdown,
 )
-from chalkdr.topology import Topology, load_topology, parse_topology
+from chalkdr.topology import RegionConfig, Topology, load_topology, parse_topology
 from tasks.audit import publish_audit_table
 from tasks.aurora import ensure_global_cluster, ensure_secondary_cluster, read_db_cluster, read_global_cluster
 from tasks.cloudwatch import ensure_alarm, read_alarms
 from tasks.dynamodb import ensure_replicas, read_tables
 from tasks.kube import read_eks
 from tasks.msk import ensure_replicator, read_msk
+from tasks.retry import retry_options
 from tasks.route53 import (
     delete_stale_health_checks,
     ensure_health_check,
@@ -125,46 +128,51 @@ def _load(topology: str | dict[str, Any] | Topology) -> Topology:
 # -- read ---------------------------------------------------------------------------------------
 
 
+@task(task_run_name="read-region-{region.aws_region}", cache_policy=NO_CACHE, **retry_options())
+def read_region(clients: AwsClients, topology: Topology, region: RegionConfig) -> ObservedRegion:
+    """One region's whole state, its reads run concurrently inside one task.
+
+    One task per region (not per region and system) keeps Prefect's per-task cost from growing
+    with the number of systems, so adding regions costs little more wall time than one: the
+    regions are read side by side and each region's six reads overlap inside its task.
+    """
+    tables = list(dict.fromkeys(t for r in topology.regions for t in r.online_store_tables))
+    with ThreadPoolExecutor(max_workers=6, thread_name_prefix=f"read-{region.aws_region}") as pool:
+        alb = pool.submit(read_alb.fn, clients, region)
+        observed_tables = pool.submit(read_tables.fn, clients, region.aws_region, tables)
+        msk = pool.submit(read_msk.fn, clients, region, topology.msk.replicator_name)
+        db = pool.submit(read_db_cluster.fn, clients, region.aws_region, region.aurora_cluster_id)
+        alarms = pool.submit(read_alarms.fn, clients, region.aws_region, alarm_prefix(topology.environment))
+        eks = pool.submit(read_eks.fn, clients, region)
+        cluster, replicators = msk.result()
+        return ObservedRegion(
+            region=region.aws_region,
+            alb=alb.result(),
+            tables=tuple(observed_tables.result()),
+            msk_cluster=cluster,
+            replicators=tuple(replicators),
+            db_cluster=db.result(),
+            alarms=tuple(alarms.result()),
+            eks=eks.result(),
+        )
+
+
 def read_world(clients: AwsClients, topology: Topology) -> ObservedState:
-    """Read every region concurrently (one task per region and system) and resolve every future.
+    """Read every region concurrently and resolve every future.
 
     A read that still fails after its retries fails the flow; nothing is planned from half a
     picture.
     """
     primary = topology.primary.aws_region
-    tables = list(dict.fromkeys(t for r in topology.regions for t in r.online_store_tables))
     route53 = read_route53.submit(clients, topology)
     global_cluster = read_global_cluster.submit(clients, primary, topology.aurora.global_cluster_id)
-    per_region: dict[str, dict[str, PrefectFuture[Any]]] = {
-        r.aws_region: {
-            "alb": read_alb.submit(clients, r),
-            "tables": read_tables.submit(clients, r.aws_region, tables),
-            "msk": read_msk.submit(clients, r, topology.msk.replicator_name),
-            "db": read_db_cluster.submit(clients, r.aws_region, r.aurora_cluster_id),
-            "alarms": read_alarms.submit(clients, r.aws_region, alarm_prefix(topology.environment)),
-            "eks": read_eks.submit(clients, r),
-        }
-        for r in topology.regions
-    }
-    futures: list[PrefectFuture[Any]] = [route53, global_cluster]
-    futures += [f for fs in per_region.values() for f in fs.values()]
+    per_region = {r.aws_region: read_region.submit(clients, topology, r) for r in topology.regions}
+    futures: list[PrefectFuture[Any]] = [route53, global_cluster, *per_region.values()]
     wait(futures)
     failed = [f for f in futures if f.state.is_failed() or f.state.is_crashed()]
     if failed:
         failed[0].result()  # raises the first read's error, as classified
-    regions = {}
-    for region, fs in per_region.items():
-        cluster, replicators = fs["msk"].result()
-        regions[region] = ObservedRegion(
-            region=region,
-            alb=fs["alb"].result(),
-            tables=tuple(fs["tables"].result()),
-            msk_cluster=cluster,
-            replicators=tuple(replicators),
-            db_cluster=fs["db"].result(),
-            alarms=tuple(fs["alarms"].result()),
-            eks=fs["eks"].result(),
-        )
+    regions = {region: f.result() for region, f in per_region.items()}
     return ObservedState(route53=route53.result(), regions=regions, global_cluster=global_cluster.result())
 
 
