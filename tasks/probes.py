@@ -278,7 +278,6 @@ def observe_until(
     done: Callable[[Sequence[Observation]], bool],
     abort: Callable[[Sequence[Observation]], str | None],
     drill_id: str | None,
-    min_duration_s: float = 0.0,
 ) -> tuple[list[Observation], str | None]:
     """Poll every `interval_s` on the monotonic clock until `done`, `abort` or the deadline.
 
@@ -300,8 +299,7 @@ def observe_until(
         if reason:
             logger.warning("observation aborted: %s", reason)
             return obs, reason
-        elapsed = time.monotonic() - start
-        if elapsed >= min_duration_s and done(obs):
+        if done(obs):
             return obs, None
         if time.monotonic() >= deadline:
             return obs, None
