@@ -36,8 +36,8 @@ from moto.rds.models import DBCluster, GlobalCluster, RDSBackend, rds_backends
 from werkzeug.wrappers import Response
 
 from sandbox.aws import ACCOUNT_ID, AwsCall, SandboxAwsApp, json_reply, query_error
-from sandbox.clock import SandboxClock, Ticker
-from sandbox.metrics import MetricSink
+from sandbox.clock import SandboxClock
+from sandbox.simulator import Loop, LoopingSim
 from sandbox.truth import GroundTruth
 
 __all__ = ["AuroraSim"]
@@ -76,7 +76,7 @@ def _cluster_arn_parts(arn: str) -> tuple[str, str] | None:
     return None
 
 
-class AuroraSim:
+class AuroraSim(LoopingSim):
     """Switchover/failover and replication lag for Aurora global databases on top of moto's RDS."""
 
     def __init__(
@@ -101,32 +101,18 @@ class AuroraSim:
         self._lock = threading.RLock()
         self._operations: dict[str, _Operation] = {}  # by lower-cased global cluster id
         self._lag_overrides: dict[str, float] = {}  # by lower-cased DB cluster id
-        self._tickers: list[Ticker] = []
-        self._endpoint_url: str | None = None
-        self._cloudwatch = MetricSink()
+        super().__init__()
         app.intercept("rds", self._intercept)
         app.observe("rds", self._observe)
         app.control("POST", "/_sandbox/aurora/lag", self._control_lag)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def start(self, endpoint_url: str) -> None:
-        self._endpoint_url = endpoint_url
-        self._cloudwatch.bind(endpoint_url)
-        self._tickers = [
-            Ticker("aurora-state", self._advance, lambda: 0.05).start(),
-            Ticker("aurora-metrics", self._publish_metrics, lambda: self._metric_period).start(),
+    def loops(self) -> list[Loop]:
+        return [
+            ("aurora-state", self._advance, lambda: 0.05),
+            ("aurora-metrics", self._publish_metrics, lambda: self._metric_period),
         ]
-
-    def stop(self) -> None:
-        for ticker in self._tickers:
-            ticker.stop()
-        self._tickers = []
-
-    @property
-    def errors(self) -> list[BaseException]:
-        """Exceptions the background loops survived (for the world's health report)."""
-        return [e for t in self._tickers for e in t.errors]
 
     # -- moto access -------------------------------------------------------------------------
 

@@ -39,8 +39,8 @@ from moto.dynamodb.models.table import Table
 from werkzeug.wrappers import Response
 
 from sandbox.aws import ACCOUNT_ID, AwsCall, SandboxAwsApp, json_error, json_reply
-from sandbox.clock import SandboxClock, Ticker
-from sandbox.metrics import MetricSink
+from sandbox.clock import SandboxClock
+from sandbox.simulator import Loop, LoopingSim
 from sandbox.truth import GroundTruth
 
 __all__ = ["GLOBAL_TABLE_VERSION", "DynamoDbSim"]
@@ -135,7 +135,7 @@ def _in_use(name: str) -> Response:
     )
 
 
-class DynamoDbSim:
+class DynamoDbSim(LoopingSim):
     """Global tables on top of moto's per-region DynamoDB backends."""
 
     def __init__(
@@ -165,9 +165,7 @@ class DynamoDbSim:
         self._observed: dict[Link, list[float]] = defaultdict(list)  # real-second latencies this period
         # (table, region, direction "in"|"out") -> holders of a pause
         self._holds: dict[tuple[str, str, str], set[str]] = defaultdict(set)
-        self._endpoint_url: str | None = None
-        self._cloudwatch = MetricSink()
-        self._tickers: list[Ticker] = []
+        super().__init__()
         app.intercept("dynamodb", self._intercept)
         app.observe("dynamodb", self._observe)
         app.control("POST", "/_sandbox/dynamodb/pause", self._control_pause)
@@ -175,18 +173,11 @@ class DynamoDbSim:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    def start(self, endpoint_url: str) -> None:
-        self._endpoint_url = endpoint_url
-        self._cloudwatch.bind(endpoint_url)
-        self._tickers = [
-            Ticker("dynamodb-replication", self._replicate, lambda: self._tick).start(),
-            Ticker("dynamodb-metrics", self._publish_metrics, lambda: self._metrics_period).start(),
+    def loops(self) -> list[Loop]:
+        return [
+            ("dynamodb-replication", self._replicate, lambda: self._tick),
+            ("dynamodb-metrics", self._publish_metrics, lambda: self._metrics_period),
         ]
-
-    def stop(self) -> None:
-        for ticker in self._tickers:
-            ticker.stop()
-        self._tickers = []
 
     # -- public API (FisSim, world wiring) -------------------------------------------------------
 

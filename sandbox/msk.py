@@ -37,8 +37,8 @@ from moto.kafka.models import FakeKafkaCluster, KafkaBackend, kafka_backends
 from werkzeug.wrappers import Response
 
 from sandbox.aws import ACCOUNT_ID, AwsCall, SandboxAwsApp, json_reply
-from sandbox.clock import SandboxClock, Ticker
-from sandbox.metrics import MetricSink
+from sandbox.clock import SandboxClock
+from sandbox.simulator import Loop, LoopingSim
 from sandbox.truth import GroundTruth
 
 __all__ = ["MskSim"]
@@ -142,7 +142,7 @@ def _region_of(arn: str) -> str:
     return parts[3] if len(parts) > 5 else ""
 
 
-class MskSim:
+class MskSim(LoopingSim):
     """MSK cluster lifecycle, bootstrap brokers and MSK Replicator on top of moto's Kafka backend."""
 
     def __init__(
@@ -174,32 +174,18 @@ class MskSim:
         self._pending_clusters: dict[str, float] = {}  # cluster ARN -> monotonic time it turns ACTIVE
         self._configs: dict[str, _ClusterConfig] = {}
         self._replicators: dict[str, _Replicator] = {}  # by ARN
-        self._tickers: list[Ticker] = []
-        self._endpoint_url: str | None = None
-        self._cloudwatch = MetricSink()
+        super().__init__()
         app.intercept("kafka", self._intercept)
         app.observe("kafka", self._observe)
         app.control("POST", "/_sandbox/msk/lag", self._control_lag)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def start(self, endpoint_url: str) -> None:
-        self._endpoint_url = endpoint_url
-        self._cloudwatch.bind(endpoint_url)
-        self._tickers = [
-            Ticker("msk-state", self._advance, lambda: 0.05).start(),
-            Ticker("msk-metrics", self._publish_metrics, lambda: self._metric_period).start(),
+    def loops(self) -> list[Loop]:
+        return [
+            ("msk-state", self._advance, lambda: 0.05),
+            ("msk-metrics", self._publish_metrics, lambda: self._metric_period),
         ]
-
-    def stop(self) -> None:
-        for ticker in self._tickers:
-            ticker.stop()
-        self._tickers = []
-
-    @property
-    def errors(self) -> list[BaseException]:
-        """Exceptions the background loops survived (for the world's health report)."""
-        return [e for t in self._tickers for e in t.errors]
 
     # -- moto access -------------------------------------------------------------------------
 
