@@ -29,9 +29,9 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
+from sandbox.http import LoopbackServer
 from sandbox.truth import GroundTruth
 
 __all__ = ["UPSTREAM_HEADER", "FailoverEdge"]
@@ -65,13 +65,6 @@ def _error(message: str, status: int, answer: str | None) -> Response:
     return resp
 
 
-class _QuietHandler(WSGIRequestHandler):
-    """No stderr line per request: probes hit the edge many times a second."""
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        return None
-
-
 class FailoverEdge:
     """A caching-resolver proxy for the failover name, on 127.0.0.1 (port chosen by the OS)."""
 
@@ -95,14 +88,11 @@ class FailoverEdge:
         self._expires = 0.0  # monotonic; 0 means nothing cached yet
         self._first_pending: str | None = None  # a new answer whose first response is not yet served
         self._http = httpx.Client(timeout=httpx.Timeout(10.0, connect=2.0), trust_env=False)
-        self._server: BaseWSGIServer = make_server(
-            "127.0.0.1", 0, self._wsgi, threaded=True, request_handler=_QuietHandler
-        )
-        self._thread = threading.Thread(target=self._serve, name="sandbox-edge", daemon=True)
+        self._http_server = LoopbackServer(self._wsgi, name="sandbox-edge")
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_port}"
+        return self._http_server.url
 
     @property
     def answer(self) -> str | None:
@@ -110,26 +100,20 @@ class FailoverEdge:
         with self._lock:
             return self._answer
 
-    def _serve(self) -> None:
-        self._server.serve_forever(poll_interval=0.05)  # stop() returns within one poll
-
     def _other_clients(self) -> None:
         while not self._busy_stop.wait(0.02):
             with contextlib.suppress(Exception):  # a failed lookup is not cached; ask again
                 self._current_answer()
 
     def start(self) -> FailoverEdge:
-        self._thread.start()
+        self._http_server.start()
         if self._busy:
             threading.Thread(target=self._other_clients, name="sandbox-edge-clients", daemon=True).start()
         return self
 
     def stop(self) -> None:
         self._busy_stop.set()
-        if self._thread.is_alive():
-            self._server.shutdown()
-            self._thread.join(5)
-        self._server.server_close()
+        self._http_server.stop()
         self._http.close()
 
     def _current_answer(self) -> str | None:

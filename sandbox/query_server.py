@@ -42,9 +42,9 @@ from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import BotoCoreError, ClientError
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
+from sandbox.http import LoopbackServer
 from sandbox.truth import GroundTruth
 
 __all__ = ["QueryServer", "new_deployment_id"]
@@ -89,13 +89,6 @@ def _plain(value: Any) -> Any:
     return value
 
 
-class _QuietHandler(WSGIRequestHandler):
-    """No stderr line per request: probes hit these servers many times a second."""
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        return None
-
-
 class QueryServer:
     """One region's Chalk API + query server, on 127.0.0.1 (port chosen by the OS)."""
 
@@ -127,32 +120,23 @@ class QueryServer:
         self._fault_mode: str | None = None
         self._fault_count = 0
         self._deserializer = TypeDeserializer()
-        self._server: BaseWSGIServer = make_server(
-            "127.0.0.1", 0, self._wsgi, threaded=True, request_handler=_QuietHandler
-        )
-        self._thread = threading.Thread(target=self._serve, name=f"sandbox-query-{region}", daemon=True)
+        self._http_server = LoopbackServer(self._wsgi, name=f"sandbox-query-{region}")
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_port}"
+        return self._http_server.url
 
     @property
     def deployment_id(self) -> str:
         with self._lock:
             return self._deployment_id
 
-    def _serve(self) -> None:
-        self._server.serve_forever(poll_interval=0.05)  # stop() returns within one poll
-
     def start(self) -> QueryServer:
-        self._thread.start()
+        self._http_server.start()
         return self
 
     def stop(self) -> None:
-        if self._thread.is_alive():
-            self._server.shutdown()
-            self._thread.join(5)
-        self._server.server_close()
+        self._http_server.stop()
 
     # -- HTTP ----------------------------------------------------------------------------------
 
