@@ -37,9 +37,11 @@ from tasks.locks import ensure_lock, kill_switch_reason
 from tasks.probes import (
     ProbeSet,
     await_steady_state,
+    delete_canaries,
     measure_canary_replication,
     observe_until,
     read_canary,
+    read_replication_lags,
 )
 from tasks.route53 import discover_routing
 
@@ -264,8 +266,7 @@ def _run(
             rec.detail["problems"] = problems
             if problems:
                 raise PreflightFailed(problems)
-            lags = {n: lag.value for n, lag in steady.lags.items()}
-            report.rpo.replication_lag_at_injection_ms = lags
+            report.rpo.replication_lag_at_injection_ms = {n: lag.value for n, lag in steady.lags.items()}
 
         if require_approval:
             with journal.phase("approval") as rec:
@@ -334,6 +335,10 @@ def _run(
             traffic_moved=scenario.moves_traffic,
         )
     finally:
+        try:
+            delete_canaries(probes, [report.drill_id, f"{report.drill_id}-held"])
+        except Exception as exc:  # noqa: BLE001 - cleanup must not mask the drill's own outcome
+            get_run_logger().warning("canary rows of %s not deleted: %s", report.drill_id, exc)
         probes.close()
 
 
@@ -375,6 +380,10 @@ def _inject_observe_undo(
     held_canary: str | None = None
     try:
         with journal.phase("inject"):
+            # The lag that decides RPO is the one at the moment of the fault (approval may have
+            # taken a while since pre-flight).
+            lags = read_replication_lags(probes.topology, probes.clients)
+            report.rpo.replication_lag_at_injection_ms = {n: lag.value for n, lag in lags.items()}
             t_inject = time.monotonic()
             inject_fault(fault)
             journal.event("inject", "fault injected", fault.target, mono=t_inject)

@@ -35,10 +35,12 @@ from tasks.route53 import read_dns_region, read_route53_health
 __all__ = [
     "ProbeSet",
     "await_steady_state",
+    "delete_canaries",
     "gather_steady_state",
     "measure_canary_replication",
     "observe_until",
     "read_canary",
+    "read_replication_lags",
     "replicator_names",
 ]
 
@@ -216,6 +218,17 @@ def read_canary(probes: ProbeSet, drill_id: str, regions: Sequence[str]) -> bool
         if "Item" not in got:
             return False
     return True
+
+
+def delete_canaries(probes: ProbeSet, canary_ids: Sequence[str]) -> None:
+    """Remove a drill's canary rows from the primary; the global table deletes the replicas."""
+    t = probes.topology
+    table = t.primary.online_store_tables[0]
+    for canary_id in canary_ids:
+        with aws_call("dynamodb", "DeleteItem", f"{t.primary.aws_region}/{table}"):
+            probes.clients.dynamodb(t.primary.aws_region).delete_item(
+                TableName=table, Key=_canary_key(canary_id)
+            )
 
 
 @task(name="measure-canary-replication", cache_policy=NO_CACHE)

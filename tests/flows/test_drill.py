@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
@@ -94,6 +95,9 @@ def test_query_servers_down_measures_rto_against_ground_truth(world: Any) -> Non
     assert report.failover.health_flip_s is not None and report.failover.health_flip_s >= 1.0
     assert report.rpo.canary_replication_lag_s is not None
     assert primary_state(world)["query_ready_replicas"] == 2  # restored
+    ddb = boto3.client("dynamodb", region_name="us-east-1")
+    key = {"pk": {"S": f"chalkdr_canary.{report.drill_id}"}}
+    assert "Item" not in ddb.get_item(TableName="chalk-online-store", Key=key, ConsistentRead=True)
 
 
 def test_health_check_inverted_flips_dns_and_restores(world: Any) -> None:
@@ -270,14 +274,26 @@ def test_failing_preflight_touches_nothing(world: Any) -> None:
     name = world.topology.msk.replicator_name
     httpx.post(set_lag, json={"replicator_name": name, "latency_ms": 999_999, "message_lag": 5}, timeout=10)
     try:
-        deadline = time.monotonic() + 20
-        report = None
+        # Wait until the spike is in CloudWatch (the replicator publishes about once a second).
+        cloudwatch = boto3.client("cloudwatch", region_name="us-west-2")
+        deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            started = time.time()
-            report = run_drill(world, scenario="query-servers-down")
-            if report.phases["preflight"].status is PhaseStatus.FAILED:
+            now = datetime.now(UTC)
+            points = cloudwatch.get_metric_statistics(
+                Namespace="AWS/Kafka",
+                MetricName="ReplicationLatency",
+                Dimensions=[{"Name": "ReplicatorName", "Value": name}],
+                StartTime=now - timedelta(minutes=5),
+                EndTime=now + timedelta(minutes=1),
+                Period=60,
+                Statistics=["Maximum"],
+            )["Datapoints"]
+            if any(p["Maximum"] >= 999_999 for p in points):
                 break
-        assert report is not None and report.outcome is PhaseStatus.ABORTED
+            time.sleep(0.2)
+        started = time.time()
+        report = run_drill(world, scenario="query-servers-down")
+        assert report.outcome is PhaseStatus.ABORTED, report.outcome_reason
         assert "exceeds the guard" in (report.outcome_reason or "")
         assert report.phases["inject"].status is PhaseStatus.PENDING
         mutations = [
