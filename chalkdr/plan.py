@@ -561,6 +561,23 @@ class Change(_Model):
     stale_ids: tuple[str, ...] = ()  # health checks to delete once no record points at them
     replaces_record: ObservedRecord | None = None  # a record whose routing policy changes
 
+    def result(
+        self,
+        audit: Sequence[AuditRecord],
+        *,
+        resource_id: str | None = None,
+        action: Action | None = None,
+    ) -> ChangeResult:
+        """The outcome of applying this change: its audit trail and the id it produced."""
+        return ChangeResult(
+            kind=self.kind,
+            id=self.id,
+            region=self.region,
+            action=action or self.action,
+            audit=tuple(audit),
+            resource_id=resource_id,
+        )
+
 
 class Check(_Model):
     """A verify-only result (EKS): reported, never changed."""

@@ -152,14 +152,7 @@ def ensure_global_cluster(
         return gc.status if gc else None
 
     _wait_available(clients, f"Aurora global cluster {spec.id}", status, waits)
-    return ChangeResult(
-        kind=change.kind,
-        id=change.id,
-        region=change.region,
-        action=change.action,
-        audit=(record,),
-        resource_id=record.resource,
-    )
+    return change.result([record], resource_id=record.resource)
 
 
 @task(task_run_name="ensure-secondary-cluster-{change.region}", cache_policy=NO_CACHE)
@@ -203,11 +196,4 @@ def ensure_secondary_cluster(
         return cluster.status if cluster else None
 
     _wait_available(clients, f"Aurora cluster {spec.id} in {spec.region}", status, waits)
-    return ChangeResult(
-        kind=change.kind,
-        id=change.id,
-        region=change.region,
-        action=change.action,
-        audit=(record,),
-        resource_id=record.resource,
-    )
+    return change.result([record], resource_id=record.resource)

@@ -92,6 +92,4 @@ def ensure_alarm(
         detail={**dict(audit_detail or {}), "metric": f"{spec.namespace}/{spec.metric_name}"},
     )
     emit(record)
-    return ChangeResult(
-        kind=change.kind, id=change.id, region=change.region, action=change.action, audit=(record,)
-    )
+    return change.result([record])

@@ -140,6 +140,4 @@ def ensure_replicas(
         )
         emit(tagged)
         audit.append(tagged)
-    return ChangeResult(
-        kind=change.kind, id=change.id, region=change.region, action=change.action, audit=tuple(audit)
-    )
+    return change.result(audit)

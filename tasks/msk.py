@@ -255,11 +255,4 @@ def ensure_replicator(
         arn = _create(clients, spec)
         audited("create-replicator", arn, "CreateReplicator", topics=list(spec.topics))
         _wait(clients, spec, arn, waits, gone=False)
-    return ChangeResult(
-        kind=change.kind,
-        id=change.id,
-        region=change.region,
-        action=change.action,
-        audit=tuple(audit),
-        resource_id=arn,
-    )
+    return change.result(audit, resource_id=arn)

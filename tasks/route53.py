@@ -337,14 +337,7 @@ def ensure_health_check(
                 api_call="route53:ChangeTagsForResource",
             )
         )
-    return ChangeResult(
-        kind=change.kind,
-        id=change.id,
-        region=change.region,
-        action=change.action,
-        audit=tuple(audit),
-        resource_id=hc_id,
-    )
+    return change.result(audit, resource_id=hc_id)
 
 
 def _record_set(spec: RecordSpec, health_check_id: str | None) -> dict[str, Any]:
@@ -464,11 +457,7 @@ def ensure_records(
             resource=record_resource(zone_id, spec.name, spec.type, spec.set_identifier),
             api_call="route53:ChangeResourceRecordSets",
         )
-        results.append(
-            ChangeResult(
-                kind=change.kind, id=change.id, region=change.region, action=change.action, audit=(record,)
-            )
-        )
+        results.append(change.result([record]))
     _wait_insync(clients, info["Id"], waits)
     return results
 
@@ -501,9 +490,7 @@ def delete_stale_health_checks(
                 api_call="route53:DeleteHealthCheck",
             )
         )
-    return ChangeResult(
-        kind=change.kind, id=change.id, region=change.region, action=Action.REPLACE, audit=tuple(audit)
-    )
+    return change.result(audit, action=Action.REPLACE)
 
 
 # -- observation (drills, incidents) -------------------------------------------------------
