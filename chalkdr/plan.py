@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -31,6 +32,8 @@ from chalkdr.audit import AuditRecord
 from chalkdr.errors import ChalkDrError
 from chalkdr.failover import FailoverEstimate, failover_estimate
 from chalkdr.topology import RegionConfig, RoutingMode, Topology
+
+_T = TypeVar("_T")
 
 __all__ = [
     "ALARM_DATAPOINTS_TO_ALARM",
@@ -657,6 +660,20 @@ class WaitPolicy(_Model):
         doubling up to `poll_s` so that a long wait does not hammer the control plane."""
         aws_s: float = min(self.poll_s, self.first_poll_s * float(2 ** min(attempt, 16)))
         return max(0.02, aws_s / self.time_scale)
+
+    def poll(self, read: Callable[[], _T], done: Callable[[_T], bool], describe: Callable[[_T], str]) -> _T:
+        """Read until `done` (a read may raise to give up); at the deadline raise TimeoutError
+        saying what was last seen, e.g. `describe(seen)` = "replicator x still CREATING"."""
+        deadline = time.monotonic() + self.timeout_real_s
+        attempt = 0
+        while True:
+            seen = read()
+            if done(seen):
+                return seen
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{describe(seen)} after {self.timeout_s:g} s")
+            time.sleep(self.delay_real_s(attempt))
+            attempt += 1
 
 
 class Stage(_Model):

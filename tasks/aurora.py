@@ -8,7 +8,6 @@ existing standalone cluster to a global cluster: the plan reports that as an err
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -103,19 +102,10 @@ def read_global_cluster(clients: AwsClients, region: str, global_id: str) -> Obs
     return _global_cluster(clients, region, global_id)
 
 
-def _wait_available(
-    clients: AwsClients, what: str, read: Callable[[], str | None], waits: WaitPolicy
-) -> None:
-    deadline = time.monotonic() + waits.timeout_real_s
-    attempt = 0
-    while True:
-        status = read()
-        if status == "available":
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} still {status or 'absent'} after {waits.timeout_s:g} s")
-        time.sleep(waits.delay_real_s(attempt))
-        attempt += 1
+def _wait_available(what: str, read: Callable[[], str | None], waits: WaitPolicy) -> None:
+    waits.poll(
+        read, lambda status: status == "available", lambda status: f"{what} still {status or 'absent'}"
+    )
 
 
 @task(task_run_name="ensure-global-cluster-{change.id}", cache_policy=NO_CACHE)
@@ -151,7 +141,7 @@ def ensure_global_cluster(
         gc = _global_cluster(clients, spec.region, spec.id)
         return gc.status if gc else None
 
-    _wait_available(clients, f"Aurora global cluster {spec.id}", status, waits)
+    _wait_available(f"Aurora global cluster {spec.id}", status, waits)
     return change.result([record], resource_id=record.resource)
 
 
@@ -195,5 +185,5 @@ def ensure_secondary_cluster(
         cluster = _db_cluster(clients, spec.region, spec.id)
         return cluster.status if cluster else None
 
-    _wait_available(clients, f"Aurora cluster {spec.id} in {spec.region}", status, waits)
+    _wait_available(f"Aurora cluster {spec.id} in {spec.region}", status, waits)
     return change.result([record], resource_id=record.resource)

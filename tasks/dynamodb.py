@@ -8,7 +8,6 @@ after another, each awaited until ACTIVE before the next.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -69,23 +68,25 @@ def _wait_settled(
     clients: AwsClients, region: str, table: str, waits: WaitPolicy, *, replica: str | None = None
 ) -> ObservedTable:
     """Until the table is ACTIVE with no replica in flight (and `replica`, if given, ACTIVE)."""
-    deadline = time.monotonic() + waits.timeout_real_s
-    attempt = 0
-    while True:
+
+    def read() -> ObservedTable:
         raw = _describe(clients, region, table)
         if raw is None:
             raise FileNotFoundError(f"DynamoDB table {table} disappeared from {region}")
-        seen = _observed(region, raw)
-        settled = seen.status == "ACTIVE" and all(s == "ACTIVE" for s in seen.replica_status.values())
-        if settled and (replica is None or seen.replica_status.get(replica) == "ACTIVE"):
-            return seen
-        if time.monotonic() > deadline:
-            raise TimeoutError(
-                f"DynamoDB table {table} in {region} not settled after {waits.timeout_s:g} s "
-                f"(table {seen.status}, replicas {seen.replica_status})"
-            )
-        time.sleep(waits.delay_real_s(attempt))
-        attempt += 1
+        return _observed(region, raw)
+
+    def settled(seen: ObservedTable) -> bool:
+        quiet = seen.status == "ACTIVE" and all(s == "ACTIVE" for s in seen.replica_status.values())
+        return quiet and (replica is None or seen.replica_status.get(replica) == "ACTIVE")
+
+    return waits.poll(
+        read,
+        settled,
+        lambda seen: (
+            f"DynamoDB table {table} in {region} not settled "
+            f"(table {seen.status}, replicas {seen.replica_status})"
+        ),
+    )
 
 
 @task(task_run_name="ensure-replicas-{change.id}", cache_policy=NO_CACHE)

@@ -8,7 +8,6 @@ replicated offsets after a failover.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -127,24 +126,18 @@ def read_msk(
 
 
 def _wait(clients: AwsClients, spec: ReplicatorSpec, arn: str, waits: WaitPolicy, *, gone: bool) -> None:
-    deadline = time.monotonic() + waits.timeout_real_s
-    attempt = 0
-    while True:
+    def read() -> ObservedReplicator | None:
         seen = _describe_replicator(clients, spec.region, arn)
-        if gone and seen is None:
-            return
-        if not gone:
-            if seen is None:
-                raise FileNotFoundError(f"MSK replicator {spec.name} ({arn}) vanished while being created")
-            if seen.state == "RUNNING":
-                return
-            if seen.state == "FAILED":
-                raise RuntimeError(f"MSK replicator {spec.name} ({arn}) FAILED")
-        if time.monotonic() > deadline:
-            state = seen.state if seen else "gone"
-            raise TimeoutError(f"MSK replicator {spec.name} still {state} after {waits.timeout_s:g} s")
-        time.sleep(waits.delay_real_s(attempt))
-        attempt += 1
+        if not gone and seen is None:
+            raise FileNotFoundError(f"MSK replicator {spec.name} ({arn}) vanished while being created")
+        if not gone and seen is not None and seen.state == "FAILED":
+            raise RuntimeError(f"MSK replicator {spec.name} ({arn}) FAILED")
+        return seen
+
+    def done(seen: ObservedReplicator | None) -> bool:
+        return seen is None if gone else seen is not None and seen.state == "RUNNING"
+
+    waits.poll(read, done, lambda seen: f"MSK replicator {spec.name} still {seen.state if seen else 'gone'}")
 
 
 def _topic_replication(spec: ReplicatorSpec) -> dict[str, Any]:

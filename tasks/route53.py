@@ -9,7 +9,6 @@ are made one at a time by the flow and reads run at most five at once.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -388,18 +387,13 @@ def _observed_set(rec: ObservedRecord) -> dict[str, Any]:
 
 
 def _wait_insync(clients: AwsClients, change_id: str, waits: WaitPolicy) -> None:
-    route53 = clients.route53()
-    deadline = time.monotonic() + waits.timeout_real_s
-    attempt = 0
-    while True:
+    def read() -> str:
         with aws_call("route53", "GetChange", change_id):
-            status = route53.get_change(Id=change_id)["ChangeInfo"]["Status"]
-        if status == "INSYNC":
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"route53 change {change_id} still {status} after {waits.timeout_s:g} s")
-        time.sleep(waits.delay_real_s(attempt))
-        attempt += 1
+            return str(clients.route53().get_change(Id=change_id)["ChangeInfo"]["Status"])
+
+    waits.poll(
+        read, lambda status: status == "INSYNC", lambda status: f"route53 change {change_id} still {status}"
+    )
 
 
 @task(task_run_name="ensure-records-{name}", cache_policy=NO_CACHE)

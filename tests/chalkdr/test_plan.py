@@ -833,3 +833,13 @@ class TestStages:
             "cloudwatch-alarms",
         ]
         assert [s.concurrent for s in stages] == [False, False, True, True, False, True, True]
+
+
+def test_wait_policy_polls_until_done_and_times_out_naming_what_it_saw() -> None:
+    from chalkdr.plan import WaitPolicy
+
+    fast = WaitPolicy(time_scale=1000.0, timeout_s=50.0, first_poll_s=1.0, poll_s=10.0)
+    seen = iter(["CREATING", "CREATING", "RUNNING"])
+    assert fast.poll(lambda: next(seen), lambda s: s == "RUNNING", lambda s: f"x still {s}") == "RUNNING"
+    with pytest.raises(TimeoutError, match=r"^x still CREATING after 50 s$"):
+        fast.poll(lambda: "CREATING", lambda s: s == "RUNNING", lambda s: f"x still {s}")
