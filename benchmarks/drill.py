@@ -49,7 +49,7 @@ def main() -> int:
         prov = provision(topology=topo_path, mode="apply", require_approval=False, return_state=True)
         assert prov.is_completed(), prov.message
         endpoint = os.environ["AWS_ENDPOINT_URL"]
-        world = httpx.get(f"{endpoint}/_sandbox/world", timeout=10).json()
+        world = httpx.get(f"{endpoint}/_sandbox/world", timeout=10, trust_env=False).json()
         secondary_alb = world["regions"]["us-west-2"]["alb_dns"].lower()
         hc = topo.route53.health_check
         bound = expected_failover_seconds(topo) / topo.time_scale  # interval x threshold + TTL
@@ -71,7 +71,9 @@ def main() -> int:
             assert isinstance(report, DrillReport) and report.rto_s is not None, report
             inject = next(e.wall for e in report.timeline if e.event == "fault injected")
             truth = httpx.get(
-                f"{endpoint}/_sandbox/truth", params={"kind": "edge.answer", "since": started}
+                f"{endpoint}/_sandbox/truth",
+                params={"kind": "edge.answer", "since": started},
+                trust_env=False,
             ).json()
             flip = next(e["ts"] for e in truth if str(e["answer"]).lower().rstrip(".") == secondary_alb)
             errors.append(report.rto_s - (flip - inject))

@@ -10,16 +10,25 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from chalkdr.failover import expected_failover_seconds
 from chalkdr.query import QueryAnswer
 from chalkdr.report import RpoEvidence, SloVerdict
+from chalkdr.topology import Topology
 
 __all__ = [
     "CANARY_FEATURE",
     "CANARY_NAMESPACE",
+    "AbortAfter",
+    "DrillSettings",
+    "HoldSeconds",
     "LagReading",
+    "LockWaitSeconds",
+    "ObserveTimeout",
+    "ProbeInterval",
     "RegionRoute",
     "Routing",
     "Scenario",
@@ -60,6 +69,72 @@ class SloOverrides(BaseModel):
 
     rto_seconds: float | None = Field(default=None, gt=0, description="Override the topology's RTO SLO")
     rpo_seconds: float | None = Field(default=None, ge=0, description="Override the topology's RPO SLO")
+
+
+# The drill's parameters with their bounds, shared by the settings model and the flow's signature
+# (so the Prefect form shows the same bounds the model enforces).
+ProbeInterval = Annotated[
+    float, Field(gt=0, le=60, description="Seconds between observations of Route 53, DNS and a real query")
+]
+HoldSeconds = Annotated[
+    float, Field(ge=0, le=3600, description="Seconds to keep the fault in place after failover was observed")
+]
+AbortAfter = Annotated[
+    int,
+    Field(
+        ge=1, le=1000, description="Consecutive observations of the secondaries failing that abort the drill"
+    ),
+]
+ObserveTimeout = Annotated[
+    float | None,
+    Field(
+        default=None,
+        gt=0,
+        le=7200,
+        description="Real seconds to wait for each transition (default: 3x the configured worst case + 30 s)",
+    ),
+]
+LockWaitSeconds = Annotated[
+    float, Field(ge=0, le=3600, description="Seconds to wait for another runbook of this environment to end")
+]
+
+
+class DrillSettings(BaseModel):
+    """A drill's parameters, validated once at the start; every phase reads them from here."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    scenario: Scenario = Scenario.QUERY_SERVERS_DOWN
+    failback: bool = True
+    hold_seconds: HoldSeconds = 5.0
+    probe_interval_seconds: ProbeInterval = 1.0
+    slo: SloOverrides = Field(default_factory=SloOverrides)
+    dry_run: bool = False
+    require_approval: bool = False
+    fis_experiment_template_id: str | None = None
+    abort_after_failed_probes: AbortAfter = 5
+    observe_timeout_seconds: ObserveTimeout = None
+    wait_for_lock_seconds: LockWaitSeconds = 10.0
+
+    @model_validator(mode="after")
+    def _template_for_fis(self) -> DrillSettings:
+        if self.scenario is Scenario.FIS_EXPERIMENT and not self.fis_experiment_template_id:
+            raise ValueError("scenario fis-experiment needs fis_experiment_template_id")
+        return self
+
+    def expected_failover_real_s(self, topology: Topology) -> float:
+        """The configured worst case (interval x threshold + TTL) in this environment's real seconds."""
+        return expected_failover_seconds(topology) / topology.time_scale
+
+    def observe_timeout_s(self, topology: Topology) -> float:
+        """How long one transition (failover, failback, settling) may take before the drill gives up."""
+        return self.observe_timeout_seconds or 3 * self.expected_failover_real_s(topology) + 30
+
+    def rto_target_s(self, topology: Topology) -> float:
+        return self.slo.rto_seconds or topology.slo.rto_seconds
+
+    def rpo_target_s(self, topology: Topology) -> float:
+        return self.slo.rpo_seconds if self.slo.rpo_seconds is not None else topology.slo.rpo_seconds
 
 
 def new_drill_id(now: float, suffix: str) -> str:

@@ -9,15 +9,34 @@ that hangs is worse than a probe that fails.
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["ChalkQueryClient", "QueryAnswer", "healthz"]
+__all__ = ["ChalkQueryClient", "QueryAnswer", "healthz", "http_client", "is_loopback"]
+
+
+def is_loopback(url: str) -> bool:
+    """Whether `url` names this machine (127.0.0.0/8, ::1, localhost)."""
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def http_client(url: str, *, timeout: float | httpx.Timeout, **options: Any) -> httpx.Client:
+    """An httpx client for `url`: proxy settings from the environment apply to the outside world,
+    never to a loopback address (a CI machine's HTTPS_PROXY must not swallow local traffic)."""
+    return httpx.Client(timeout=timeout, trust_env=not is_loopback(url), **options)
 
 
 class QueryAnswer(BaseModel):
@@ -38,7 +57,11 @@ class QueryAnswer(BaseModel):
 def healthz(url: str, *, timeout_s: float = 2.0, client: httpx.Client | None = None) -> tuple[bool, str]:
     """GET {url}/healthz → (serving, detail). Connection errors are 'not serving', not exceptions."""
     try:
-        resp = (client or httpx).get(f"{url.rstrip('/')}/healthz", timeout=timeout_s)
+        if client is not None:
+            resp = client.get(f"{url.rstrip('/')}/healthz", timeout=timeout_s)
+        else:
+            with http_client(url, timeout=timeout_s) as own:
+                resp = own.get(f"{url.rstrip('/')}/healthz")
     except httpx.HTTPError as exc:
         return False, f"{type(exc).__name__}: {exc}"
     return resp.status_code == 200, f"HTTP {resp.status_code}"
@@ -67,7 +90,7 @@ class ChalkQueryClient:
         self._secret = client_secret
         self.environment_id = environment_id
         self._timeout = timeout_s
-        self._http = httpx.Client(timeout=timeout_s)
+        self._http = http_client(self.base_url, timeout=timeout_s)
         self._token: str | None = None
         self._token_expires = 0.0
         self._lock = threading.Lock()

@@ -1,9 +1,11 @@
-"""The drill journal (`DrillReport`) and its rendering: one typed record per run.
+"""Runbook journals (`RunReport`, the drill's `DrillReport`) and their rendering: one record per run.
 
 Like a chaos-engineering journal, the report is created at the start with a slot for every
 phase; each phase writes only its own slot and a failure becomes data (status + reason)
 instead of a crash. Rendering reads only the report, so what the UI shows is exactly what was
-recorded. Unlike chaostoolkit's default policy, the undo (rollback) always runs.
+recorded. Unlike chaostoolkit's default policy, the undo (rollback) always runs. The drill and
+the recovery flows (failover, failback) share the base record and the `Journal` that writes it;
+each declares its own phases.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,6 +28,7 @@ __all__ = [
     "PhaseRecord",
     "PhaseStatus",
     "RpoEvidence",
+    "RunReport",
     "SloVerdict",
     "TimelineEntry",
     "render_markdown",
@@ -99,26 +102,45 @@ class SloVerdict(BaseModel):
     passed: bool
 
 
-class DrillReport(BaseModel):
-    """Everything one drill did and proved. Returned as the flow result and rendered as artifacts."""
+class RunReport(BaseModel):
+    """What every runbook run records: its phases (one slot each, declared by the subclass), the
+    timeline, the outcome and who approved it."""
 
     model_config = ConfigDict(extra="forbid")
+    PHASES: ClassVar[tuple[str, ...]] = ()
+
+    environment: str
+    time_scale: float = 1.0
+    started_wall: float = Field(default_factory=time.time)
+    ended_wall: float | None = None
+    outcome: PhaseStatus = PhaseStatus.PENDING
+    outcome_reason: str | None = None
+    phases: dict[str, PhaseRecord] = Field(default_factory=dict)
+    timeline: list[TimelineEntry] = Field(default_factory=list)
+    approver: str | None = None
+    approval_comment: str | None = None
+
+    def model_post_init(self, context: Any, /) -> None:
+        for name in self.PHASES:  # every slot present from the start
+            self.phases.setdefault(name, PhaseRecord())
+
+    @property
+    def run_id(self) -> str:
+        raise NotImplementedError
+
+
+class DrillReport(RunReport):
+    """Everything one drill did and proved. Returned as the flow result and rendered as artifacts."""
+
+    PHASES: ClassVar[tuple[str, ...]] = PHASES
 
     drill_id: str
-    environment: str
     scenario: str
     routing: str
     primary_region: str
     secondary_regions: list[str]
     dry_run: bool = False
-    time_scale: float = 1.0
     probe_interval_s: float
-    started_wall: float = Field(default_factory=time.time)
-    ended_wall: float | None = None
-    outcome: PhaseStatus = PhaseStatus.PENDING
-    outcome_reason: str | None = None
-    phases: dict[str, PhaseRecord] = Field(default_factory=lambda: {p: PhaseRecord() for p in PHASES})
-    timeline: list[TimelineEntry] = Field(default_factory=list)
     failover: Milestones | None = None
     failback: Milestones | None = None
     rto_s: float | None = None
@@ -126,8 +148,10 @@ class DrillReport(BaseModel):
     rpo: RpoEvidence = Field(default_factory=RpoEvidence)
     slos: list[SloVerdict] = Field(default_factory=list)
     swept: list[str] = Field(default_factory=list)
-    approver: str | None = None
-    approval_comment: str | None = None
+
+    @property
+    def run_id(self) -> str:
+        return self.drill_id
 
     @property
     def passed(self) -> bool:
@@ -220,7 +244,7 @@ def render_markdown(report: DrillReport) -> str:
     lines += _milestone_lines(report.failover, "Failover", "injection")
     lines += _milestone_lines(report.failback, "Failback", "undo")
     lines += ["## Phases", "", "| phase | status | duration | note |", "|---|---|---|---|"]
-    for name in PHASES:
+    for name in report.PHASES:
         p = report.phases[name]
         lines.append(f"| {name} | {p.status.value} | {_fmt(p.duration_s)} | {p.reason or ''} |")
     if report.swept:
@@ -228,16 +252,17 @@ def render_markdown(report: DrillReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-class Journal:
-    """Writes one DrillReport: phases open and close through it, events land on its timeline.
+R = TypeVar("R", bound=RunReport)
+
+
+class Journal(Generic[R]):
+    """Writes one run's report: phases open and close through it, events land on its timeline.
 
     Offsets are on the monotonic clock from the journal's creation; wall times are kept beside
     them so the timeline can be lined up with other systems' logs.
     """
 
-    def __init__(
-        self, report: DrillReport, *, on_phase_end: Callable[[str, PhaseRecord], None] | None = None
-    ) -> None:
+    def __init__(self, report: R, *, on_phase_end: Callable[[str, PhaseRecord], None] | None = None) -> None:
         self.report = report
         self.mono0 = time.monotonic()
         self.wall0 = report.started_wall

@@ -49,7 +49,8 @@ from chalkdr.deploy import (
     evaluate_parity,
 )
 from chalkdr.secrets import redact_url
-from chalkdr.topology import Topology, load_topology, parse_topology
+from chalkdr.topology import Topology
+from flows.runbook import load_topology_parameter
 from tasks.chalk import (
     CliRun,
     Verification,
@@ -68,12 +69,6 @@ from tasks.chalk import (
 __all__ = ["chalk_apply"]
 
 _SHA_RE = re.compile(r"^[0-9a-fA-F]{7,40}$")
-
-
-def _load(topology: str | dict[str, Any]) -> Topology:
-    if isinstance(topology, dict):
-        return parse_topology(topology, source="<parameter topology>")
-    return load_topology(topology)
 
 
 def _attempts(future: PrefectFuture[Any]) -> int:
@@ -362,7 +357,7 @@ def chalk_apply(
         raise ValueError(f"sha {sha!r} is not a git commit sha (7 to 40 hex digits)")
     if bool(repo_url) == bool(path):
         raise ValueError("give exactly one of repo_url (to clone) or path (a local checkout)")
-    topo = _load(topology)
+    topo = load_topology_parameter(topology)
     logger = get_run_logger()
     report = ApplyReport(
         environment=topo.environment,

@@ -11,10 +11,13 @@ be empty.
 
 from __future__ import annotations
 
+import contextvars
 import time
-from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -31,21 +34,36 @@ from chalkdr.errors import ChalkDrError
 from chalkdr.plan import (
     Change,
     ChangeResult,
-    ObservedRegion,
+    ObservedAlarm,
+    ObservedAlarms,
+    ObservedAlb,
+    ObservedAurora,
+    ObservedDbCluster,
+    ObservedDynamoDb,
+    ObservedEks,
+    ObservedEksClusters,
+    ObservedMsk,
+    ObservedMskCluster,
+    ObservedReplicator,
     ObservedState,
+    ObservedTable,
     Plan,
     PlanError,
+    RecordSpec,
     ResourceKind,
     Stage,
     WaitPolicy,
     alarm_prefix,
     apply_stages,
+    critical_path_s,
     normalize_dns,
+    online_store_tables,
     plan_for,
     plan_table_rows,
     render_plan_markdown,
 )
-from chalkdr.topology import RegionConfig, Topology, load_topology, parse_topology
+from chalkdr.topology import RegionConfig, Topology
+from flows.runbook import load_topology_parameter
 from tasks.audit import publish_audit_table
 from tasks.aurora import ensure_global_cluster, ensure_secondary_cluster, read_db_cluster, read_global_cluster
 from tasks.cloudwatch import ensure_alarm, read_alarms
@@ -64,6 +82,7 @@ from tasks.route53 import (
 __all__ = ["ApprovalForm", "ConvergenceError", "ProvisionReport", "provision", "read_world"]
 
 Mode = Literal["plan", "apply"]
+_V = TypeVar("_V")
 # Enough threads to read every (region, system) pair of a 4-region topology at once.
 _READ_WORKERS = 32
 # How often a paused run checks for the reviewer's answer (Prefect's default is 10 s).
@@ -117,26 +136,31 @@ class ProvisionReport(BaseModel):
         return self.verify_plan is not None and self.verify_plan.empty
 
 
-def _load(topology: str | dict[str, Any] | Topology) -> Topology:
-    if isinstance(topology, Topology):
-        return topology
-    if isinstance(topology, dict):
-        return parse_topology(topology, source="<parameter topology>")
-    return load_topology(topology)
-
-
 # -- read ---------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class RegionReading:
+    """One region's part of every system's observed model."""
+
+    alb: ObservedAlb | None
+    tables: tuple[ObservedTable, ...]
+    msk_cluster: ObservedMskCluster | None
+    replicators: tuple[ObservedReplicator, ...]
+    db_cluster: ObservedDbCluster | None
+    alarms: tuple[ObservedAlarm, ...]
+    eks: ObservedEks
+
+
 @task(task_run_name="read-region-{region.aws_region}", cache_policy=NO_CACHE, **retry_options())
-def read_region(clients: AwsClients, topology: Topology, region: RegionConfig) -> ObservedRegion:
+def read_region(clients: AwsClients, topology: Topology, region: RegionConfig) -> RegionReading:
     """One region's whole state, its reads run concurrently inside one task.
 
     One task per region (not per region and system) keeps Prefect's per-task cost from growing
     with the number of systems, so adding regions costs little more wall time than one: the
     regions are read side by side and each region's six reads overlap inside its task.
     """
-    tables = list(dict.fromkeys(t for r in topology.regions for t in r.online_store_tables))
+    tables = online_store_tables(topology)
     with ThreadPoolExecutor(max_workers=6, thread_name_prefix=f"read-{region.aws_region}") as pool:
         alb = pool.submit(read_alb.fn, clients, region)
         observed_tables = pool.submit(read_tables.fn, clients, region.aws_region, tables)
@@ -145,8 +169,7 @@ def read_region(clients: AwsClients, topology: Topology, region: RegionConfig) -
         alarms = pool.submit(read_alarms.fn, clients, region.aws_region, alarm_prefix(topology.environment))
         eks = pool.submit(read_eks.fn, clients, region)
         cluster, replicators = msk.result()
-        return ObservedRegion(
-            region=region.aws_region,
+        return RegionReading(
             alb=alb.result(),
             tables=tuple(observed_tables.result()),
             msk_cluster=cluster,
@@ -155,6 +178,10 @@ def read_region(clients: AwsClients, topology: Topology, region: RegionConfig) -
             alarms=tuple(alarms.result()),
             eks=eks.result(),
         )
+
+
+def _present(values: Mapping[str, _V | None]) -> dict[str, _V]:
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def read_world(clients: AwsClients, topology: Topology) -> ObservedState:
@@ -172,8 +199,21 @@ def read_world(clients: AwsClients, topology: Topology) -> ObservedState:
     failed = [f for f in futures if f.state.is_failed() or f.state.is_crashed()]
     if failed:
         failed[0].result()  # raises the first read's error, as classified
-    regions = {region: f.result() for region, f in per_region.items()}
-    return ObservedState(route53=route53.result(), regions=regions, global_cluster=global_cluster.result())
+    read = {region: f.result() for region, f in per_region.items()}
+    return ObservedState(
+        route53=route53.result().model_copy(update={"albs": _present({r: x.alb for r, x in read.items()})}),
+        dynamodb=ObservedDynamoDb(tables={r: x.tables for r, x in read.items()}),
+        msk=ObservedMsk(
+            clusters=_present({r: x.msk_cluster for r, x in read.items()}),
+            replicators={r: x.replicators for r, x in read.items()},
+        ),
+        aurora=ObservedAurora(
+            clusters=_present({r: x.db_cluster for r, x in read.items()}),
+            global_cluster=global_cluster.result(),
+        ),
+        alarms=ObservedAlarms(alarms={r: x.alarms for r, x in read.items()}),
+        eks=ObservedEksClusters(clusters={r: x.eks for r, x in read.items()}),
+    )
 
 
 # -- plan / approve -----------------------------------------------------------------------------
@@ -211,8 +251,8 @@ def _run_stage(
 ) -> None:
     """Run a stage's changes (concurrently, or one after another) and fail after they settle.
 
-    Changes already in flight in the same stage finish (a sent AWS call cannot be recalled);
-    in a sequential stage nothing after the failed change starts; no later stage ever does.
+    Changes already in flight in the same stage finish (a sent AWS call cannot be recalled); in
+    a sequential stage nothing after the failed change starts.
     """
     if stage.concurrent:
         futures = [submit(c) for c in stage.changes]
@@ -230,6 +270,60 @@ def _run_stage(
         results.append(submit(change).result())
 
 
+def run_stage_graph(stages: Sequence[Stage], run: Callable[[Stage], None], timings: dict[str, float]) -> None:
+    """Run every stage as soon as the stages it depends on have finished; independent ones overlap.
+
+    A stage that fails stops every stage that depends on it (directly or not); stages that do
+    not depend on it still run, so one broken system does not leave the others half-done. The
+    first failure (in stage order) is raised once nothing is running any more. Each stage runs
+    in a thread of its own with a copy of the flow's context, so its Prefect tasks belong to
+    this flow run.
+    """
+    logger = get_run_logger()
+    done: set[str] = set()
+    failed: dict[str, BaseException] = {}
+    blocked: set[str] = set()
+    running: dict[Future[None], Stage] = {}
+
+    def timed(stage: Stage) -> None:
+        started = time.monotonic()
+        try:
+            run(stage)
+        finally:
+            timings[f"stage:{stage.name}"] = time.monotonic() - started
+
+    with ThreadPoolExecutor(max_workers=max(len(stages), 1), thread_name_prefix="stage") as pool:
+
+        def start_ready() -> None:
+            claimed = done | set(failed) | blocked | {s.name for s in running.values()}
+            for stage in stages:
+                if stage.name in claimed:
+                    continue
+                if any(d in failed or d in blocked for d in stage.depends_on):
+                    blocked.add(stage.name)
+                    claimed.add(stage.name)
+                    logger.error("stage %s not started: a stage it depends on failed", stage.name)
+                elif all(d in done for d in stage.depends_on):
+                    logger.info("stage %s: %d change(s)", stage.name, len(stage.changes))
+                    running[pool.submit(contextvars.copy_context().run, timed, stage)] = stage
+                    claimed.add(stage.name)
+
+        start_ready()
+        while running:
+            finished, _ = futures_wait(list(running), return_when=FIRST_COMPLETED)
+            for future in finished:
+                stage = running.pop(future)
+                error = future.exception()
+                if error is None:
+                    done.add(stage.name)
+                else:
+                    failed[stage.name] = error
+            start_ready()
+    for stage in stages:
+        if stage.name in failed:
+            raise failed[stage.name]
+
+
 def _apply(
     clients: AwsClients,
     plan: Plan,
@@ -238,17 +332,17 @@ def _apply(
     results: list[ChangeResult],
     timings: dict[str, float],
 ) -> None:
-    logger = get_run_logger()
+    stages = apply_stages(plan)
     hc_ids = {
         c.region: c.current_id for c in plan.changes if c.kind is ResourceKind.HEALTH_CHECK and c.current_id
     }
-    for stage in apply_stages(plan):
-        logger.info("stage %s: %d change(s)", stage.name, len(stage.changes))
-        started = time.monotonic()
-        try:
-            _apply_stage(stage, clients, waits, audit_detail, results, hc_ids)
-        finally:
-            timings[f"stage:{stage.name}"] = time.monotonic() - started
+    try:
+        run_stage_graph(
+            stages, lambda s: _apply_stage(s, clients, waits, audit_detail, results, hc_ids), timings
+        )
+    finally:
+        durations = {s.name: timings.get(f"stage:{s.name}", 0.0) for s in stages}
+        timings["critical_path"] = critical_path_s(stages, durations)
 
 
 def _apply_stage(
@@ -259,20 +353,21 @@ def _apply_stage(
     results: list[ChangeResult],
     hc_ids: dict[str, str],
 ) -> None:
-    if stage.name == "route53-records":
+    if stage.kind is ResourceKind.RECORD:
         # One atomic batch per record name (PRIMARY and SECONDARY change together).
         by_name: dict[str, list[Change]] = {}
         for c in stage.changes:
-            by_name.setdefault(normalize_dns(c.spec.name), []).append(c)  # type: ignore[union-attr]
+            by_name.setdefault(normalize_dns(c.typed_spec(RecordSpec).name), []).append(c)
         for name, changes in by_name.items():
             results.extend(
                 ensure_records(clients, name, changes, hc_ids, waits=waits, audit_detail=audit_detail)
             )
         return
-    before = len(results)
-    _run_stage(stage, _submitter(stage, clients, waits, audit_detail), results)
-    if stage.name == "route53-health-checks":  # the records stage needs the new checks' ids
-        hc_ids.update({r.region: r.resource_id for r in results[before:] if r.resource_id})
+    mine: list[ChangeResult] = []
+    _run_stage(stage, _submitter(stage, clients, waits, audit_detail), mine)
+    results.extend(mine)
+    if stage.kind is ResourceKind.HEALTH_CHECK and not stage.cleanup:  # records need the new ids
+        hc_ids.update({r.region: r.resource_id for r in mine if r.resource_id})
 
 
 def _submitter(
@@ -308,7 +403,7 @@ def _publish_audit(report: ProvisionReport) -> None:
     publish_audit_table(
         report.audit,
         key=f"provision-audit-{report.environment}",
-        description=f"provision {report.environment}: {len(report.audit)} mutating call(s), {who}",
+        description=f"provision {report.environment}: {len(report.audit)} change(s) made, {who}",
     )
 
 
@@ -333,7 +428,7 @@ def provision(
     `clients` is for embedding (tests, benchmarks): an AwsClients, e.g. with botocore event
     hooks; by default one is made from the topology.
     """
-    topo = _load(topology)
+    topo = load_topology_parameter(topology)
     aws = clients or AwsClients.for_topology(topo)
     logger = get_run_logger()
     timings: dict[str, float] = {}  # shared with the report below: each phase adds its wall time

@@ -10,64 +10,22 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import httpx
-
-from sandbox.__main__ import _alive, down, up
-
-
-def _healthy(api_url: str) -> bool:
-    try:
-        return httpx.get(f"{api_url}/health", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
+from sandbox.__main__ import down, up
+from sandbox.prefect_server import PrefectServer, api_healthy, stop_pid
 
 
-def _free_port(preferred: int) -> int:
-    """`preferred` if it is free (0 means any), else a port the OS picks."""
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", preferred))
-        except OSError:
-            s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def ensure_prefect_server(home: Path, preferred_port: int, timeout_s: float = 90) -> str:
-    """Reuse the demo's Prefect server if it answers, else start one and wait for /api/health."""
-    home.mkdir(parents=True, exist_ok=True)
+def ensure_prefect_server(home: Path, preferred_port: int = 0, timeout_s: float = 120) -> str:
+    """Reuse the demo's Prefect server if it answers, else start one (on `preferred_port` when it
+    is free, else on a port the OS picks) and wait for /api/health."""
     url_file = home / "api_url"
-    if url_file.exists() and _healthy(url_file.read_text().strip()):
+    if url_file.exists() and api_healthy(url_file.read_text().strip()):
         return url_file.read_text().strip()
-    port = _free_port(preferred_port)
-    api_url = f"http://127.0.0.1:{port}/api"
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    env.pop("PREFECT_API_URL", None)
-    log = (home / "server.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    (home / "server.pid").write_text(str(proc.pid))
-    print(f"starting Prefect server on {api_url} ...", flush=True)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if _healthy(api_url):
-            url_file.write_text(api_url)
-            return api_url
-        if proc.poll() is not None:
-            raise SystemExit(f"Prefect server exited; see {home / 'server.log'}")
-        time.sleep(0.25)
-    raise SystemExit(f"Prefect server did not answer within {timeout_s:g} s; see {home / 'server.log'}")
+    print("starting the Prefect server ...", flush=True)
+    return PrefectServer.start(home, port=preferred_port, timeout_s=timeout_s).api_url
 
 
 def stop_prefect_server(home: Path) -> None:
@@ -75,14 +33,7 @@ def stop_prefect_server(home: Path) -> None:
     if not pid_file.exists():
         print("Prefect server not running")
         return
-    pid = int(pid_file.read_text())
-    if _alive(pid):
-        os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if _alive(pid):
-            os.killpg(pid, signal.SIGKILL)
+    stop_pid(int(pid_file.read_text()))
     pid_file.unlink(missing_ok=True)
     (home / "api_url").unlink(missing_ok=True)
     print("Prefect server stopped")

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from prefect.artifacts import create_table_artifact
 from prefect.events import emit_event
 
 from chalkdr.audit import AuditRecord
 
-__all__ = ["emit_audit_event", "publish_audit_table"]
+__all__ = ["AuditTrail", "Emit", "emit_audit_event", "publish_audit_table"]
+
+Emit = Callable[[AuditRecord], None]
 
 
 def emit_audit_event(record: AuditRecord) -> None:
@@ -23,6 +26,35 @@ def emit_audit_event(record: AuditRecord) -> None:
         },
         payload={"api_call": record.api_call, "region": record.region, **record.detail},
     )
+
+
+class AuditTrail:
+    """The audit of one change: each mutating call is recorded and emitted the moment it is made.
+
+    `detail` (who approved, why) is added to every record; `emit` defaults to a Prefect event
+    and is a parameter so that tests and embedders can collect records instead.
+    """
+
+    def __init__(
+        self, system: str, *, detail: Mapping[str, Any] | None = None, emit: Emit = emit_audit_event
+    ) -> None:
+        self.system = system
+        self._detail = dict(detail or {})
+        self._emit = emit
+        self.records: list[AuditRecord] = []
+
+    def record(self, action: str, resource: str, region: str, api_call: str, /, **extra: Any) -> AuditRecord:
+        entry = AuditRecord(
+            system=self.system,
+            action=action,
+            resource=resource,
+            region=region,
+            api_call=api_call,
+            detail={**self._detail, **extra},
+        )
+        self._emit(entry)
+        self.records.append(entry)
+        return entry
 
 
 def publish_audit_table(records: Sequence[AuditRecord], *, key: str, description: str) -> None:

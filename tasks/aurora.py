@@ -15,7 +15,6 @@ from botocore.exceptions import ClientError
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from chalkdr.audit import AuditRecord
 from chalkdr.classify import aws_call
 from chalkdr.clients import AwsClients
 from chalkdr.plan import (
@@ -26,8 +25,9 @@ from chalkdr.plan import (
     ObservedGlobalCluster,
     SecondaryClusterSpec,
     WaitPolicy,
+    tag_list,
 )
-from tasks.audit import emit_audit_event
+from tasks.audit import AuditTrail, Emit, emit_audit_event
 from tasks.retry import retry_options
 
 __all__ = [
@@ -36,8 +36,6 @@ __all__ = [
     "read_db_cluster",
     "read_global_cluster",
 ]
-
-Emit = Callable[[AuditRecord], None]
 
 
 def _code(exc: ClientError) -> str:
@@ -118,31 +116,26 @@ def ensure_global_cluster(
     emit: Emit = emit_audit_event,
 ) -> ChangeResult:
     """CreateGlobalCluster from the primary cluster's ARN, which becomes the writer."""
-    spec = change.spec
-    assert isinstance(spec, GlobalClusterSpec)
+    spec = change.typed_spec(GlobalClusterSpec)
     rds = clients.rds(spec.region)
     with aws_call("rds", "CreateGlobalCluster", spec.id):
         created = rds.create_global_cluster(
             GlobalClusterIdentifier=spec.id,
             SourceDBClusterIdentifier=spec.writer_cluster_arn,
-            Tags=[{"Key": k, "Value": v} for k, v in spec.tags.items()],
+            Tags=tag_list(spec.tags),  # type: ignore[arg-type]
         )["GlobalCluster"]
-    record = AuditRecord(
-        system="aurora",
-        action="create-global-cluster",
-        resource=created.get("GlobalClusterArn") or spec.id,
-        region=spec.region,
-        api_call="rds:CreateGlobalCluster",
-        detail={**dict(audit_detail or {}), "writer": spec.writer_cluster_arn},
+    trail = AuditTrail("aurora", detail=audit_detail, emit=emit)
+    arn = created.get("GlobalClusterArn") or spec.id
+    trail.record(
+        "create-global-cluster", arn, spec.region, "rds:CreateGlobalCluster", writer=spec.writer_cluster_arn
     )
-    emit(record)
 
     def status() -> str | None:
         gc = _global_cluster(clients, spec.region, spec.id)
         return gc.status if gc else None
 
     _wait_available(f"Aurora global cluster {spec.id}", status, waits)
-    return change.result([record], resource_id=record.resource)
+    return change.result(trail.records, resource_id=arn)
 
 
 @task(task_run_name="ensure-secondary-cluster-{change.region}", cache_policy=NO_CACHE)
@@ -159,31 +152,30 @@ def ensure_secondary_cluster(
     A new member is a headless secondary (storage replication only): DB instances, subnet group
     and KMS key for an encrypted source are not in the topology and stay Chalk's to add.
     """
-    spec = change.spec
-    assert isinstance(spec, SecondaryClusterSpec)
+    spec = change.typed_spec(SecondaryClusterSpec)
     params: dict[str, Any] = {
         "DBClusterIdentifier": spec.id,
         "GlobalClusterIdentifier": spec.global_cluster_id,
         "Engine": spec.engine,
-        "Tags": [{"Key": k, "Value": v} for k, v in spec.tags.items()],
+        "Tags": tag_list(spec.tags),
     }
     if spec.engine_version:
         params["EngineVersion"] = spec.engine_version
     with aws_call("rds", "CreateDBCluster", f"{spec.region}/{spec.id}"):
         created = clients.rds(spec.region).create_db_cluster(**params)["DBCluster"]
-    record = AuditRecord(
-        system="aurora",
-        action="create-secondary-cluster",
-        resource=created.get("DBClusterArn") or spec.id,
-        region=spec.region,
-        api_call="rds:CreateDBCluster",
-        detail={**dict(audit_detail or {}), "global_cluster": spec.global_cluster_id},
+    trail = AuditTrail("aurora", detail=audit_detail, emit=emit)
+    arn = created.get("DBClusterArn") or spec.id
+    trail.record(
+        "create-secondary-cluster",
+        arn,
+        spec.region,
+        "rds:CreateDBCluster",
+        global_cluster=spec.global_cluster_id,
     )
-    emit(record)
 
     def status() -> str | None:
         cluster = _db_cluster(clients, spec.region, spec.id)
         return cluster.status if cluster else None
 
     _wait_available(f"Aurora cluster {spec.id} in {spec.region}", status, waits)
-    return change.result([record], resource_id=record.resource)
+    return change.result(trail.records, resource_id=arn)

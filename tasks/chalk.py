@@ -40,6 +40,7 @@ from chalkdr.deploy import (
     parse_deployment_id,
 )
 from chalkdr.errors import ChalkCliError, ChalkDrError
+from chalkdr.query import http_client
 from chalkdr.secrets import redact, redact_url, resolve_secret
 from chalkdr.topology import RegionConfig
 from tasks.audit import emit_audit_event
@@ -266,7 +267,7 @@ def served_deployment(
     name = region.aws_region
     secret = region_secret(region)
     owned = client is None
-    http = client or httpx.Client(timeout=HTTP_TIMEOUT)
+    http = client or http_client(region.url, timeout=HTTP_TIMEOUT)
     token = ""
     try:
         api = str(region.chalk.api_server).rstrip("/")
@@ -317,7 +318,7 @@ def _poll_served(
     served: str | None = None
     last_error: ChalkQueryError | None = None
     polls = 0
-    with httpx.Client(timeout=HTTP_TIMEOUT) as http:
+    with http_client(region.url, timeout=HTTP_TIMEOUT) as http:
         while True:
             polls += 1
             try:

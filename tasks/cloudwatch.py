@@ -7,22 +7,19 @@ so an update is the same call as a create; tags are given on create (PutMetricAl
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from chalkdr.audit import AuditRecord
 from chalkdr.classify import aws_call
 from chalkdr.clients import AwsClients
-from chalkdr.plan import Action, AlarmSpec, Change, ChangeResult, ObservedAlarm
-from tasks.audit import emit_audit_event
+from chalkdr.plan import Action, AlarmSpec, Change, ChangeResult, ObservedAlarm, tag_list
+from tasks.audit import AuditTrail, Emit, emit_audit_event
 from tasks.retry import retry_options
 
 __all__ = ["ensure_alarm", "read_alarms"]
-
-Emit = Callable[[AuditRecord], None]
 
 
 def _alarm(region: str, raw: Mapping[str, Any]) -> ObservedAlarm:
@@ -61,8 +58,7 @@ def ensure_alarm(
     audit_detail: Mapping[str, Any] | None = None,
     emit: Emit = emit_audit_event,
 ) -> ChangeResult:
-    spec = change.spec
-    assert isinstance(spec, AlarmSpec)
+    spec = change.typed_spec(AlarmSpec)
     params: dict[str, Any] = {
         "AlarmName": spec.name,
         "AlarmDescription": spec.description,
@@ -79,17 +75,16 @@ def ensure_alarm(
         "TreatMissingData": spec.treat_missing_data,
     }
     if change.action is Action.CREATE:
-        params["Tags"] = [{"Key": k, "Value": v} for k, v in spec.tags.items()]
+        params["Tags"] = tag_list(spec.tags)
     cloudwatch = clients.cloudwatch(spec.region)
     with aws_call("cloudwatch", "PutMetricAlarm", f"{spec.region}/{spec.name}"):
         cloudwatch.put_metric_alarm(**params)
-    record = AuditRecord(
-        system="cloudwatch",
-        action=f"{change.action.value}-alarm",
-        resource=spec.arn,
-        region=spec.region,
-        api_call="cloudwatch:PutMetricAlarm",
-        detail={**dict(audit_detail or {}), "metric": f"{spec.namespace}/{spec.metric_name}"},
+    trail = AuditTrail("cloudwatch", detail=audit_detail, emit=emit)
+    trail.record(
+        f"{change.action.value}-alarm",
+        spec.arn,
+        spec.region,
+        "cloudwatch:PutMetricAlarm",
+        metric=f"{spec.namespace}/{spec.metric_name}",
     )
-    emit(record)
-    return change.result([record])
+    return change.result(trail.records)

@@ -8,23 +8,20 @@ after another, each awaited until ACTIVE before the next.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from botocore.exceptions import ClientError
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from chalkdr.audit import AuditRecord
 from chalkdr.classify import aws_call
 from chalkdr.clients import AwsClients
-from chalkdr.plan import Change, ChangeResult, GlobalTableSpec, ObservedTable, WaitPolicy
-from tasks.audit import emit_audit_event
+from chalkdr.plan import Change, ChangeResult, GlobalTableSpec, ObservedTable, WaitPolicy, tag_list
+from tasks.audit import AuditTrail, Emit, emit_audit_event
 from tasks.retry import retry_options
 
 __all__ = ["ensure_replicas", "read_tables"]
-
-Emit = Callable[[AuditRecord], None]
 
 
 def _describe(clients: AwsClients, region: str, table: str) -> dict[str, Any] | None:
@@ -99,14 +96,12 @@ def ensure_replicas(
     emit: Emit = emit_audit_event,
 ) -> ChangeResult:
     """Add each missing replica (one UpdateTable each), wait for ACTIVE, then tag the replica."""
-    spec = change.spec
-    assert isinstance(spec, GlobalTableSpec)
-    source = spec.source_region
+    spec = change.typed_spec(GlobalTableSpec)
+    source = spec.region
     diff = next((d for d in change.diffs if d.field == "replica_regions"), None)
     present = set(diff.old if diff else ())
     missing = [r for r in spec.regions if r not in present]
-    audit: list[AuditRecord] = []
-    detail = dict(audit_detail or {})
+    trail = AuditTrail("dynamodb", detail=audit_detail, emit=emit)
     for region in missing:
         seen = _wait_settled(clients, source, spec.table, waits)
         if region in seen.replica_regions:
@@ -116,29 +111,19 @@ def ensure_replicas(
                 TableName=spec.table, ReplicaUpdates=[{"Create": {"RegionName": region}}]
             )
         replica_arn = seen.arn.replace(f":{source}:", f":{region}:", 1)
-        record = AuditRecord(
-            system="dynamodb",
-            action="create-replica",
-            resource=replica_arn,
-            region=source,
-            api_call="dynamodb:UpdateTable",
-            detail={**detail, "table": spec.table, "replica_region": region},
+        trail.record(
+            "create-replica",
+            replica_arn,
+            source,
+            "dynamodb:UpdateTable",
+            table=spec.table,
+            replica_region=region,
         )
-        emit(record)
-        audit.append(record)
         _wait_settled(clients, source, spec.table, waits, replica=region)
         with aws_call("dynamodb", "TagResource", replica_arn):
             clients.dynamodb(region).tag_resource(
-                ResourceArn=replica_arn, Tags=[{"Key": k, "Value": v} for k, v in spec.tags.items()]
+                ResourceArn=replica_arn,
+                Tags=tag_list(spec.tags),  # type: ignore[arg-type]
             )
-        tagged = AuditRecord(
-            system="dynamodb",
-            action="tag-replica",
-            resource=replica_arn,
-            region=region,
-            api_call="dynamodb:TagResource",
-            detail=detail,
-        )
-        emit(tagged)
-        audit.append(tagged)
-    return change.result(audit)
+        trail.record("tag-replica", replica_arn, region, "dynamodb:TagResource")
+    return change.result(trail.records)

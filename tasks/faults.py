@@ -35,8 +35,13 @@ RUNNING_FIS_STATES = {"pending", "initiating", "running"}
 
 
 class Fault(Protocol):
-    scenario: Scenario
-    target: str  # the resource the fault touches
+    @property
+    def scenario(self) -> Scenario: ...
+
+    @property
+    def target(self) -> str:
+        """The resource the fault touches."""
+        ...
 
     def inject(self) -> None: ...
 

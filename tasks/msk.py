@@ -8,14 +8,13 @@ replicated offsets after a failover.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from botocore.exceptions import ClientError
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from chalkdr.audit import AuditRecord
 from chalkdr.classify import aws_call
 from chalkdr.clients import AwsClients
 from chalkdr.plan import (
@@ -28,12 +27,10 @@ from chalkdr.plan import (
     WaitPolicy,
 )
 from chalkdr.topology import RegionConfig
-from tasks.audit import emit_audit_event
+from tasks.audit import AuditTrail, Emit, emit_audit_event
 from tasks.retry import retry_options
 
 __all__ = ["ensure_replicator", "read_msk"]
-
-Emit = Callable[[AuditRecord], None]
 
 
 def _not_found(exc: ClientError) -> bool:
@@ -207,22 +204,11 @@ def ensure_replicator(
     emit: Emit = emit_audit_event,
 ) -> ChangeResult:
     """Create, update (topics, offset sync) or replace (clusters, role: immutable) and await RUNNING."""
-    spec = change.spec
-    assert isinstance(spec, ReplicatorSpec)
-    detail = dict(audit_detail or {})
-    audit: list[AuditRecord] = []
+    spec = change.typed_spec(ReplicatorSpec)
+    trail = AuditTrail("msk", detail={**(audit_detail or {}), "replicator": spec.name}, emit=emit)
 
     def audited(action: str, arn: str, api: str, **extra: Any) -> None:
-        record = AuditRecord(
-            system="msk",
-            action=action,
-            resource=arn,
-            region=spec.region,
-            api_call=f"kafka:{api}",
-            detail={**detail, "replicator": spec.name, **extra},
-        )
-        emit(record)
-        audit.append(record)
+        trail.record(action, arn, spec.region, f"kafka:{api}", **extra)
 
     arn = change.current_id
     if change.action is Action.UPDATE and arn is not None:
@@ -248,4 +234,4 @@ def ensure_replicator(
         arn = _create(clients, spec)
         audited("create-replicator", arn, "CreateReplicator", topics=list(spec.topics))
         _wait(clients, spec, arn, waits, gone=False)
-    return change.result(audit, resource_id=arn)
+    return change.result(trail.records, resource_id=arn)

@@ -28,8 +28,10 @@ from chalkdr.drill import (
     steady_state_problems,
 )
 from chalkdr.observe import Observation, QueryProbe
+from chalkdr.plan import replicator_names
 from chalkdr.query import ChalkQueryClient, QueryAnswer, healthz
 from chalkdr.topology import RegionConfig, RoutingMode, Topology
+from tasks.chalk import region_secret
 from tasks.route53 import read_dns_region, read_route53_health
 
 __all__ = [
@@ -41,7 +43,6 @@ __all__ = [
     "observe_until",
     "read_canary",
     "read_replication_lags",
-    "replicator_names",
 ]
 
 PROBE_INPUTS = {"user.id": 1}
@@ -58,6 +59,28 @@ class ProbeSet:
     failover: ChalkQueryClient
     fingerprints: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
 
+    @classmethod
+    def for_topology(cls, topology: Topology, clients: AwsClients) -> ProbeSet:
+        """One client per region's own hostname, and one through the failover name."""
+        regional = {
+            r.aws_region: ChalkQueryClient(
+                base_url=r.url,
+                api_server=str(r.chalk.api_server),
+                client_id=r.chalk.client_id,
+                client_secret=region_secret(r),
+                environment_id=r.chalk.environment_id,
+            )
+            for r in topology.regions
+        }
+        p = topology.primary
+        failover = ChalkQueryClient(
+            base_url=topology.route53.url,
+            client_id=p.chalk.client_id,
+            client_secret=region_secret(p),
+            environment_id=p.chalk.environment_id,
+        )
+        return cls(topology=topology, clients=clients, regional=regional, failover=failover)
+
     def close(self) -> None:
         for c in [*self.regional.values(), self.failover]:
             c.close()
@@ -70,15 +93,6 @@ class ProbeSet:
             return matches[0]
         by_name = [r for r, fp in self.fingerprints.items() if fp[0] == answer.environment_name]
         return by_name[0] if len(by_name) == 1 else None
-
-
-def replicator_names(topology: Topology) -> dict[str, str]:
-    """target region -> MSK replicator name (suffixed with the region when there are several)."""
-    secondaries = topology.secondaries
-    base = topology.msk.replicator_name
-    if len(secondaries) == 1:
-        return {secondaries[0].aws_region: base}
-    return {r.aws_region: f"{base}-{r.aws_region}" for r in secondaries}
 
 
 def _latest(
@@ -152,7 +166,8 @@ def read_capacity(clients: AwsClients, region: RegionConfig) -> tuple[int, int]:
     dep = kube.apps().read_namespaced_deployment(
         region.eks.query_server_deployment, region.eks.namespace, _request_timeout=kube.request_timeout
     )
-    return int(dep.status.ready_replicas or 0), int(dep.spec.replicas or 0)
+    ready = dep.status.ready_replicas if dep.status else 0  # the API omits zero counts
+    return int(ready or 0), int(dep.spec.replicas or 0)
 
 
 def gather_steady_state(

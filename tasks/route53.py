@@ -9,7 +9,7 @@ are made one at a time by the flow and reads run at most five at once.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -17,7 +17,6 @@ from botocore.exceptions import ClientError
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from chalkdr.audit import AuditRecord
 from chalkdr.classify import aws_call
 from chalkdr.clients import ROUTE53_CONTROL_REGION, AwsClients
 from chalkdr.drill import RegionRoute, Routing, health_verdict
@@ -36,9 +35,10 @@ from chalkdr.plan import (
     WaitPolicy,
     caller_reference_prefix,
     normalize_dns,
+    tag_list,
 )
 from chalkdr.topology import RegionConfig, Topology
-from tasks.audit import emit_audit_event
+from tasks.audit import AuditTrail, Emit, emit_audit_event
 from tasks.retry import retry_options
 
 __all__ = [
@@ -53,7 +53,6 @@ __all__ = [
     "read_route53_health",
 ]
 
-Emit = Callable[[AuditRecord], None]
 _TAG_BATCH = 10  # ListTagsForResources takes at most 10 ids
 _MAX_REFERENCE_ATTEMPTS = 5
 _ROUTE53_CONCURRENCY = 5  # Route 53's control-plane limit is 5 requests/s per account
@@ -70,10 +69,9 @@ def record_resource(zone_id: str, name: str, rtype: str, set_id: str | None) -> 
     )
 
 
-def _audit(emit: Emit, detail: Mapping[str, Any], **fields: Any) -> AuditRecord:
-    record = AuditRecord(system="route53", region=ROUTE53_CONTROL_REGION, detail=dict(detail), **fields)
-    emit(record)
-    return record
+def _trail(detail: Mapping[str, Any] | None, emit: Emit) -> AuditTrail:
+    """Route 53 is global: its changes are recorded against its control-plane region."""
+    return AuditTrail("route53", detail=detail, emit=emit)
 
 
 # -- reads ------------------------------------------------------------------------------------
@@ -279,26 +277,25 @@ def ensure_health_check(
     emit: Emit = emit_audit_event,
 ) -> ChangeResult:
     """Create the region's check (create/replace) or update it in place (version-checked), then tag it."""
-    spec = change.spec
-    assert isinstance(spec, HealthCheckSpec)
+    spec = change.typed_spec(HealthCheckSpec)
     route53 = clients.route53()
-    detail = dict(audit_detail or {})
-    audit: list[AuditRecord] = []
+    trail = _trail(audit_detail, emit)
     changed = {d.field for d in change.diffs}
+    updated = sorted(changed - {"tags", "stale_health_checks"})
     hc_id = change.current_id
     if hc_id is None:
         hc_id, reference = _create_health_check(clients, spec)
-        audit.append(
-            _audit(
-                emit,
-                {**detail, "caller_reference": reference, "fqdn": spec.fqdn, "name": spec.name},
-                action="create-health-check",
-                resource=health_check_arn(hc_id),
-                api_call="route53:CreateHealthCheck",
-            )
+        trail.record(
+            "create-health-check",
+            health_check_arn(hc_id),
+            ROUTE53_CONTROL_REGION,
+            "route53:CreateHealthCheck",
+            caller_reference=reference,
+            fqdn=spec.fqdn,
+            name=spec.name,
         )
         changed.add("tags")
-    elif changed - {"tags", "stale_health_checks"}:
+    elif updated:
         with aws_call("route53", "UpdateHealthCheck", hc_id):
             route53.update_health_check(
                 HealthCheckId=hc_id,
@@ -311,32 +308,27 @@ def ensure_health_check(
                 Inverted=False,
                 Disabled=False,
             )
-        audit.append(
-            _audit(
-                emit,
-                {**detail, "fields": sorted(changed - {"tags", "stale_health_checks"})},
-                action="update-health-check",
-                resource=health_check_arn(hc_id),
-                api_call="route53:UpdateHealthCheck",
-            )
+        trail.record(
+            "update-health-check",
+            health_check_arn(hc_id),
+            ROUTE53_CONTROL_REGION,
+            "route53:UpdateHealthCheck",
+            fields=updated,
         )
     if "tags" in changed:
         with aws_call("route53", "ChangeTagsForResource", hc_id):
             route53.change_tags_for_resource(
                 ResourceType="healthcheck",
                 ResourceId=hc_id,
-                AddTags=[{"Key": k, "Value": v} for k, v in spec.tags.items()],
+                AddTags=tag_list(spec.tags),  # type: ignore[arg-type]
             )
-        audit.append(
-            _audit(
-                emit,
-                detail,
-                action="tag-health-check",
-                resource=health_check_arn(hc_id),
-                api_call="route53:ChangeTagsForResource",
-            )
+        trail.record(
+            "tag-health-check",
+            health_check_arn(hc_id),
+            ROUTE53_CONTROL_REGION,
+            "route53:ChangeTagsForResource",
         )
-    return change.result(audit, resource_id=hc_id)
+    return change.result(trail.records, resource_id=hc_id)
 
 
 def _record_set(spec: RecordSpec, health_check_id: str | None) -> dict[str, Any]:
@@ -416,16 +408,16 @@ def ensure_records(
     """
     if not changes:
         return []
-    zone_id = changes[0].spec.zone_id  # type: ignore[union-attr]
+    specs = [c.typed_spec(RecordSpec) for c in changes]
+    zone_id = specs[0].zone_id
     batch: list[dict[str, Any]] = []
-    for change in changes:
-        spec = change.spec
-        assert isinstance(spec, RecordSpec)
+    for change, spec in zip(changes, specs, strict=True):
         hc = health_check_ids.get(spec.health_check_region) if spec.health_check_region else None
         if spec.health_check_region and (hc is None or hc.startswith("(")):
             raise ValueError(f"no health check id for {spec.health_check_region}: cannot write {change.id}")
-        if change.replaces_record is not None:
-            batch.append({"Action": "DELETE", "ResourceRecordSet": _observed_set(change.replaces_record)})
+        if change.replaces is not None:
+            replaced = ObservedRecord.model_validate(change.replaces)
+            batch.append({"Action": "DELETE", "ResourceRecordSet": _observed_set(replaced)})
             batch.append({"Action": "CREATE", "ResourceRecordSet": _record_set(spec, hc)})
         else:
             batch.append({"Action": "UPSERT", "ResourceRecordSet": _record_set(spec, hc)})
@@ -436,22 +428,18 @@ def ensure_records(
             ChangeBatch={"Comment": "chalk-dr provision", "Changes": batch},  # type: ignore[typeddict-item]
         )["ChangeInfo"]
     results = []
-    for change in changes:
-        spec = change.spec
-        assert isinstance(spec, RecordSpec)
-        record = _audit(
-            emit,
-            {
-                **dict(audit_detail or {}),
-                "change_id": info["Id"],
-                "action": "DELETE+CREATE" if change.replaces_record else "UPSERT",
-                "target": spec.alias.dns_name,
-            },
-            action=f"{change.action.value}-record",
-            resource=record_resource(zone_id, spec.name, spec.type, spec.set_identifier),
-            api_call="route53:ChangeResourceRecordSets",
+    for change, spec in zip(changes, specs, strict=True):
+        trail = _trail(audit_detail, emit)
+        trail.record(
+            f"{change.action.value}-record",
+            record_resource(zone_id, spec.name, spec.type, spec.set_identifier),
+            ROUTE53_CONTROL_REGION,
+            "route53:ChangeResourceRecordSets",
+            change_id=info["Id"],
+            action="DELETE+CREATE" if change.replaces else "UPSERT",
+            target=spec.alias.dns_name,
         )
-        results.append(change.result([record]))
+        results.append(change.result(trail.records))
     _wait_insync(clients, info["Id"], waits)
     return results
 
@@ -466,7 +454,7 @@ def delete_stale_health_checks(
 ) -> ChangeResult:
     """The second half of a replace: delete the checks no record points at any more."""
     route53 = clients.route53()
-    audit = []
+    trail = _trail(audit_detail, emit)
     for hc_id in change.stale_ids:
         with aws_call("route53", "DeleteHealthCheck", hc_id):
             try:
@@ -475,16 +463,14 @@ def delete_stale_health_checks(
                 if exc.response.get("Error", {}).get("Code") != "NoSuchHealthCheck":
                     raise
                 continue  # already gone: the goal is reached
-        audit.append(
-            _audit(
-                emit,
-                {**dict(audit_detail or {}), "replaced_by": change.id},
-                action="delete-health-check",
-                resource=health_check_arn(hc_id),
-                api_call="route53:DeleteHealthCheck",
-            )
+        trail.record(
+            "delete-health-check",
+            health_check_arn(hc_id),
+            ROUTE53_CONTROL_REGION,
+            "route53:DeleteHealthCheck",
+            replaced_by=change.id,
         )
-    return change.result(audit, action=Action.REPLACE)
+    return change.result(trail.records, action=Action.REPLACE)
 
 
 # -- observation (drills, incidents) -------------------------------------------------------

@@ -54,7 +54,7 @@ def moto_server(moto_server_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterat
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server_url)
     yield moto_server_url
-    httpx.post(f"{moto_server_url}/moto-api/reset", timeout=10)
+    httpx.post(f"{moto_server_url}/moto-api/reset", timeout=10, trust_env=False)
 
 
 @pytest.fixture
@@ -115,7 +115,11 @@ class SandboxWorld:
             params["kind"] = kind
         if since is not None:
             params["since"] = since
-        return list(httpx.get(f"{self.aws_endpoint}/_sandbox/truth", params=params, timeout=10).json())
+        return list(
+            httpx.get(
+                f"{self.aws_endpoint}/_sandbox/truth", params=params, timeout=10, trust_env=False
+            ).json()
+        )
 
 
 def start_world(state_dir: Path, *extra: str) -> SandboxWorld:
@@ -143,6 +147,21 @@ def world_env(sandbox_world: SandboxWorld, monkeypatch: pytest.MonkeyPatch) -> S
     for key, value in sandbox_world.env.items():
         monkeypatch.setenv(key, value)
     return sandbox_world
+
+
+@pytest.fixture
+def own_world_factory(tmp_path: Path) -> Iterator[Any]:
+    """Start sandbox worlds that live only as long as the test (stopped at its end)."""
+    worlds: list[SandboxWorld] = []
+
+    def make(*extra: str) -> SandboxWorld:
+        world = start_world(tmp_path / f"world-{len(worlds)}", *extra)
+        worlds.append(world)
+        return world
+
+    yield make
+    for world in worlds:
+        stop_world(world)
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
@@ -108,7 +109,10 @@ class TestKubeClient:
 
         def factory() -> EksToken:
             made.append(len(made))
-            return EksToken(f"k8s-aws-v1.token{len(made)}", signed_at=0.0 if len(made) == 1 else 1e18)
+            # The first token was signed 15 minutes ago (past the 14-minute refresh age), the
+            # second one just now: ages relative to "now", whatever the machine's uptime.
+            age_s = 15 * 60 if len(made) == 1 else 0.0
+            return EksToken(f"k8s-aws-v1.token{len(made)}", signed_at=time.monotonic() - age_s)
 
         client = EksKubeClient(
             cluster_name="c",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from chalkdr.drill import (
     LagReading,
     RegionRoute,
@@ -201,11 +203,8 @@ def test_journal_records_phase_outcomes_and_renders() -> None:
     j = Journal(report, on_phase_end=lambda n, r: seen.append((n, r.status)))
     with j.phase("lock"):
         pass
-    try:
-        with j.phase("sweep"):
-            raise RuntimeError("boom")
-    except RuntimeError:
-        pass
+    with pytest.raises(RuntimeError, match=r"^boom$"), j.phase("sweep"):
+        raise RuntimeError("boom")
     j.skip("approval", "not required")
     assert seen == [
         ("lock", PhaseStatus.COMPLETED),

@@ -58,13 +58,18 @@ class World:
         self.environment: str = topology["environment"]
 
     def served(self, region: str) -> str:
-        return str(httpx.get(f"{self.servers[region].url}/_sandbox/state", timeout=5).json()["deployment_id"])
+        return str(
+            httpx.get(f"{self.servers[region].url}/_sandbox/state", timeout=5, trust_env=False).json()[
+                "deployment_id"
+            ]
+        )
 
     def fault(self, region: str, mode: str, count: int = 1) -> None:
         httpx.post(
             f"{self.servers[region].url}/_sandbox/apply-faults",
             json={"mode": mode, "count": count},
             timeout=5,
+            trust_env=False,
         ).raise_for_status()
 
     def run(self, sha: str, **params: Any) -> State[Any]:

@@ -62,7 +62,7 @@ def run_drill(world: Any, **params: Any) -> DrillReport:
 
 
 def primary_state(world: Any) -> dict[str, Any]:
-    body = httpx.get(f"{world.aws_endpoint}/_sandbox/world", timeout=10).json()
+    body = httpx.get(f"{world.aws_endpoint}/_sandbox/world", timeout=10, trust_env=False).json()
     return dict(body["regions"]["us-east-1"])
 
 
@@ -79,9 +79,9 @@ def test_query_servers_down_measures_rto_against_ground_truth(world: Any) -> Non
     assert report.passed
     assert report.failover is not None and report.failback is not None
     inject_wall = next(e.wall for e in report.timeline if e.event == "fault injected")
-    secondary_dns = httpx.get(f"{world.aws_endpoint}/_sandbox/world", timeout=10).json()["regions"][
-        "us-west-2"
-    ]
+    secondary_dns = httpx.get(f"{world.aws_endpoint}/_sandbox/world", timeout=10, trust_env=False).json()[
+        "regions"
+    ]["us-west-2"]
     flips = [
         e
         for e in world.truth("edge.answer", since=started)
@@ -105,7 +105,7 @@ def test_health_check_inverted_flips_dns_and_restores(world: Any) -> None:
     assert report.outcome is PhaseStatus.COMPLETED, report.outcome_reason
     assert report.failover is not None and report.failover.dns_flip_s is not None
     assert report.failover.failed_probes == 0  # the primary kept serving until DNS moved
-    assert not any(health_checks_inverted())
+    assert health_checks_inverted() == [False, False]
 
 
 def test_replication_paused_measures_rpo_exposure(world: Any) -> None:
@@ -132,7 +132,8 @@ def test_kill_switch_aborts_a_running_drill_and_restores(world: Any) -> None:
         t.join(5)
         assert report.outcome is PhaseStatus.ABORTED
         assert "test abort" in (report.outcome_reason or "")
-        assert report.phases["failback"].detail["restored"]
+        (restored,) = report.phases["failback"].detail["restored"]
+        assert restored.startswith("deployment us-east-1/chalk/chalk-query-server: replicas restored to 2")
         assert primary_state(world)["query_ready_replicas"] == 2
         refused = run_drill(world)
         assert refused.outcome is PhaseStatus.ABORTED and "refused" in (refused.outcome_reason or "")
@@ -145,7 +146,8 @@ def test_second_drill_on_the_environment_is_refused(world: Any) -> None:
     with concurrency(name, occupy=1, strict=True):
         report = run_drill(world, wait_for_lock_seconds=2.0)
     assert report.outcome is PhaseStatus.ABORTED
-    assert "another drill holds the lock" in (report.outcome_reason or "")
+    assert report.outcome_reason == "another drill, failover or failback of demo holds the lock drill-demo"
+    assert report.phases["lock"].status is PhaseStatus.ABORTED
 
 
 def test_sigkill_mid_injection_is_repaired_by_the_next_sweep(world: Any) -> None:
@@ -255,7 +257,7 @@ def test_approval_form_gates_the_injection(world: Any, approve: bool) -> None:
     )
     worker.start()
     run_id = _paused_run_id()
-    assert not any(health_checks_inverted())  # nothing injected while waiting
+    assert health_checks_inverted() == [False, False]  # nothing injected while waiting
     resume_flow_run(run_id, run_input={"approve": approve, "approver": "sre-oncall", "comment": "game day"})
     worker.join(120)
     report = result["r"]
@@ -268,11 +270,30 @@ def test_approval_form_gates_the_injection(world: Any, approve: bool) -> None:
         assert report.phases["inject"].status is PhaseStatus.PENDING
 
 
-# Last: the lag spike it publishes stays in CloudWatch's current period.
-def test_failing_preflight_touches_nothing(world: Any) -> None:
+@pytest.fixture
+def own_world(own_world_factory: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A world of the test's own: a lag spike stays in CloudWatch's current period, so it must not
+    reach the worlds other tests drill in."""
+    world = own_world_factory("--environment", "lagspike")
+    for key, value in world.env.items():
+        monkeypatch.setenv(key, value)
+    state = provision(
+        topology=str(world.topology_path), mode="apply", require_approval=False, return_state=True
+    )
+    assert state.is_completed(), state.message
+    return world
+
+
+def test_failing_preflight_touches_nothing(own_world: Any) -> None:
+    world = own_world
     set_lag = f"{world.aws_endpoint}/_sandbox/msk/lag"
     name = world.topology.msk.replicator_name
-    httpx.post(set_lag, json={"replicator_name": name, "latency_ms": 999_999, "message_lag": 5}, timeout=10)
+    httpx.post(
+        set_lag,
+        json={"replicator_name": name, "latency_ms": 999_999, "message_lag": 5},
+        timeout=10,
+        trust_env=False,
+    )
     try:
         # Wait until the spike is in CloudWatch (the replicator publishes about once a second).
         cloudwatch = boto3.client("cloudwatch", region_name="us-west-2")
@@ -304,4 +325,9 @@ def test_failing_preflight_touches_nothing(world: Any) -> None:
         assert mutations == []
         assert primary_state(world)["query_ready_replicas"] == 2
     finally:
-        httpx.post(set_lag, json={"replicator_name": name, "latency_ms": 50, "message_lag": 5}, timeout=10)
+        httpx.post(
+            set_lag,
+            json={"replicator_name": name, "latency_ms": 50, "message_lag": 5},
+            timeout=10,
+            trust_env=False,
+        )

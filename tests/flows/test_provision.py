@@ -16,7 +16,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -74,10 +76,9 @@ class World:
         return str(self.topology["route53"]["hosted_zone_id"])
 
 
-@pytest.fixture(scope="module")
-def fresh_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    """Our own world (not the session's shared one): 'from a freshly started sandbox' must hold."""
-    state_dir = tmp_path_factory.mktemp("provision-world")
+@contextmanager
+def started_world(state_dir: Path) -> Iterator[World]:
+    """A sandbox world of our own (not the session's shared one), in its own process."""
     subprocess.run(
         [sys.executable, "-m", "sandbox", "up", "--state-dir", str(state_dir)],
         check=True,
@@ -93,10 +94,32 @@ def fresh_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 
 @pytest.fixture
-def world(fresh_world: World, monkeypatch: pytest.MonkeyPatch) -> World:
-    for key, value in fresh_world.env.items():
+def fresh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    """A freshly started world for this test alone: nothing of ours exists in it yet."""
+    with started_world(tmp_path / "world") as world:
+        for key, value in world.env.items():
+            monkeypatch.setenv(key, value)
+        yield world
+
+
+@pytest.fixture(scope="module")
+def shared_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    with started_world(tmp_path_factory.mktemp("provision-world")) as world:
+        yield world
+
+
+@pytest.fixture
+def converged(shared_world: World, monkeypatch: pytest.MonkeyPatch) -> World:
+    """The module's world, brought to the topology by an apply first: whatever an earlier test
+    left behind (drift, another routing policy) is repaired before this one starts."""
+    for key, value in shared_world.env.items():
         monkeypatch.setenv(key, value)
-    return fresh_world
+    state = provision(
+        topology=str(shared_world.topology_path), mode="apply", require_approval=False, return_state=True
+    )
+    assert state.is_completed(), state.message
+    assert report_of(state).verified
+    return shared_world
 
 
 class Calls:
@@ -228,7 +251,8 @@ def health_check(world: World, region: str) -> dict[str, Any]:
 # -- the done-when list, in the order a fresh world goes through it ----------------------------
 
 
-def test_plan_mode_makes_no_mutating_calls(world: World) -> None:
+def test_plan_mode_makes_no_mutating_calls(fresh: World) -> None:
+    world = fresh
     state, calls = run(world, mode="plan")
     assert state.is_completed(), state.message
     report = report_of(state)
@@ -240,8 +264,8 @@ def test_plan_mode_makes_no_mutating_calls(world: World) -> None:
     assert artifact(f"provision-plan-table-{world.env_name}").type == "table"
 
 
-def test_access_denied_fails_fast_naming_the_call_and_changes_nothing_later(world: World) -> None:
-    drop_replica(world)  # so the DynamoDB stage has a replica to add
+def test_access_denied_fails_fast_and_stops_only_what_depends_on_it(fresh: World) -> None:
+    world = fresh  # the DynamoDB stage has the secondary's replica to add
     handler, seen = dynamodb_error("AccessDeniedException", times=1)
     state, calls = run(world, hooks=[("before-send.dynamodb.UpdateTable", handler)])
     assert state.is_failed()
@@ -249,24 +273,36 @@ def test_access_denied_fails_fast_naming_the_call_and_changes_nothing_later(worl
         state.message
     )
     assert len(seen) == 1  # permanent: not retried
-    stage_order = ("route53", "dynamodb", "kafka", "rds", "cloudwatch")
-    services = [c.split(":")[0] for c in calls.mutating]
-    assert "dynamodb:UpdateTable" in calls.mutating and calls.mutating[-1] == "dynamodb:UpdateTable"
-    assert not {"kafka", "rds", "cloudwatch"} & set(services), calls.mutating
-    assert services == sorted(services, key=stage_order.index)
+    assert calls.mutating.count("dynamodb:UpdateTable") == 1
+    assert "dynamodb:TagResource" not in calls.mutating
+    # The alarms watch the replica's metrics: that stage never starts. Stages that do not depend
+    # on DynamoDB (Route 53, MSK, Aurora) run to the end, in their own order.
+    assert not [c for c in calls.mutating if c.startswith("cloudwatch:")], calls.mutating
+    for call in ("kafka:CreateReplicator", "rds:CreateGlobalCluster", "rds:CreateDBCluster"):
+        assert call in calls.mutating
+    r53 = [c for c in calls.mutating if c.startswith("route53:")]
+    assert r53.index("route53:ChangeResourceRecordSets") > max(
+        i for i, c in enumerate(r53) if c == "route53:CreateHealthCheck"
+    )
+    assert calls.mutating.index("rds:CreateDBCluster") > calls.mutating.index("rds:CreateGlobalCluster")
     replicas = world.aws("dynamodb", EAST).describe_table(TableName=TABLE)["Table"].get("Replicas", [])
     assert WEST not in {r["RegionName"] for r in replicas}
 
 
-def test_apply_creates_everything_and_retries_a_throttle(world: World) -> None:
-    drop_replica(world)
+def test_apply_creates_everything_and_retries_a_throttle(fresh: World) -> None:
+    world = fresh
     handler, seen = dynamodb_error("ThrottlingException", times=1)
     state, calls = run(world, hooks=[("before-send.dynamodb.UpdateTable", handler)])
     assert state.is_completed(), state.message
     report = report_of(state)
     assert report.outcome == "applied" and report.verified
     assert len(seen) == 2  # throttled once, retried by botocore, then through
-    assert len(report.audit) == len(calls.mutating)
+    # One audit row per change made: PRIMARY and SECONDARY share one atomic batch (one call).
+    made = Counter(calls.mutating)
+    assert Counter(a.api_call for a in report.audit) == made + Counter(
+        {"route53:ChangeResourceRecordSets": 1}
+    )
+    assert made["route53:ChangeResourceRecordSets"] == 3  # the failover name, two regional names
 
     # Route 53: one check per region on its ALB, with the topology's settings, tagged
     hc = world.topology["route53"]["health_check"]
@@ -334,19 +370,21 @@ def test_apply_creates_everything_and_retries_a_throttle(world: World) -> None:
     assert {"Key": "chalk-dr:managed", "Value": "true"} in tags
     # Evidence: the audit table lists every mutating call
     audit = artifact(f"provision-audit-{world.env_name}")
-    assert audit.type == "table" and f"{len(calls.mutating)} mutating call(s)" in (audit.description or "")
+    assert audit.type == "table" and f"{len(report.audit)} change(s) made" in (audit.description or "")
 
 
-def test_second_apply_is_a_noop_with_zero_mutating_calls(world: World) -> None:
+def test_second_apply_is_a_noop_with_zero_mutating_calls(converged: World) -> None:
+    world = converged
     state, calls = run(world)
     assert state.is_completed(), state.message
     report = report_of(state)
     assert report.outcome == "in-sync" and report.plan.empty and report.applied == []
     assert calls.calls and calls.mutating == []
-    assert "0 mutating call(s)" in (artifact(f"provision-audit-{world.env_name}").description or "")
+    assert "0 change(s) made" in (artifact(f"provision-audit-{world.env_name}").description or "")
 
 
-def test_out_of_band_drift_shows_as_updates_and_is_repaired(world: World) -> None:
+def test_out_of_band_drift_shows_as_updates_and_is_repaired(converged: World) -> None:
+    world = converged
     east_check = health_check(world, EAST)
     world.aws("route53").update_health_check(HealthCheckId=east_check["Id"], FailureThreshold=7)
     drop_replica(world)
@@ -412,7 +450,8 @@ def _run_paused(world: World, answer: dict[str, Any]) -> tuple[State[Any], Calls
     return out
 
 
-def test_approval_gate_rejects_or_records_the_approver(world: World) -> None:
+def test_approval_gate_rejects_or_records_the_approver(converged: World) -> None:
+    world = converged
     world.aws("route53").update_health_check(
         HealthCheckId=health_check(world, WEST)["Id"], FailureThreshold=9
     )
@@ -438,7 +477,8 @@ def test_approval_gate_rejects_or_records_the_approver(world: World) -> None:
     assert event.payload["approver"] == "ada" and event.payload["api_call"] == "route53:UpdateHealthCheck"
 
 
-def test_active_active_topology_gives_weighted_records(world: World) -> None:
+def test_active_active_topology_gives_weighted_records(converged: World) -> None:
+    world = converged
     topology = copy.deepcopy(world.topology)
     topology["routing"] = "weighted"
     for region, weight in zip(topology["regions"], (60, 40), strict=True):
@@ -454,4 +494,6 @@ def test_active_active_topology_gives_weighted_records(world: World) -> None:
         f"{world.env_name}-{EAST}": (60, None),
         f"{world.env_name}-{WEST}": (40, None),
     }
-    assert all(v["HealthCheckId"] for v in records.values())
+    assert {k: v["HealthCheckId"] for k, v in records.items()} == {
+        f"{world.env_name}-{region}": health_check(world, region)["Id"] for region in (EAST, WEST)
+    }

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import boto3
-import httpx
 import pytest
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from sandbox.aurora import AuroraSim
-from sandbox.aws import AwsServer, SandboxAwsApp
+from sandbox.aws import SandboxAwsApp
 from sandbox.clock import SandboxClock
+from sandbox.harness import AwsSandbox, poll
 from sandbox.truth import GroundTruth
 
 PRIMARY, SECONDARY = "us-east-1", "us-west-2"
@@ -25,25 +22,8 @@ SWITCH_AFTER = 0.6
 
 
 @dataclass
-class World:
-    endpoint: str
-    truth: GroundTruth
-
-    def client(self, service: str, region: str) -> Any:
-        make: Any = boto3.client  # the service name is a plain str here, not one of the stubs' literals
-        return make(
-            service,
-            region_name=region,
-            endpoint_url=self.endpoint,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-            config=Config(retries={"max_attempts": 1}),
-        )
-
-
-@dataclass
 class GlobalDb:
-    world: World
+    world: AwsSandbox
     global_id: str
     primary_id: str
     primary_arn: str
@@ -65,37 +45,23 @@ class GlobalDb:
 
 
 @pytest.fixture(scope="module")
-def world() -> Iterator[World]:
-    app = SandboxAwsApp()
-    truth = GroundTruth()
-    sim = AuroraSim(
-        app, clock=SandboxClock(), truth=truth, switch_after=SWITCH_AFTER, metric_period=0.2, seed=3
-    )
-    server = AwsServer(app).start()
-    sim.start(server.endpoint_url)
-    yield World(server.endpoint_url, truth)
-    sim.stop()
-    httpx.post(f"{server.endpoint_url}/moto-api/reset", timeout=10)
-    server.stop()
+def world() -> Iterator[AwsSandbox]:
+    def simulators(app: SandboxAwsApp, truth: GroundTruth) -> list[AuroraSim]:
+        return [
+            AuroraSim(
+                app, clock=SandboxClock(), truth=truth, switch_after=SWITCH_AFTER, metric_period=0.2, seed=3
+            )
+        ]
 
-
-def poll(fn: Callable[[], Any], timeout: float = 5.0) -> Any:
-    """Return fn()'s first truthy value, or fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout}s")
-        time.sleep(0.05)
+    with AwsSandbox(simulators) as sandbox:
+        yield sandbox
 
 
 def error_code(exc: pytest.ExceptionInfo[ClientError]) -> str:
     return str(exc.value.response["Error"]["Code"])
 
 
-def create_member(world: World, region: str, ident: str, global_id: str, *, primary: bool) -> str:
+def create_member(world: AwsSandbox, region: str, ident: str, global_id: str, *, primary: bool) -> str:
     extra = {"MasterUsername": "chalk", "MasterUserPassword": "correct-horse-battery"} if primary else {}
     cluster = world.client("rds", region).create_db_cluster(
         DBClusterIdentifier=ident,
@@ -108,7 +74,7 @@ def create_member(world: World, region: str, ident: str, global_id: str, *, prim
 
 
 @pytest.fixture
-def gdb(world: World) -> GlobalDb:
+def gdb(world: AwsSandbox) -> GlobalDb:
     """A global database: writer in us-east-1, one secondary in us-west-2 (unique names per test)."""
     suffix = uuid.uuid4().hex[:8]
     global_id, primary_id, secondary_id = f"chalk-meta-{suffix}", f"meta-east-{suffix}", f"meta-west-{suffix}"
@@ -133,19 +99,19 @@ class TestTopology:
             assert members[gdb.secondary_arn]["IsWriter"] is False
             assert members[gdb.secondary_arn]["Readers"] == []
 
-    def test_unknown_global_cluster(self, world: World) -> None:
+    def test_unknown_global_cluster(self, world: AwsSandbox) -> None:
         with pytest.raises(ClientError) as exc:
             world.client("rds", SECONDARY).describe_global_clusters(GlobalClusterIdentifier="no-such-global")
         assert error_code(exc) == "GlobalClusterNotFoundFault"
 
-    def test_region_filter(self, world: World, gdb: GlobalDb) -> None:
+    def test_region_filter(self, world: AwsSandbox, gdb: GlobalDb) -> None:
         rds = world.client("rds", PRIMARY)
         west = rds.describe_global_clusters(Filters=[{"Name": "region", "Values": [SECONDARY]}])
         assert gdb.global_id in {g["GlobalClusterIdentifier"] for g in west["GlobalClusters"]}
         elsewhere = rds.describe_global_clusters(Filters=[{"Name": "region", "Values": ["eu-west-1"]}])
         assert gdb.global_id not in {g["GlobalClusterIdentifier"] for g in elsewhere["GlobalClusters"]}
 
-    def test_global_cluster_from_existing_cluster_keeps_it_writer(self, world: World) -> None:
+    def test_global_cluster_from_existing_cluster_keeps_it_writer(self, world: AwsSandbox) -> None:
         suffix = uuid.uuid4().hex[:8]
         rds = world.client("rds", PRIMARY)
         arn = rds.create_db_cluster(
@@ -164,7 +130,7 @@ class TestTopology:
 
 class TestSwitchover:
     def test_switchover_moves_the_writer_after_a_visible_transition(
-        self, world: World, gdb: GlobalDb
+        self, world: AwsSandbox, gdb: GlobalDb
     ) -> None:
         resp = world.client("rds", SECONDARY).switchover_global_cluster(
             GlobalClusterIdentifier=gdb.global_id, TargetDbClusterIdentifier=gdb.secondary_arn
@@ -189,7 +155,7 @@ class TestSwitchover:
         (flip,) = [e for e in world.truth.events("aurora.writer") if e["global_cluster"] == gdb.global_id]
         assert (flip["writer_arn"], flip["operation"]) == (gdb.secondary_arn, "switchover")
 
-    def test_failover_without_allow_data_loss_is_a_switchover(self, gdb: GlobalDb, world: World) -> None:
+    def test_failover_without_allow_data_loss_is_a_switchover(self, gdb: GlobalDb, world: AwsSandbox) -> None:
         """API reference: "If you don't specify AllowDataLoss, the operation defaults to a switchover"."""
         resp = world.client("rds", SECONDARY).failover_global_cluster(
             GlobalClusterIdentifier=gdb.global_id, TargetDbClusterIdentifier=gdb.secondary_arn
@@ -200,7 +166,7 @@ class TestSwitchover:
 
 
 class TestFailover:
-    def test_failover_with_data_loss_moves_the_writer(self, world: World, gdb: GlobalDb) -> None:
+    def test_failover_with_data_loss_moves_the_writer(self, world: AwsSandbox, gdb: GlobalDb) -> None:
         resp = world.client("rds", SECONDARY).failover_global_cluster(
             GlobalClusterIdentifier=gdb.global_id,
             TargetDbClusterIdentifier=gdb.secondary_arn,
@@ -225,7 +191,9 @@ class TestFailover:
         )
         assert poll(gdb.writer) == gdb.primary_arn
 
-    def test_allow_data_loss_and_switchover_together_are_rejected(self, world: World, gdb: GlobalDb) -> None:
+    def test_allow_data_loss_and_switchover_together_are_rejected(
+        self, world: AwsSandbox, gdb: GlobalDb
+    ) -> None:
         with pytest.raises(ClientError) as exc:
             world.client("rds", SECONDARY).failover_global_cluster(
                 GlobalClusterIdentifier=gdb.global_id,
@@ -238,7 +206,7 @@ class TestFailover:
 
 
 class TestErrors:
-    def test_unknown_global_cluster(self, world: World, gdb: GlobalDb) -> None:
+    def test_unknown_global_cluster(self, world: AwsSandbox, gdb: GlobalDb) -> None:
         rds = world.client("rds", SECONDARY)
         with pytest.raises(ClientError) as exc:
             rds.failover_global_cluster(
@@ -249,7 +217,7 @@ class TestErrors:
         assert error_code(exc) == "GlobalClusterNotFoundFault"
         assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
 
-    def test_target_not_a_member(self, world: World, gdb: GlobalDb) -> None:
+    def test_target_not_a_member(self, world: AwsSandbox, gdb: GlobalDb) -> None:
         rds = world.client("rds", SECONDARY)
         missing = f"arn:aws:rds:{SECONDARY}:123456789012:cluster:no-such-cluster"
         with pytest.raises(ClientError) as exc:
@@ -269,14 +237,14 @@ class TestErrors:
             )
         assert error_code(exc) == "DBClusterNotFoundFault"
 
-    def test_target_already_writer(self, world: World, gdb: GlobalDb) -> None:
+    def test_target_already_writer(self, world: AwsSandbox, gdb: GlobalDb) -> None:
         with pytest.raises(ClientError) as exc:
             world.client("rds", PRIMARY).switchover_global_cluster(
                 GlobalClusterIdentifier=gdb.global_id, TargetDbClusterIdentifier=gdb.primary_arn
             )
         assert error_code(exc) == "InvalidParameterValue"
 
-    def test_second_operation_while_one_is_in_flight(self, world: World, gdb: GlobalDb) -> None:
+    def test_second_operation_while_one_is_in_flight(self, world: AwsSandbox, gdb: GlobalDb) -> None:
         rds = world.client("rds", SECONDARY)
         rds.switchover_global_cluster(
             GlobalClusterIdentifier=gdb.global_id, TargetDbClusterIdentifier=gdb.secondary_arn
@@ -292,7 +260,7 @@ class TestErrors:
 
 
 class TestTeardown:
-    def test_primary_outlives_its_secondaries(self, world: World, gdb: GlobalDb) -> None:
+    def test_primary_outlives_its_secondaries(self, world: AwsSandbox, gdb: GlobalDb) -> None:
         east, west = world.client("rds", PRIMARY), world.client("rds", SECONDARY)
         with pytest.raises(ClientError) as exc:
             east.delete_db_cluster(DBClusterIdentifier=gdb.primary_id, SkipFinalSnapshot=True)
@@ -307,7 +275,7 @@ class TestTeardown:
         assert gdb.describe()["GlobalClusterMembers"] == []
         east.delete_global_cluster(GlobalClusterIdentifier=gdb.global_id)
 
-    def test_deleted_secondary_leaves_the_global_cluster(self, world: World, gdb: GlobalDb) -> None:
+    def test_deleted_secondary_leaves_the_global_cluster(self, world: AwsSandbox, gdb: GlobalDb) -> None:
         world.client("rds", SECONDARY).delete_db_cluster(
             DBClusterIdentifier=gdb.secondary_id, SkipFinalSnapshot=True
         )
@@ -319,7 +287,7 @@ class TestTeardown:
 
 class TestReplicationLag:
     @staticmethod
-    def maximum(world: World, region: str, cluster_id: str) -> tuple[float, str] | None:
+    def maximum(world: AwsSandbox, region: str, cluster_id: str) -> tuple[float, str] | None:
         now = datetime.now(UTC)
         points = world.client("cloudwatch", region).get_metric_statistics(
             Namespace="AWS/RDS",
@@ -335,29 +303,32 @@ class TestReplicationLag:
         return max(p["Maximum"] for p in points), points[0]["Unit"]
 
     def test_secondary_publishes_lag_in_its_region_and_it_is_controllable(
-        self, world: World, gdb: GlobalDb
+        self, world: AwsSandbox, gdb: GlobalDb
     ) -> None:
         value, unit = poll(lambda: self.maximum(world, SECONDARY, gdb.secondary_id))
         assert unit == "Milliseconds" and 0 < value < 1000
         assert self.maximum(world, PRIMARY, gdb.secondary_id) is None
         assert self.maximum(world, PRIMARY, gdb.primary_id) is None  # the writer has no lag
 
-        resp = httpx.post(
-            f"{world.endpoint}/_sandbox/aurora/lag",
+        resp = world.control(
+            "POST",
+            "/_sandbox/aurora/lag",
             json={"db_cluster_identifier": gdb.secondary_id, "lag_ms": 4000},
         )
         assert resp.status_code == 200
         poll(lambda: (self.maximum(world, SECONDARY, gdb.secondary_id) or (0.0, ""))[0] == 4000)
 
-    def test_after_switchover_the_old_writer_reports_lag(self, world: World, gdb: GlobalDb) -> None:
+    def test_after_switchover_the_old_writer_reports_lag(self, world: AwsSandbox, gdb: GlobalDb) -> None:
         world.client("rds", SECONDARY).switchover_global_cluster(
             GlobalClusterIdentifier=gdb.global_id, TargetDbClusterIdentifier=gdb.secondary_arn
         )
         poll(gdb.writer)
         poll(lambda: self.maximum(world, PRIMARY, gdb.primary_id))
 
-    def test_control_route_rejects_unknown_cluster(self, world: World) -> None:
-        resp = httpx.post(
-            f"{world.endpoint}/_sandbox/aurora/lag", json={"db_cluster_identifier": "nope", "lag_ms": 1}
+    def test_control_route_rejects_unknown_cluster(self, world: AwsSandbox) -> None:
+        resp = world.control(
+            "POST",
+            "/_sandbox/aurora/lag",
+            json={"db_cluster_identifier": "nope", "lag_ms": 1},
         )
         assert resp.status_code == 404

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import boto3
-import httpx
 import pytest
 from botocore.exceptions import ClientError
 
-from sandbox.aws import AwsServer, SandboxAwsApp
+from sandbox.aws import SandboxAwsApp
 from sandbox.clock import SandboxClock
 from sandbox.dynamodb import DynamoDbSim
+from sandbox.harness import AwsSandbox, poll
 from sandbox.truth import GroundTruth
 
 LAG_S = 0.3
@@ -24,46 +23,21 @@ EAST, WEST = "us-east-1", "us-west-2"
 
 
 @pytest.fixture(scope="module")
-def endpoint() -> Iterator[str]:
-    app = SandboxAwsApp()
-    sim = DynamoDbSim(
-        app,
-        clock=SandboxClock(time_scale=TIME_SCALE),
-        truth=GroundTruth(),
-        replication_lag_s=LAG_S,
-        replica_create_s=0.4,  # long enough to observe CREATING, short enough to keep tests fast
-        replica_delete_s=0.2,
-        metrics_period_s=0.2,
-    )
-    server = AwsServer(app).start()
-    sim.start(server.endpoint_url)
-    try:
-        yield server.endpoint_url
-    finally:
-        sim.stop()
-        httpx.post(f"{server.endpoint_url}/moto-api/reset")
-        server.stop()
+def aws() -> Iterator[AwsSandbox]:
+    def simulators(app: SandboxAwsApp, truth: GroundTruth) -> list[DynamoDbSim]:
+        sim = DynamoDbSim(
+            app,
+            clock=SandboxClock(time_scale=TIME_SCALE),
+            truth=truth,
+            replication_lag_s=LAG_S,
+            replica_create_s=0.4,  # long enough to observe CREATING, short enough to keep tests fast
+            replica_delete_s=0.2,
+            metrics_period_s=0.2,
+        )
+        return [sim]
 
-
-def client(endpoint: str, service: str, region: str) -> Any:
-    return boto3.client(
-        service,
-        region_name=region,
-        endpoint_url=endpoint,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-
-
-def poll(check: Callable[[], Any], timeout: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(0.05)
+    with AwsSandbox(simulators) as sandbox:
+        yield sandbox
 
 
 def create_table(ddb: Any) -> str:
@@ -91,8 +65,8 @@ def wait_active(ddb: Any, name: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def regions(endpoint: str) -> tuple[Any, Any]:
-    return client(endpoint, "dynamodb", EAST), client(endpoint, "dynamodb", WEST)
+def regions(aws: AwsSandbox) -> tuple[Any, Any]:
+    return aws.client("dynamodb", EAST), aws.client("dynamodb", WEST)
 
 
 @pytest.fixture
@@ -243,25 +217,33 @@ class TestReplication:
         poll(converged)
 
     def test_operator_pause_holds_writes_and_resume_drains(
-        self, endpoint: str, regions: tuple[Any, Any], global_table: str
+        self, aws: AwsSandbox, regions: tuple[Any, Any], global_table: str
     ) -> None:
         east, west = regions
-        resp = httpx.post(f"{endpoint}/_sandbox/dynamodb/pause", json={"table": global_table, "region": WEST})
+        resp = aws.control(
+            "POST",
+            "/_sandbox/dynamodb/pause",
+            json={"table": global_table, "region": WEST},
+        )
         assert resp.status_code == 200
         east.put_item(TableName=global_table, Item=key("held"))
         absent_for(west, global_table, key("held"), LAG_S * 3)
-        resp = httpx.post(
-            f"{endpoint}/_sandbox/dynamodb/resume", json={"table": global_table, "region": WEST}
+        resp = aws.control(
+            "POST",
+            "/_sandbox/dynamodb/resume",
+            json={"table": global_table, "region": WEST},
         )
         assert resp.status_code == 200
         poll(lambda: west.get_item(TableName=global_table, Key=key("held")).get("Item"))
 
-    def test_control_route_rejects_a_non_replica(self, endpoint: str, global_table: str) -> None:
-        resp = httpx.post(
-            f"{endpoint}/_sandbox/dynamodb/pause", json={"table": global_table, "region": "eu-west-1"}
+    def test_control_route_rejects_a_non_replica(self, aws: AwsSandbox, global_table: str) -> None:
+        resp = aws.control(
+            "POST",
+            "/_sandbox/dynamodb/pause",
+            json={"table": global_table, "region": "eu-west-1"},
         )
         assert resp.status_code == 404
-        assert httpx.post(f"{endpoint}/_sandbox/dynamodb/pause", content=b"nope").status_code == 400
+        assert aws.control("POST", "/_sandbox/dynamodb/pause", content=b"nope").status_code == 400
 
 
 class TestReplicationLatencyMetric:
@@ -286,24 +268,32 @@ class TestReplicationLatencyMetric:
         return float(max(p["Maximum"] for p in points))
 
     def test_latency_is_published_in_the_source_region(
-        self, endpoint: str, regions: tuple[Any, Any], global_table: str
+        self, aws: AwsSandbox, regions: tuple[Any, Any], global_table: str
     ) -> None:
         east, _ = regions
         east.put_item(TableName=global_table, Item=key("metric"))
-        east_cw, west_cw = client(endpoint, "cloudwatch", EAST), client(endpoint, "cloudwatch", WEST)
+        east_cw, west_cw = aws.client("cloudwatch", EAST), aws.client("cloudwatch", WEST)
         peak = poll(lambda: self.maximum(east_cw, global_table, WEST))
         assert peak >= LAG_S * 1000 * 0.9  # real milliseconds: lag is measured, not scaled
         assert poll(lambda: self.maximum(west_cw, global_table, EAST))  # the other direction too
 
     def test_latency_grows_while_paused(
-        self, endpoint: str, regions: tuple[Any, Any], global_table: str
+        self, aws: AwsSandbox, regions: tuple[Any, Any], global_table: str
     ) -> None:
         east, _ = regions
-        cloudwatch = client(endpoint, "cloudwatch", EAST)
-        httpx.post(f"{endpoint}/_sandbox/dynamodb/pause", json={"table": global_table, "region": WEST})
+        cloudwatch = aws.client("cloudwatch", EAST)
+        aws.control(
+            "POST",
+            "/_sandbox/dynamodb/pause",
+            json={"table": global_table, "region": WEST},
+        )
         try:
             east.put_item(TableName=global_table, Item=key("slow"))
             threshold = 3 * LAG_S * 1000
             poll(lambda: (self.maximum(cloudwatch, global_table, WEST) or 0) > threshold)
         finally:
-            httpx.post(f"{endpoint}/_sandbox/dynamodb/resume", json={"table": global_table, "region": WEST})
+            aws.control(
+                "POST",
+                "/_sandbox/dynamodb/resume",
+                json={"table": global_table, "region": WEST},
+            )

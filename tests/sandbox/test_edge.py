@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from sandbox.edge import UPSTREAM_HEADER, FailoverEdge
+from sandbox.harness import poll
 from sandbox.query_server import QueryServer
 from sandbox.truth import GroundTruth
 
@@ -42,14 +43,6 @@ class Resolver:
         with self._lock:
             self.calls += 1
             return self.answer
-
-
-def poll(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout} s")
-        time.sleep(0.02)
 
 
 def query_server(region: str) -> QueryServer:

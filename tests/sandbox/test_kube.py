@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -15,6 +15,7 @@ from kubernetes import client as k8s
 from sandbox.aws import AwsServer, SandboxAwsApp
 from sandbox.clock import SandboxClock
 from sandbox.eks import EksSim
+from sandbox.harness import poll
 from sandbox.kube import RegionalKube, label_selector_matches
 from sandbox.truth import GroundTruth
 
@@ -23,15 +24,6 @@ QS = "chalk-query-server"
 PW = "chalk-persistence-worker"
 TOKEN = "k8s-aws-v1.aHR0cHM6Ly9zdHMuYW1hem9uYXdzLmNvbS8_QWN0aW9uPUdldENhbGxlcklkZW50aXR5"
 DELAY = 0.4
-
-
-def poll(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait until predicate() holds; fails the test at the deadline."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout} s")
-        time.sleep(0.02)
 
 
 def api_client(url: str) -> k8s.ApiClient:

@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import re
-import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import boto3
-import httpx
 import pytest
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from sandbox.aws import AwsServer, SandboxAwsApp
+from sandbox.aws import SandboxAwsApp
 from sandbox.clock import SandboxClock
+from sandbox.harness import AwsSandbox, poll
 from sandbox.msk import MskSim
 from sandbox.truth import GroundTruth
 
@@ -28,55 +24,23 @@ IAM = {"Sasl": {"Iam": {"Enabled": True}}}
 ACTIVATE_AFTER = 0.6
 
 
-@dataclass
-class World:
-    endpoint: str
-    truth: GroundTruth
-
-    def client(self, service: str, region: str) -> Any:
-        make: Any = boto3.client  # the service name is a plain str here, not one of the stubs' literals
-        return make(
-            service,
-            region_name=region,
-            endpoint_url=self.endpoint,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-            config=Config(retries={"max_attempts": 1}),
-        )
-
-
 @pytest.fixture(scope="module")
-def world() -> Iterator[World]:
-    app = SandboxAwsApp()
-    truth = GroundTruth()
-    sim = MskSim(
-        app,
-        clock=SandboxClock(),
-        truth=truth,
-        activate_after=ACTIVATE_AFTER,
-        replicator_ready_after=0.3,
-        replicator_delete_after=0.2,
-        metric_period=0.2,
-        seed=7,
-    )
-    server = AwsServer(app).start()
-    sim.start(server.endpoint_url)
-    yield World(server.endpoint_url, truth)
-    sim.stop()
-    httpx.post(f"{server.endpoint_url}/moto-api/reset", timeout=10)
-    server.stop()
+def world() -> Iterator[AwsSandbox]:
+    def simulators(app: SandboxAwsApp, truth: GroundTruth) -> list[MskSim]:
+        sim = MskSim(
+            app,
+            clock=SandboxClock(),
+            truth=truth,
+            activate_after=ACTIVATE_AFTER,
+            replicator_ready_after=0.3,
+            replicator_delete_after=0.2,
+            metric_period=0.2,
+            seed=7,
+        )
+        return [sim]
 
-
-def poll(fn: Callable[[], Any], timeout: float = 5.0) -> Any:
-    """Return fn()'s first truthy value, or fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout}s")
-        time.sleep(0.05)
+    with AwsSandbox(simulators) as sandbox:
+        yield sandbox
 
 
 def error_code(exc: pytest.ExceptionInfo[ClientError]) -> str:
@@ -87,7 +51,7 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def create_cluster(world: World, region: str, **extra: Any) -> str:
+def create_cluster(world: AwsSandbox, region: str, **extra: Any) -> str:
     kafka = world.client("kafka", region)
     resp = kafka.create_cluster(
         ClusterName=unique("chalk"),
@@ -99,13 +63,13 @@ def create_cluster(world: World, region: str, **extra: Any) -> str:
     return str(resp["ClusterArn"])
 
 
-def wait_active(world: World, arn: str) -> None:
+def wait_active(world: AwsSandbox, arn: str) -> None:
     kafka = world.client("kafka", arn.split(":")[3])
     poll(lambda: kafka.describe_cluster(ClusterArn=arn)["ClusterInfo"]["State"] == "ACTIVE")
 
 
 @pytest.fixture(scope="module")
-def clusters(world: World) -> tuple[str, str]:
+def clusters(world: AwsSandbox) -> tuple[str, str]:
     """An ACTIVE source cluster in us-east-1 and an ACTIVE target cluster in us-west-2."""
     source, target = create_cluster(world, SOURCE), create_cluster(world, TARGET)
     wait_active(world, source)
@@ -146,13 +110,13 @@ def replicator_request(source: str, target: str, name: str) -> dict[str, Any]:
     }
 
 
-def wait_running(world: World, arn: str) -> None:
+def wait_running(world: AwsSandbox, arn: str) -> None:
     kafka = world.client("kafka", TARGET)
     poll(lambda: kafka.describe_replicator(ReplicatorArn=arn)["ReplicatorState"] == "RUNNING")
 
 
 class TestClusters:
-    def test_provisioned_and_v2_clusters_become_active_everywhere(self, world: World) -> None:
+    def test_provisioned_and_v2_clusters_become_active_everywhere(self, world: AwsSandbox) -> None:
         kafka = world.client("kafka", SOURCE)
         v1 = kafka.create_cluster(
             ClusterName=unique("v1"), KafkaVersion="3.6.0", NumberOfBrokerNodes=3, BrokerNodeGroupInfo=BROKERS
@@ -175,7 +139,7 @@ class TestClusters:
         assert {listed_v2[a] for a in arns} == {"ACTIVE"}
         assert {e["arn"] for e in world.truth.events("msk.cluster")} >= arns
 
-    def test_unknown_cluster_is_not_found(self, world: World) -> None:
+    def test_unknown_cluster_is_not_found(self, world: AwsSandbox) -> None:
         kafka = world.client("kafka", SOURCE)
         missing = f"arn:aws:kafka:{SOURCE}:123456789012:cluster/{uuid.uuid4()}"
         with pytest.raises(ClientError) as exc:
@@ -185,7 +149,7 @@ class TestClusters:
 
 
 class TestBootstrapBrokers:
-    def test_refused_until_active_then_iam_brokers(self, world: World) -> None:
+    def test_refused_until_active_then_iam_brokers(self, world: AwsSandbox) -> None:
         arn = create_cluster(world, SOURCE)
         kafka = world.client("kafka", SOURCE)
         with pytest.raises(ClientError) as exc:
@@ -201,7 +165,7 @@ class TestBootstrapBrokers:
         assert all(re.fullmatch(pattern, h) for h in hosts), hosts
         assert "BootstrapBrokerString" not in brokers  # IAM-only clusters have no plaintext listener
 
-    def test_unauthenticated_tls_plaintext_cluster_gets_9092_and_9094(self, world: World) -> None:
+    def test_unauthenticated_tls_plaintext_cluster_gets_9092_and_9094(self, world: AwsSandbox) -> None:
         arn = create_cluster(
             world,
             TARGET,
@@ -214,7 +178,7 @@ class TestBootstrapBrokers:
         assert brokers["BootstrapBrokerStringTls"].endswith(":9094")
         assert "BootstrapBrokerStringSaslIam" not in brokers
 
-    def test_unknown_cluster(self, world: World) -> None:
+    def test_unknown_cluster(self, world: AwsSandbox) -> None:
         with pytest.raises(ClientError) as exc:
             world.client("kafka", SOURCE).get_bootstrap_brokers(
                 ClusterArn=f"arn:aws:kafka:{SOURCE}:123456789012:cluster/{uuid.uuid4()}"
@@ -223,7 +187,7 @@ class TestBootstrapBrokers:
 
 
 class TestReplicator:
-    def test_lifecycle_and_shapes(self, world: World, clusters: tuple[str, str]) -> None:
+    def test_lifecycle_and_shapes(self, world: AwsSandbox, clusters: tuple[str, str]) -> None:
         source, target = clusters
         kafka = world.client("kafka", TARGET)
         name = unique("chalk-rep")
@@ -282,7 +246,7 @@ class TestReplicator:
         states = [e["state"] for e in world.truth.events("msk.replicator") if e["name"] == name]
         assert states == ["CREATING", "RUNNING", "DELETING", "DELETED"]
 
-    def test_update_replication_info_is_versioned(self, world: World, clusters: tuple[str, str]) -> None:
+    def test_update_replication_info_is_versioned(self, world: AwsSandbox, clusters: tuple[str, str]) -> None:
         source, target = clusters
         kafka = world.client("kafka", TARGET)
         arn = kafka.create_replicator(**replicator_request(source, target, unique("upd")))["ReplicatorArn"]
@@ -314,7 +278,7 @@ class TestReplicator:
         assert topics["StartingPosition"] == {"Type": "EARLIEST"}  # not part of an update: kept
         assert described["CurrentVersion"] != version
 
-    def test_unknown_cluster_is_rejected(self, world: World, clusters: tuple[str, str]) -> None:
+    def test_unknown_cluster_is_rejected(self, world: AwsSandbox, clusters: tuple[str, str]) -> None:
         source, _ = clusters
         missing = f"arn:aws:kafka:{TARGET}:123456789012:cluster/{uuid.uuid4()}"
         with pytest.raises(ClientError) as exc:
@@ -323,7 +287,7 @@ class TestReplicator:
             )
         assert error_code(exc) == "NotFoundException"
 
-    def test_duplicate_name_conflicts(self, world: World, clusters: tuple[str, str]) -> None:
+    def test_duplicate_name_conflicts(self, world: AwsSandbox, clusters: tuple[str, str]) -> None:
         kafka = world.client("kafka", TARGET)
         request = replicator_request(*clusters, unique("dup"))
         kafka.create_replicator(**request)
@@ -332,13 +296,13 @@ class TestReplicator:
         assert error_code(exc) == "ConflictException"
         assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 409
 
-    def test_must_be_created_in_target_region(self, world: World, clusters: tuple[str, str]) -> None:
+    def test_must_be_created_in_target_region(self, world: AwsSandbox, clusters: tuple[str, str]) -> None:
         with pytest.raises(ClientError) as exc:
             world.client("kafka", SOURCE).create_replicator(**replicator_request(*clusters, unique("wrong")))
         assert error_code(exc) == "BadRequestException"
         assert "target" in exc.value.response["Error"]["Message"]
 
-    def test_clusters_must_be_active(self, world: World, clusters: tuple[str, str]) -> None:
+    def test_clusters_must_be_active(self, world: AwsSandbox, clusters: tuple[str, str]) -> None:
         fresh = create_cluster(world, TARGET)
         with pytest.raises(ClientError) as exc:
             world.client("kafka", TARGET).create_replicator(
@@ -346,7 +310,7 @@ class TestReplicator:
             )
         assert error_code(exc) == "BadRequestException"
 
-    def test_unknown_replicator(self, world: World) -> None:
+    def test_unknown_replicator(self, world: AwsSandbox) -> None:
         kafka = world.client("kafka", TARGET)
         missing = f"arn:aws:kafka:{TARGET}:123456789012:replicator/nope/{uuid.uuid4()}"
         for call in (kafka.describe_replicator, kafka.delete_replicator):
@@ -360,7 +324,7 @@ class TestReplicator:
 
 class TestMetrics:
     @staticmethod
-    def maximum(world: World, region: str, metric: str, name: str) -> tuple[float, str] | None:
+    def maximum(world: AwsSandbox, region: str, metric: str, name: str) -> tuple[float, str] | None:
         now = datetime.now(UTC)
         points = world.client("cloudwatch", region).get_metric_statistics(
             Namespace="AWS/Kafka",
@@ -376,7 +340,7 @@ class TestMetrics:
         return max(p["Maximum"] for p in points), points[0]["Unit"]
 
     def test_running_replicator_publishes_and_lag_is_controllable(
-        self, world: World, clusters: tuple[str, str]
+        self, world: AwsSandbox, clusters: tuple[str, str]
     ) -> None:
         name = unique("metrics")
         arn = world.client("kafka", TARGET).create_replicator(**replicator_request(*clusters, name))[
@@ -390,16 +354,19 @@ class TestMetrics:
         assert lag[1] == "Count" and lag[0] >= 0
         assert self.maximum(world, SOURCE, "ReplicationLatency", name) is None
 
-        resp = httpx.post(
-            f"{world.endpoint}/_sandbox/msk/lag",
+        resp = world.control(
+            "POST",
+            "/_sandbox/msk/lag",
             json={"replicator_name": name, "latency_ms": 45000, "message_lag": 250000},
         )
         assert resp.status_code == 200
         poll(lambda: (self.maximum(world, TARGET, "ReplicationLatency", name) or (0.0, ""))[0] == 45000)
         poll(lambda: (self.maximum(world, TARGET, "MessageLag", name) or (0.0, ""))[0] == 250000)
 
-    def test_control_route_rejects_unknown_replicator(self, world: World) -> None:
-        resp = httpx.post(
-            f"{world.endpoint}/_sandbox/msk/lag", json={"replicator_name": "nope", "latency_ms": 1}
+    def test_control_route_rejects_unknown_replicator(self, world: AwsSandbox) -> None:
+        resp = world.control(
+            "POST",
+            "/_sandbox/msk/lag",
+            json={"replicator_name": "nope", "latency_ms": 1},
         )
         assert resp.status_code == 404

@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 from botocore.exceptions import ClientError
 
-from sandbox.aws import AwsServer, SandboxAwsApp
+from sandbox.aws import SandboxAwsApp
 from sandbox.clock import SandboxClock
+from sandbox.harness import AwsSandbox
 from sandbox.route53 import (
     CHECKER_REGION_HEADER,
     DEFAULT_CHECKER_REGIONS,
@@ -218,7 +218,9 @@ class World:
         return str(resp["HealthCheck"]["Id"])
 
     def report(self, health_check_id: str) -> dict[str, Any]:
-        checks = httpx.get(f"{self.endpoint}/_sandbox/route53/health", timeout=5).json()["health_checks"]
+        checks = httpx.get(f"{self.endpoint}/_sandbox/route53/health", timeout=5, trust_env=False).json()[
+            "health_checks"
+        ]
         return next(c for c in checks if c["health_check_id"] == health_check_id)
 
     def healthy(self, health_check_id: str) -> bool:
@@ -250,20 +252,14 @@ def world() -> Iterator[World]:
         target = targets.get(host)
         return target.base_url if target else None  # sandbox ALBs terminate TLS: plain HTTP inside
 
-    app = SandboxAwsApp()
-    truth = GroundTruth()
-    sim = Route53Sim(
-        app, clock=SandboxClock(time_scale=TIME_SCALE), truth=truth, resolve=resolve, rng=random.Random(11)
-    )
-    server = AwsServer(app).start()
-    sim.start(server.endpoint_url)
-    client = boto3.client("route53", endpoint_url=server.endpoint_url, region_name="us-east-1")
+    def simulators(app: SandboxAwsApp, truth: GroundTruth) -> list[Route53Sim]:
+        clock = SandboxClock(time_scale=TIME_SCALE)
+        return [Route53Sim(app, clock=clock, truth=truth, resolve=resolve, rng=random.Random(11))]
+
     try:
-        yield World(client=client, endpoint=server.endpoint_url, truth=truth, targets=targets)
+        with AwsSandbox(simulators) as aws:
+            yield World(client=aws.client("route53"), endpoint=aws.endpoint, truth=aws.truth, targets=targets)
     finally:
-        sim.stop()
-        httpx.post(f"{server.endpoint_url}/moto-api/reset", timeout=10)
-        server.stop()
         for target in targets.values():
             target.close()
 

@@ -40,7 +40,7 @@ def endpoint() -> Iterator[str]:
         yield server.endpoint_url
     finally:
         sim.stop()
-        httpx.post(f"{server.endpoint_url}/moto-api/reset")
+        httpx.post(f"{server.endpoint_url}/moto-api/reset", trust_env=False)
         server.stop()
 
 

@@ -34,7 +34,7 @@ def endpoint() -> Iterator[str]:
         yield server.endpoint_url
     finally:
         sim.stop()
-        httpx.post(f"{server.endpoint_url}/moto-api/reset")
+        httpx.post(f"{server.endpoint_url}/moto-api/reset", trust_env=False)
         server.stop()
 
 
@@ -52,7 +52,7 @@ def table(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def change(table: str, present: list[str], regions: tuple[str, ...] = (EAST, WEST, EU)) -> Change:
-    spec = GlobalTableSpec(table=table, source_region=EAST, regions=regions, tags=MANAGED_TAGS)
+    spec = GlobalTableSpec(table=table, region=EAST, regions=regions, tags=MANAGED_TAGS)
     return Change(
         kind=ResourceKind.GLOBAL_TABLE,
         id=table,

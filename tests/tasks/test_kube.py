@@ -37,7 +37,7 @@ def eks_world(kube_emulators: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -
     try:
         yield {"kube": kube}
     finally:
-        httpx.post(f"{server.endpoint_url}/moto-api/reset")
+        httpx.post(f"{server.endpoint_url}/moto-api/reset", trust_env=False)
         server.stop()
 
 

@@ -1,0 +1,155 @@
+"""The provision plan: what AWS should look like for a topology, what it looks like, and the difference.
+
+Pure functions only, no Prefect and no boto3. `desired_state(topology, observed)` says what the
+failover plumbing must be (it needs a few observed facts the topology cannot know: ALB DNS
+names, cluster ARNs, subnets); `plan_for(topology, observed)` compares resource by resource and
+field by field. The flow reads AWS, calls these, shows the plan, and applies only the changes it
+lists, stage by stage along the stage graph `apply_stages` gives, so that a second run against a
+converged world is an empty plan and makes no mutating call at all.
+
+One module per system (route53, dynamodb, msk, aurora, alarms, eks), each with the same shape;
+`chalkdr.plan.core` is what they share and `chalkdr.plan.systems` registers them.
+"""
+
+from chalkdr.plan.alarms import (
+    ALARM_DATAPOINTS_TO_ALARM,
+    ALARM_EVALUATION_PERIODS,
+    ALARM_PERIOD_S,
+    AlarmSpec,
+    ObservedAlarm,
+    ObservedAlarms,
+    alarm_prefix,
+)
+from chalkdr.plan.aurora import (
+    GlobalClusterSpec,
+    ObservedAurora,
+    ObservedDbCluster,
+    ObservedGlobalCluster,
+    SecondaryClusterSpec,
+)
+from chalkdr.plan.core import (
+    MANAGED_TAG_KEY,
+    MANAGED_TAGS,
+    Action,
+    Change,
+    ChangeResult,
+    Check,
+    FieldDiff,
+    Findings,
+    Plan,
+    PlanError,
+    ResourceKind,
+    Spec,
+    Stage,
+    StageDef,
+    WaitPolicy,
+    compare,
+    critical_path_s,
+    normalize_dns,
+    plan_table_rows,
+    render_plan_markdown,
+    tag_list,
+)
+from chalkdr.plan.dynamodb import GlobalTableSpec, ObservedDynamoDb, ObservedTable, online_store_tables
+from chalkdr.plan.eks import ObservedDeployment, ObservedEks, ObservedEksClusters
+from chalkdr.plan.msk import (
+    ObservedMsk,
+    ObservedMskCluster,
+    ObservedReplicator,
+    ReplicatorSpec,
+    replicator_name,
+    replicator_names,
+)
+from chalkdr.plan.route53 import (
+    AliasTarget,
+    HealthCheckSpec,
+    ObservedAlb,
+    ObservedHealthCheck,
+    ObservedRecord,
+    ObservedRoute53,
+    RecordSpec,
+    caller_reference,
+    caller_reference_prefix,
+    health_check_name,
+    set_identifier,
+)
+from chalkdr.plan.systems import (
+    SYSTEMS,
+    DesiredState,
+    ObservedState,
+    System,
+    apply_stages,
+    compute_plan,
+    desired_state,
+    plan_for,
+    stage_defs,
+)
+
+__all__ = [
+    "ALARM_DATAPOINTS_TO_ALARM",
+    "ALARM_EVALUATION_PERIODS",
+    "ALARM_PERIOD_S",
+    "MANAGED_TAGS",
+    "MANAGED_TAG_KEY",
+    "SYSTEMS",
+    "Action",
+    "AlarmSpec",
+    "AliasTarget",
+    "Change",
+    "ChangeResult",
+    "Check",
+    "DesiredState",
+    "FieldDiff",
+    "Findings",
+    "GlobalClusterSpec",
+    "GlobalTableSpec",
+    "HealthCheckSpec",
+    "ObservedAlarm",
+    "ObservedAlarms",
+    "ObservedAlb",
+    "ObservedAurora",
+    "ObservedDbCluster",
+    "ObservedDeployment",
+    "ObservedDynamoDb",
+    "ObservedEks",
+    "ObservedEksClusters",
+    "ObservedGlobalCluster",
+    "ObservedHealthCheck",
+    "ObservedMsk",
+    "ObservedMskCluster",
+    "ObservedRecord",
+    "ObservedReplicator",
+    "ObservedRoute53",
+    "ObservedState",
+    "ObservedTable",
+    "Plan",
+    "PlanError",
+    "RecordSpec",
+    "ReplicatorSpec",
+    "ResourceKind",
+    "SecondaryClusterSpec",
+    "Spec",
+    "Stage",
+    "StageDef",
+    "System",
+    "WaitPolicy",
+    "alarm_prefix",
+    "apply_stages",
+    "caller_reference",
+    "caller_reference_prefix",
+    "compare",
+    "compute_plan",
+    "critical_path_s",
+    "desired_state",
+    "health_check_name",
+    "normalize_dns",
+    "online_store_tables",
+    "plan_for",
+    "plan_table_rows",
+    "render_plan_markdown",
+    "replicator_name",
+    "replicator_names",
+    "set_identifier",
+    "stage_defs",
+    "tag_list",
+]

@@ -1,0 +1,224 @@
+"""CloudWatch in the plan: replication-lag alarms at the topology's guards, for every replication path.
+
+Alarms are ours by the `chalkdr-<env>-` name prefix. One alarm per DynamoDB direction (after a
+failover the writes come from another region, so every direction is watched), two per MSK
+replicator (latency and message lag), one per Aurora secondary.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field
+
+from chalkdr.plan.core import (
+    MANAGED_TAGS,
+    Action,
+    Change,
+    FieldDiff,
+    Findings,
+    PlanModel,
+    ResourceKind,
+    Spec,
+    StageDef,
+    compare,
+)
+from chalkdr.plan.dynamodb import online_store_tables
+from chalkdr.plan.msk import replicator_names
+from chalkdr.topology import Topology
+
+if TYPE_CHECKING:
+    from chalkdr.plan.systems import DesiredState, ObservedState
+
+__all__ = [
+    "ALARM_DATAPOINTS_TO_ALARM",
+    "ALARM_EVALUATION_PERIODS",
+    "ALARM_PERIOD_S",
+    "STAGES",
+    "AlarmSpec",
+    "ObservedAlarm",
+    "ObservedAlarms",
+    "alarm_prefix",
+    "changes",
+    "desired",
+]
+
+# Replication lag alarms: one-minute maxima, three in a row above the guard.
+ALARM_PERIOD_S = 60
+ALARM_EVALUATION_PERIODS = 3
+ALARM_DATAPOINTS_TO_ALARM = 3
+_SETTINGS = (
+    "namespace",
+    "metric_name",
+    "dimensions",
+    "statistic",
+    "period",
+    "evaluation_periods",
+    "datapoints_to_alarm",
+    "threshold",
+    "comparison_operator",
+    "treat_missing_data",
+)
+
+
+def alarm_prefix(environment: str) -> str:
+    return f"chalkdr-{environment}-"
+
+
+class _AlarmSettings(PlanModel):
+    """What PutMetricAlarm sets, the same fields whether wanted or read (AWS omits some)."""
+
+    namespace: str | None = None
+    metric_name: str | None = None
+    dimensions: dict[str, str] = Field(default_factory=dict)
+    statistic: str | None = None
+    period: int | None = None
+    evaluation_periods: int | None = None
+    datapoints_to_alarm: int | None = None
+    threshold: float | None = None
+    comparison_operator: str | None = None
+    treat_missing_data: str | None = None
+
+    def settings(self) -> dict[str, Any]:
+        out = {name: getattr(self, name) for name in _SETTINGS}
+        out["dimensions"] = dict(sorted(self.dimensions.items()))
+        out["threshold"] = None if self.threshold is None else float(self.threshold)
+        out["treat_missing_data"] = self.treat_missing_data or "missing"  # AWS's default
+        return out
+
+
+class AlarmSpec(_AlarmSettings, Spec):
+    kind: Literal["cloudwatch-alarm"] = "cloudwatch-alarm"
+    name: str
+    namespace: str
+    metric_name: str
+    statistic: str = "Maximum"
+    period: int = ALARM_PERIOD_S
+    evaluation_periods: int = ALARM_EVALUATION_PERIODS
+    datapoints_to_alarm: int = ALARM_DATAPOINTS_TO_ALARM
+    threshold: float
+    comparison_operator: str = "GreaterThanThreshold"
+    treat_missing_data: str = "notBreaching"  # no writes, no lag: replication metrics are sparse
+    description: str
+    account_id: str  # for the alarm's ARN (the audit names it before AWS has answered)
+    tags: dict[str, str]
+
+    @property
+    def resource_id(self) -> str:
+        return self.name
+
+    @property
+    def arn(self) -> str:
+        return f"arn:aws:cloudwatch:{self.region}:{self.account_id}:alarm:{self.name}"
+
+
+class ObservedAlarm(_AlarmSettings):
+    name: str
+    region: str
+
+
+class ObservedAlarms(PlanModel):
+    alarms: dict[str, tuple[ObservedAlarm, ...]] = Field(default_factory=dict)  # region -> ours there
+
+
+def _alarm(topology: Topology, slug: str, region: str, metric: tuple[str, str], **fields: Any) -> AlarmSpec:
+    account = topology.region(region).msk_cluster_arn.split(":")[4]  # the account the topology names
+    return AlarmSpec(
+        name=f"{alarm_prefix(topology.environment)}{slug}",
+        region=region,
+        namespace=metric[0],
+        metric_name=metric[1],
+        account_id=account,
+        tags=MANAGED_TAGS,
+        **fields,
+    )
+
+
+def desired(topology: Topology, observed: ObservedState, findings: Findings) -> list[Spec]:
+    env, guards = topology.environment, topology.guards
+    regions = [r.aws_region for r in topology.regions]
+    specs: list[Spec] = []
+    ddb_ms = guards.max_dynamodb_replication_lag_ms
+    for table in online_store_tables(topology):
+        # ReplicationLatency is published in the region the writes come from, per receiving region.
+        for source in regions:
+            for receiver in (r for r in regions if r != source):
+                specs.append(
+                    _alarm(
+                        topology,
+                        f"dynamodb-{table}-{source}-to-{receiver}-replication-latency",
+                        source,
+                        ("AWS/DynamoDB", "ReplicationLatency"),
+                        dimensions={"TableName": table, "ReceivingRegion": receiver},
+                        threshold=ddb_ms,
+                        description=(
+                            f"chalk-dr {env}: DynamoDB {table} replication {source} -> {receiver} "
+                            f"above {ddb_ms:g} ms"
+                        ),
+                    )
+                )
+    for region, name in replicator_names(topology).items():
+        for metric, slug, threshold, unit in (
+            ("ReplicationLatency", "replication-latency", guards.max_msk_replication_lag_ms, "ms"),
+            ("MessageLag", "message-lag", guards.max_msk_message_lag, "messages"),
+        ):
+            specs.append(
+                _alarm(
+                    topology,
+                    f"msk-{name}-{slug}",
+                    region,
+                    ("AWS/Kafka", metric),
+                    dimensions={"ReplicatorName": name},
+                    threshold=threshold,
+                    description=f"chalk-dr {env}: MSK replicator {name} {metric} above {threshold:g} {unit}",
+                )
+            )
+    aurora_ms = guards.max_aurora_replication_lag_ms
+    for r in topology.secondaries:
+        specs.append(
+            _alarm(
+                topology,
+                f"aurora-{r.aurora_cluster_id}-replication-lag",
+                r.aws_region,
+                ("AWS/RDS", "AuroraGlobalDBReplicationLag"),
+                dimensions={"DBClusterIdentifier": r.aurora_cluster_id},
+                threshold=aurora_ms,
+                description=(
+                    f"chalk-dr {env}: Aurora secondary {r.aurora_cluster_id} replication lag above "
+                    f"{aurora_ms:g} ms"
+                ),
+            )
+        )
+    return specs
+
+
+def changes(desired: DesiredState, observed: ObservedState, findings: Findings) -> list[Change]:
+    out = []
+    wanted: set[tuple[str, str]] = set()
+    for spec in desired.of(AlarmSpec):
+        wanted.add((spec.region, spec.name))
+        current = next((a for a in observed.alarms.alarms.get(spec.region, ()) if a.name == spec.name), None)
+        if current is None:
+            metric = FieldDiff(field="metric", new=f"{spec.namespace} {spec.metric_name}")
+            created = [metric, FieldDiff(field="threshold", new=float(spec.threshold))]
+            out.append(Change.of(spec, Action.CREATE, created))
+            continue
+        out.append(Change.of(spec, *compare(current.settings(), spec.settings())))
+    for region, alarms in observed.alarms.alarms.items():
+        for alarm in alarms:
+            if (region, alarm.name) not in wanted:
+                findings.warnings.append(
+                    f"{region}: alarm {alarm.name} is no longer in the topology (left alone)"
+                )
+    return out
+
+
+# Alarms watch what the other stages make: the replicas' and replicators' metrics.
+STAGES = (
+    StageDef(
+        name="cloudwatch-alarms",
+        kind=ResourceKind.ALARM,
+        concurrent=True,
+        depends_on=("dynamodb-replicas", "msk-replicators", "aurora-secondaries"),
+    ),
+)

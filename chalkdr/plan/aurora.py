@@ -1,0 +1,209 @@
+"""Aurora in the plan: the metadata plane's global cluster, written in the primary, a secondary per region.
+
+The primary's cluster is Chalk's; provision makes it the writer of the topology's global cluster
+and creates each secondary with CreateDBCluster(GlobalClusterIdentifier=...). AWS cannot attach
+an existing standalone cluster to a global cluster, so that is an error, never a change, and
+provision never moves the writer (failover and failback do).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field
+
+from chalkdr.plan.core import (
+    MANAGED_TAGS,
+    Action,
+    Change,
+    FieldDiff,
+    Findings,
+    PlanModel,
+    ResourceKind,
+    Spec,
+    StageDef,
+)
+from chalkdr.topology import Topology
+
+if TYPE_CHECKING:
+    from chalkdr.plan.systems import DesiredState, ObservedState
+
+__all__ = [
+    "STAGES",
+    "GlobalClusterSpec",
+    "ObservedAurora",
+    "ObservedDbCluster",
+    "ObservedGlobalCluster",
+    "SecondaryClusterSpec",
+    "changes",
+    "desired",
+]
+
+
+class GlobalClusterSpec(Spec):
+    kind: Literal["aurora-global-cluster"] = "aurora-global-cluster"
+    # `region` is the primary region (where the writer is).
+    id: str
+    writer_cluster_id: str
+    writer_cluster_arn: str
+    engine: str
+    engine_version: str | None
+    tags: dict[str, str]
+
+    @property
+    def resource_id(self) -> str:
+        return self.id
+
+
+class SecondaryClusterSpec(Spec):
+    kind: Literal["aurora-secondary-cluster"] = "aurora-secondary-cluster"
+    id: str
+    global_cluster_id: str
+    engine: str
+    engine_version: str | None
+    tags: dict[str, str]
+
+    @property
+    def resource_id(self) -> str:
+        return self.id
+
+
+class ObservedDbCluster(PlanModel):
+    id: str
+    arn: str
+    region: str
+    engine: str
+    engine_version: str | None = None
+    status: str
+    global_cluster_id: str | None = None
+
+
+class ObservedGlobalCluster(PlanModel):
+    id: str
+    arn: str
+    engine: str | None = None
+    engine_version: str | None = None
+    status: str
+    members: dict[str, bool] = Field(default_factory=dict)  # cluster ARN -> is writer
+
+
+class ObservedAurora(PlanModel):
+    clusters: dict[str, ObservedDbCluster] = Field(default_factory=dict)  # region -> its cluster
+    global_cluster: ObservedGlobalCluster | None = None
+
+
+def desired(topology: Topology, observed: ObservedState, findings: Findings) -> list[Spec]:
+    primary_cfg = topology.primary
+    primary = observed.aurora.clusters.get(primary_cfg.aws_region)
+    gid = topology.aurora.global_cluster_id
+    if primary is None:
+        findings.errors.append(
+            f"{primary_cfg.aws_region}: Aurora cluster {primary_cfg.aurora_cluster_id} not found "
+            "(rds:DescribeDBClusters): the global cluster is built from it"
+        )
+        return []
+    engine, version = primary.engine, primary.engine_version
+    return [
+        GlobalClusterSpec(
+            id=gid,
+            region=primary_cfg.aws_region,
+            writer_cluster_id=primary.id,
+            writer_cluster_arn=primary.arn,
+            engine=engine,
+            engine_version=version,
+            tags=MANAGED_TAGS,
+        ),
+        *(
+            SecondaryClusterSpec(
+                id=r.aurora_cluster_id,
+                region=r.aws_region,
+                global_cluster_id=gid,
+                engine=engine,
+                engine_version=version,
+                tags=MANAGED_TAGS,
+            )
+            for r in topology.secondaries
+        ),
+    ]
+
+
+def _global_change(
+    spec: GlobalClusterSpec, desired: DesiredState, observed: ObservedAurora, findings: Findings
+) -> Change | None:
+    gc = observed.global_cluster
+    primary = observed.clusters.get(spec.region)
+    if gc is None:
+        if primary is not None and primary.global_cluster_id and primary.global_cluster_id != spec.id:
+            findings.errors.append(
+                f"{spec.region}: Aurora cluster {spec.writer_cluster_id} already belongs to global cluster "
+                f"{primary.global_cluster_id}, not {spec.id}"
+            )
+            return None
+        engine = f"{spec.engine} {spec.engine_version or ''}".strip()
+        diffs = [
+            FieldDiff(field="writer", new=spec.writer_cluster_arn),
+            FieldDiff(field="engine", new=engine),
+        ]
+        return Change.of(spec, Action.CREATE, diffs)
+    if spec.writer_cluster_arn not in gc.members:
+        findings.errors.append(
+            f"{spec.region}: Aurora global cluster {spec.id} exists without {spec.writer_cluster_id}; an "
+            "existing cluster cannot be attached to a global cluster (AWS adds only new secondaries)"
+        )
+        return None
+    if gc.engine and gc.engine != spec.engine:
+        findings.errors.append(
+            f"aurora: global cluster {spec.id} runs {gc.engine}, the primary runs {spec.engine}"
+        )
+    writer = next((arn for arn, is_writer in gc.members.items() if is_writer), None)
+    if writer != spec.writer_cluster_arn:
+        ours = {spec.writer_cluster_arn} | {
+            c.arn
+            for s in desired.of(SecondaryClusterSpec)
+            if (c := observed.clusters.get(s.region)) is not None
+        }
+        where = "a cluster of this topology" if writer in ours else "a cluster outside this topology"
+        findings.warnings.append(
+            f"aurora: the writer of {spec.id} is {writer or 'nobody'} ({where}), not the topology's "
+            f"primary {spec.writer_cluster_id}; provision does not move the writer (failback does)"
+        )
+    return Change.of(spec, Action.NOOP, current_id=gc.arn)
+
+
+def _secondary_change(
+    spec: SecondaryClusterSpec, observed: ObservedAurora, findings: Findings
+) -> Change | None:
+    cluster = observed.clusters.get(spec.region)
+    members = observed.global_cluster.members if observed.global_cluster is not None else {}
+    if cluster is None:
+        return Change.of(spec, Action.CREATE, [FieldDiff(field="global_cluster", new=spec.global_cluster_id)])
+    if cluster.arn in members:
+        return Change.of(spec, Action.NOOP, current_id=cluster.arn)
+    findings.errors.append(
+        f"{spec.region}: Aurora cluster {spec.id} exists as a standalone cluster; AWS cannot attach an "
+        f"existing cluster to global cluster {spec.global_cluster_id} (a secondary is created by "
+        "rds:CreateDBCluster with GlobalClusterIdentifier): delete or rename it"
+    )
+    return None
+
+
+def changes(desired: DesiredState, observed: ObservedState, findings: Findings) -> list[Change]:
+    out: list[Change | None] = []
+    for spec in desired.of(GlobalClusterSpec):
+        gc_change = _global_change(spec, desired, observed.aurora, findings)
+        if gc_change is None:
+            return []  # without a usable global cluster, no secondary can join it
+        out.append(gc_change)
+    out += [_secondary_change(s, observed.aurora, findings) for s in desired.of(SecondaryClusterSpec)]
+    return [c for c in out if c is not None]
+
+
+STAGES = (
+    StageDef(name="aurora-global-cluster", kind=ResourceKind.GLOBAL_CLUSTER, concurrent=False),
+    StageDef(
+        name="aurora-secondaries",
+        kind=ResourceKind.SECONDARY_CLUSTER,
+        concurrent=True,
+        depends_on=("aurora-global-cluster",),
+    ),
+)

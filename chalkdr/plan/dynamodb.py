@@ -1,0 +1,105 @@
+"""DynamoDB in the plan: every online-store table a global table (2019.11.21) with a replica in every region.
+
+The tables are Chalk's; their replicas are ours. AWS adds a replica only where no table of that
+name exists, one replica change per table at a time (the apply task adds them in turn).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field
+
+from chalkdr.plan.core import (
+    MANAGED_TAGS,
+    Action,
+    Change,
+    FieldDiff,
+    Findings,
+    PlanModel,
+    ResourceKind,
+    Spec,
+    StageDef,
+)
+from chalkdr.topology import Topology
+
+if TYPE_CHECKING:
+    from chalkdr.plan.systems import DesiredState, ObservedState
+
+__all__ = ["STAGES", "GlobalTableSpec", "ObservedDynamoDb", "ObservedTable", "changes", "desired"]
+
+
+class GlobalTableSpec(Spec):
+    kind: Literal["dynamodb-global-table"] = "dynamodb-global-table"
+    # `region` is the source region (the primary's table, where replicas are added from).
+    table: str
+    regions: tuple[str, ...]  # every region that must hold a replica, the source included
+    tags: dict[str, str]
+
+    @property
+    def resource_id(self) -> str:
+        return self.table
+
+
+class ObservedTable(PlanModel):
+    table: str
+    region: str
+    status: str
+    arn: str
+    replica_regions: tuple[str, ...] = ()  # the OTHER regions, as DescribeTable lists them
+    replica_status: dict[str, str] = Field(default_factory=dict)
+    global_table_version: str | None = None
+
+
+class ObservedDynamoDb(PlanModel):
+    tables: dict[str, tuple[ObservedTable, ...]] = Field(default_factory=dict)  # region -> tables there
+
+    def table(self, region: str, name: str) -> ObservedTable | None:
+        return next((t for t in self.tables.get(region, ()) if t.table == name), None)
+
+
+def online_store_tables(topology: Topology) -> list[str]:
+    """Every region's online-store tables, each once, in topology order."""
+    return list(dict.fromkeys(t for r in topology.regions for t in r.online_store_tables))
+
+
+def desired(topology: Topology, observed: ObservedState, findings: Findings) -> list[Spec]:
+    regions = tuple(r.aws_region for r in topology.regions)
+    return [
+        GlobalTableSpec(table=t, region=topology.primary.aws_region, regions=regions, tags=MANAGED_TAGS)
+        for t in online_store_tables(topology)
+    ]
+
+
+def _change(spec: GlobalTableSpec, observed: ObservedDynamoDb, findings: Findings) -> Change | None:
+    source = observed.table(spec.region, spec.table)
+    if source is None:
+        findings.errors.append(
+            f"{spec.region}: DynamoDB table {spec.table} not found (dynamodb:DescribeTable); "
+            "the online store is Chalk's to create, its replicas are ours"
+        )
+        return None
+    present = [spec.region] + [
+        r for r in source.replica_regions if source.replica_status.get(r) != "DELETING"
+    ]
+    missing = [r for r in spec.regions if r not in present]
+    for r in missing:
+        standalone = observed.table(r, spec.table)
+        if standalone is not None and spec.region not in standalone.replica_regions:
+            findings.errors.append(
+                f"{r}: DynamoDB table {spec.table} exists there as a separate table; AWS adds a "
+                f"replica only where no table of that name exists (delete it or rename the table)"
+            )
+    if not missing:
+        return Change.of(spec, Action.NOOP, current_id=source.arn)
+    new = sorted(set(spec.regions) | set(present))
+    diff = FieldDiff(field="replica_regions", old=sorted(present), new=new)
+    return Change.of(spec, Action.UPDATE, [diff], current_id=source.arn)
+
+
+def changes(desired: DesiredState, observed: ObservedState, findings: Findings) -> list[Change]:
+    found = (_change(spec, observed.dynamodb, findings) for spec in desired.of(GlobalTableSpec))
+    return [c for c in found if c is not None]
+
+
+STAGES = (StageDef(name="dynamodb-replicas", kind=ResourceKind.GLOBAL_TABLE, concurrent=True),)

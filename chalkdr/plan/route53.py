@@ -1,0 +1,475 @@
+"""Route 53 in the plan: a health check per region, the failover records, the regional names.
+
+Identity rules (what makes a re-run find what an earlier run made):
+- a health check is ours by its CallerReference, `chalkdr-<env>-<region>-<hash>`, where the hash
+  covers the settings Route 53 cannot change in place (Type, RequestInterval): a new hash means a
+  new check (replace), and an interrupted replace leaves a check with the old hash to clean up;
+- a record is (name, type, SetIdentifier); failover/weighted/latency records use `<env>-<region>`
+  so that every SetIdentifier in the zone is unique (moto deletes by SetIdentifier alone).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field
+
+from chalkdr.plan.core import (
+    MANAGED_TAGS,
+    Action,
+    Change,
+    FieldDiff,
+    Findings,
+    PlanModel,
+    ResourceKind,
+    Spec,
+    StageDef,
+    compare,
+    normalize_dns,
+)
+from chalkdr.topology import RegionConfig, RoutingMode, Topology
+
+if TYPE_CHECKING:
+    from chalkdr.plan.systems import DesiredState, ObservedState
+
+__all__ = [
+    "STAGES",
+    "AliasTarget",
+    "HealthCheckSpec",
+    "ObservedAlb",
+    "ObservedHealthCheck",
+    "ObservedRecord",
+    "ObservedRoute53",
+    "RecordSpec",
+    "caller_reference",
+    "caller_reference_prefix",
+    "changes",
+    "desired",
+    "health_check_name",
+    "set_identifier",
+]
+
+_CALLER_REFERENCE_MAX = 64  # Route 53's limit
+_HASH_LEN = 10
+
+
+# -- names ------------------------------------------------------------------------------------
+
+
+def health_check_name(environment: str, region: str) -> str:
+    return f"chalkdr-{environment}-{region}"
+
+
+def caller_reference_prefix(environment: str, region: str) -> str:
+    prefix = f"chalkdr-{environment}-{region}-"
+    if len(prefix) + _HASH_LEN + 3 > _CALLER_REFERENCE_MAX:  # room for a ".NN" retry suffix
+        prefix = f"chalkdr-{hashlib.sha256(f'{environment}|{region}'.encode()).hexdigest()[:16]}-"
+    return prefix
+
+
+def caller_reference(environment: str, region: str, *, check_type: str, request_interval: int) -> str:
+    """Deterministic: a retried create returns the same check; a new immutable setting, a new check."""
+    digest = hashlib.sha256(f"{check_type}|{request_interval}".encode()).hexdigest()[:_HASH_LEN]
+    return caller_reference_prefix(environment, region) + digest
+
+
+def set_identifier(environment: str, region: str) -> str:
+    return f"{environment}-{region}"
+
+
+# -- models -----------------------------------------------------------------------------------
+
+
+def _health_check_fields(
+    fqdn: str | None,
+    port: int | None,
+    resource_path: str | None,
+    failure_threshold: int | None,
+    regions: tuple[str, ...],
+    inverted: bool,
+    disabled: bool,
+) -> dict[str, Any]:
+    """The settings UpdateHealthCheck can change in place, compared between spec and AWS."""
+    return {
+        "fqdn": normalize_dns(fqdn) if fqdn else None,
+        "port": port,
+        "resource_path": resource_path,
+        "failure_threshold": failure_threshold,
+        "regions": sorted(regions),
+        "inverted": inverted,
+        "disabled": disabled,
+    }
+
+
+class HealthCheckSpec(Spec):
+    kind: Literal["route53-health-check"] = "route53-health-check"
+    # `region` is the region whose ALB is checked (the check itself lives in Route 53).
+    name: str
+    caller_reference: str
+    type: str
+    fqdn: str
+    port: int
+    resource_path: str
+    request_interval: int
+    failure_threshold: int
+    regions: tuple[str, ...]
+    tags: dict[str, str]
+
+    @property
+    def resource_id(self) -> str:
+        return self.name
+
+    def mutable(self) -> dict[str, Any]:
+        return _health_check_fields(
+            self.fqdn, self.port, self.resource_path, self.failure_threshold, self.regions, False, False
+        )
+
+
+class ObservedHealthCheck(PlanModel):
+    id: str
+    caller_reference: str
+    version: int
+    type: str
+    fqdn: str | None = None
+    port: int | None = None
+    resource_path: str | None = None
+    request_interval: int | None = None
+    failure_threshold: int | None = None
+    regions: tuple[str, ...] = ()
+    inverted: bool = False
+    disabled: bool = False
+    tags: dict[str, str] = Field(default_factory=dict)
+
+    def mutable(self) -> dict[str, Any]:
+        return _health_check_fields(
+            self.fqdn,
+            self.port,
+            self.resource_path,
+            self.failure_threshold,
+            self.regions,
+            self.inverted,
+            self.disabled,
+        )
+
+
+class AliasTarget(PlanModel):
+    dns_name: str
+    hosted_zone_id: str
+    evaluate_target_health: bool = False
+
+
+class _Routed(PlanModel):
+    """The routing settings a record set carries, the same whether wanted or read."""
+
+    type: str = "A"
+    set_identifier: str | None = None
+    failover: str | None = None
+    weight: int | None = None
+    latency_region: str | None = None
+
+    @property
+    def routing(self) -> str:
+        if self.failover:
+            return "failover"
+        if self.weight is not None:
+            return "weighted"
+        if self.latency_region:
+            return "latency"
+        return "simple"
+
+    @property
+    def routing_value(self) -> Any:
+        return {"failover": self.failover, "weighted": self.weight, "latency": self.latency_region}.get(
+            self.routing
+        )
+
+
+class RecordSpec(_Routed, Spec):
+    kind: Literal["route53-record"] = "route53-record"
+    # `region` is the region the record points at.
+    zone_id: str
+    name: str
+    failover: Literal["PRIMARY", "SECONDARY"] | None = None
+    alias: AliasTarget
+    health_check_region: str | None = None  # whose health check it carries
+
+    @property
+    def key(self) -> tuple[str, str, str | None]:
+        return (normalize_dns(self.name), self.type, self.set_identifier)
+
+    @property
+    def resource_id(self) -> str:
+        name, rtype, ident = self.key
+        return f"{name} {rtype}" + (f" {ident}" if ident else "")
+
+
+class ObservedRecord(_Routed):
+    name: str
+    alias: AliasTarget | None = None
+    ttl: int | None = None
+    values: tuple[str, ...] = ()
+    health_check_id: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str | None]:
+        return (normalize_dns(self.name), self.type, self.set_identifier)
+
+
+class ObservedAlb(PlanModel):
+    region: str
+    name: str
+    arn: str
+    dns_name: str
+    canonical_hosted_zone_id: str
+
+
+class ObservedRoute53(PlanModel):
+    zone_id: str
+    zone_name: str | None  # None: the hosted zone does not exist
+    health_checks: tuple[ObservedHealthCheck, ...] = ()  # those with this environment's reference
+    records: tuple[ObservedRecord, ...] = ()  # every A record under the names the topology uses
+    albs: dict[str, ObservedAlb] = Field(default_factory=dict)  # region -> its ALB (absent: not found)
+
+
+# -- desired ----------------------------------------------------------------------------------
+
+
+def _within_zone(name: str, zone: str) -> bool:
+    zone = normalize_dns(zone)
+    return name == zone or name.endswith("." + zone)
+
+
+def _health_checks(
+    topology: Topology, observed: ObservedRoute53, findings: Findings
+) -> list[HealthCheckSpec]:
+    hc = topology.route53.health_check
+    specs = []
+    for r in topology.regions:
+        alb = observed.albs.get(r.aws_region)
+        if alb is None:
+            findings.errors.append(
+                f"{r.aws_region}: ALB {r.alb!r} not found (elasticloadbalancing:DescribeLoadBalancers): "
+                "the health check and alias records need its DNS name"
+            )
+            continue
+        name = health_check_name(topology.environment, r.aws_region)
+        specs.append(
+            HealthCheckSpec(
+                region=r.aws_region,
+                name=name,
+                caller_reference=caller_reference(
+                    topology.environment,
+                    r.aws_region,
+                    check_type=hc.protocol,
+                    request_interval=hc.request_interval,
+                ),
+                type=hc.protocol,
+                fqdn=normalize_dns(alb.dns_name),
+                port=hc.port,
+                resource_path=hc.path,
+                request_interval=hc.request_interval,
+                failure_threshold=hc.failure_threshold,
+                regions=tuple(sorted(hc.regions)),
+                tags={**MANAGED_TAGS, "Name": name},
+            )
+        )
+    return specs
+
+
+def _alias(alb: ObservedAlb) -> AliasTarget:
+    return AliasTarget(
+        dns_name=normalize_dns(alb.dns_name),
+        hosted_zone_id=alb.canonical_hosted_zone_id,
+        evaluate_target_health=False,
+    )
+
+
+def _failover_name_routing(
+    topology: Topology, findings: Findings
+) -> list[tuple[RegionConfig, dict[str, Any]]]:
+    """Which regions the failover name routes to, and each one's routing settings."""
+    r53 = topology.route53
+    if topology.routing is RoutingMode.WEIGHTED:
+        return [(r, {"weight": r.weight}) for r in topology.regions]
+    if topology.routing is RoutingMode.LATENCY:
+        return [(r, {"latency_region": r.aws_region}) for r in topology.regions]
+    routed = [(topology.primary, {"failover": "PRIMARY"})]
+    if topology.secondaries:
+        routed.append((topology.secondaries[0], {"failover": "SECONDARY"}))
+    if len(topology.secondaries) > 1:
+        left = ", ".join(r.aws_region for r in topology.secondaries[1:])
+        findings.warnings.append(
+            f"route53: failover routing has one PRIMARY and one SECONDARY record; {left} "
+            f"not reachable through {r53.failover_record} (use weighted or latency routing)"
+        )
+    return routed
+
+
+def _records(topology: Topology, observed: ObservedRoute53, findings: Findings) -> list[RecordSpec]:
+    r53 = topology.route53
+    zone = observed.zone_name
+    if zone is None:
+        findings.errors.append(f"route53: hosted zone {r53.zone_id} not found (route53:GetHostedZone)")
+        return []
+    names = [r53.failover_record, *(r.query_hostname for r in topology.regions)]
+    outside = [n for n in names if not _within_zone(n, zone)]
+    if outside:
+        findings.errors.append(f"route53: {', '.join(outside)} not within hosted zone {normalize_dns(zone)}")
+        return []
+    specs: list[RecordSpec] = []
+    for r, routing in _failover_name_routing(topology, findings):
+        alb = observed.albs.get(r.aws_region)
+        if alb is not None:
+            specs.append(
+                RecordSpec(
+                    zone_id=r53.zone_id,
+                    name=r53.failover_record,
+                    set_identifier=set_identifier(topology.environment, r.aws_region),
+                    alias=_alias(alb),
+                    region=r.aws_region,
+                    health_check_region=r.aws_region,
+                    **routing,
+                )
+            )
+    for r in topology.regions:
+        alb = observed.albs.get(r.aws_region)
+        if alb is not None:
+            specs.append(
+                RecordSpec(zone_id=r53.zone_id, name=r.query_hostname, alias=_alias(alb), region=r.aws_region)
+            )
+    return specs
+
+
+def desired(topology: Topology, observed: ObservedState, findings: Findings) -> list[Spec]:
+    """Health checks on every region's ALB, then the records that carry them."""
+    r53 = observed.route53
+    return [*_health_checks(topology, r53, findings), *_records(topology, r53, findings)]
+
+
+# -- changes ----------------------------------------------------------------------------------
+
+
+def _ours(check: ObservedHealthCheck, prefix: str) -> str | None:
+    """The immutable-settings hash of one of our checks for this region, else None."""
+    if not check.caller_reference.startswith(prefix):
+        return None
+    m = re.fullmatch(rf"([0-9a-f]{{{_HASH_LEN}}})(?:\.\d+)?", check.caller_reference[len(prefix) :])
+    return m.group(1) if m else None
+
+
+def _health_check_change(environment: str, spec: HealthCheckSpec, observed: ObservedRoute53) -> Change:
+    prefix = caller_reference_prefix(environment, spec.region)
+    want = spec.caller_reference[len(prefix) :]
+    mine = [c for c in observed.health_checks if _ours(c, prefix) is not None]
+    keep = next(
+        (
+            c
+            for c in mine
+            if _ours(c, prefix) == want
+            and c.type == spec.type
+            and c.request_interval == spec.request_interval
+        ),
+        None,
+    )
+    stale = tuple(c.id for c in mine if c is not keep)
+    if keep is None:
+        if not stale:
+            created = FieldDiff(field="health_check", new=f"{spec.type} {spec.fqdn}:{spec.port}")
+            return Change.of(spec, Action.CREATE, [created])
+        old = next(c for c in mine if c.id == stale[0])
+        _, immutable = compare(
+            {"type": old.type, "request_interval": old.request_interval},
+            {"type": spec.type, "request_interval": spec.request_interval},
+        )
+        _, mutable = compare(old.mutable(), spec.mutable())
+        return Change.of(spec, Action.REPLACE, [*immutable, *mutable], stale_ids=stale)
+    action, diffs = compare(keep.mutable(), spec.mutable())
+    if keep.tags != spec.tags:
+        diffs.append(FieldDiff(field="tags", old=dict(keep.tags), new=dict(spec.tags)))
+        action = Action.UPDATE
+    if stale:
+        diffs.append(FieldDiff(field="stale_health_checks", old=list(stale), new=[]))
+        action = Action.REPLACE
+    return Change.of(
+        spec, action, diffs, current_id=keep.id, current_version=str(keep.version), stale_ids=stale
+    )
+
+
+def pending_health_check_id(spec: HealthCheckSpec) -> str:
+    """What a record change shows for a health check the same apply will create."""
+    return f"(new health check {spec.name})"
+
+
+def _record_fields(record: RecordSpec | ObservedRecord, health_check_id: str | None) -> dict[str, Any]:
+    alias = record.alias
+    values = record.values if isinstance(record, ObservedRecord) else ()
+    return {
+        "alias_target": normalize_dns(alias.dns_name) if alias else None,
+        "alias_zone": alias.hosted_zone_id if alias else None,
+        "evaluate_target_health": alias.evaluate_target_health if alias else None,
+        "health_check_id": health_check_id,
+        record.routing: record.routing_value,
+        "values": list(values),
+    }
+
+
+def _record_change(spec: RecordSpec, current: ObservedRecord | None, health_check_id: str | None) -> Change:
+    wanted = _record_fields(spec, health_check_id)
+    if current is None:
+        return Change.of(spec, *compare(None, wanted))
+    old = _record_fields(current, current.health_check_id)
+    if current.routing == spec.routing:
+        return Change.of(spec, *compare(old, wanted))
+    # Route 53 cannot UPSERT a record set into another routing policy: delete + create.
+    _, diffs = compare(old, wanted)
+    diffs += [
+        FieldDiff(field=k, old=v, new=None) for k, v in old.items() if k not in wanted and v is not None
+    ]
+    return Change.of(spec, Action.REPLACE, diffs, replaces=current.model_dump(mode="json"))
+
+
+def changes(desired: DesiredState, observed: ObservedState, findings: Findings) -> list[Change]:
+    r53 = observed.route53
+    out: list[Change] = []
+    check_ids: dict[str, str] = {}
+    for check in desired.of(HealthCheckSpec):
+        change = _health_check_change(desired.environment, check, r53)
+        check_ids[check.region] = change.current_id or pending_health_check_id(check)
+        out.append(change)
+    by_key = {r.key: r for r in r53.records}
+    wanted = set()
+    for record in desired.of(RecordSpec):
+        wanted.add(record.key)
+        hc = check_ids.get(record.health_check_region) if record.health_check_region else None
+        out.append(_record_change(record, by_key.get(record.key), hc))
+    for rec in r53.records:
+        if rec.key not in wanted and rec.type == "A":
+            ident = f" (SetIdentifier {rec.set_identifier})" if rec.set_identifier else ""
+            findings.warnings.append(
+                f"route53: record {rec.key[0]} A{ident} is not in the topology and is left alone; "
+                "Route 53 rejects mixing routing policies under one name, so remove it if it conflicts"
+            )
+    return out
+
+
+# Health checks exist before records point at them; replaced checks are deleted only after the
+# records have moved. All three are serial: Route 53 allows 5 requests/s per account.
+STAGES = (
+    StageDef(name="route53-health-checks", kind=ResourceKind.HEALTH_CHECK, concurrent=False),
+    StageDef(
+        name="route53-records",
+        kind=ResourceKind.RECORD,
+        concurrent=False,
+        depends_on=("route53-health-checks",),
+    ),
+    StageDef(
+        name="route53-health-check-cleanup",
+        kind=ResourceKind.HEALTH_CHECK,
+        concurrent=False,
+        cleanup=True,
+        depends_on=("route53-records",),
+        select=lambda c: bool(c.stale_ids),
+    ),
+)

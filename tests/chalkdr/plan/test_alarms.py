@@ -1,0 +1,63 @@
+"""CloudWatch in the plan: lag alarms per replication path, at the guards, ours by prefix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalkdr.plan import MANAGED_TAGS, AlarmSpec, ObservedAlarm, desired_state, plan_for
+
+
+class TestDesired:
+    def test_alarms_are_prefixed_tagged_and_use_the_guards(self, w: Any) -> None:
+        t = w.topology()
+        alarms = {a.name: a for a in desired_state(t, w.facts(t)).of(AlarmSpec)}
+        assert sorted(alarms) == [
+            "chalkdr-prod-aurora-chalk-meta-west-replication-lag",
+            "chalkdr-prod-dynamodb-chalk-online-store-us-east-1-to-us-west-2-replication-latency",
+            "chalkdr-prod-dynamodb-chalk-online-store-us-west-2-to-us-east-1-replication-latency",
+            "chalkdr-prod-msk-chalk-prod-east-to-west-message-lag",
+            "chalkdr-prod-msk-chalk-prod-east-to-west-replication-latency",
+        ]
+        ddb = alarms["chalkdr-prod-dynamodb-chalk-online-store-us-east-1-to-us-west-2-replication-latency"]
+        assert (ddb.region, ddb.namespace, ddb.metric_name, ddb.threshold) == (
+            "us-east-1",
+            "AWS/DynamoDB",
+            "ReplicationLatency",
+            5000,
+        )
+        assert ddb.dimensions == {"TableName": "chalk-online-store", "ReceivingRegion": "us-west-2"}
+        lag = alarms["chalkdr-prod-msk-chalk-prod-east-to-west-message-lag"]
+        assert (lag.region, lag.namespace, lag.dimensions) == (
+            "us-west-2",
+            "AWS/Kafka",
+            {"ReplicatorName": "chalk-prod-east-to-west"},
+        )
+        aurora = alarms["chalkdr-prod-aurora-chalk-meta-west-replication-lag"]
+        assert (aurora.metric_name, aurora.region) == ("AuroraGlobalDBReplicationLag", "us-west-2")
+        assert {a.tags == MANAGED_TAGS for a in alarms.values()} == {True}
+
+
+class TestDrift:
+    def test_threshold_drift_is_an_update_back_to_the_guard(self, w: Any) -> None:
+        t = w.topology()
+        obs = w.converged(t)
+        alarms = {
+            r: tuple(
+                a.model_copy(update={"threshold": 1.0}) if a.metric_name == "MessageLag" else a for a in v
+            )
+            for r, v in obs.alarms.alarms.items()
+        }
+        (change,) = plan_for(t, w.updated(obs, "alarms", alarms=alarms)).pending
+        assert change.id == "chalkdr-prod-msk-chalk-prod-east-to-west-message-lag"
+        assert w.diff(change) == {"threshold": (1.0, 10000.0)}
+
+    def test_alarms_no_longer_in_the_topology_are_left_alone_with_a_warning(self, w: Any) -> None:
+        t = w.topology()
+        obs = w.converged(t)
+        old = ObservedAlarm(name="chalkdr-prod-old", region="us-east-1")
+        alarms = {**obs.alarms.alarms, "us-east-1": (*obs.alarms.alarms["us-east-1"], old)}
+        plan = plan_for(t, w.updated(obs, "alarms", alarms=alarms))
+        assert plan.empty
+        assert plan.warnings == (
+            "us-east-1: alarm chalkdr-prod-old is no longer in the topology (left alone)",
+        )

@@ -1,0 +1,65 @@
+"""DynamoDB in the plan: a replica of every online-store table in every region."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalkdr.plan import Action, ObservedTable, ResourceKind, plan_for
+
+
+def _tables(w: Any, obs: Any, **by_region: tuple[ObservedTable, ...]) -> Any:
+    return w.updated(obs, "dynamodb", tables={**obs.dynamodb.tables, **by_region})
+
+
+class TestReplicas:
+    def test_a_fresh_world_adds_the_secondary_replica(self, w: Any) -> None:
+        t = w.topology()
+        (change,) = w.of_kind(plan_for(t, w.facts(t)), ResourceKind.GLOBAL_TABLE)
+        assert (change.action, change.id, change.region) == (Action.UPDATE, "chalk-online-store", "us-east-1")
+        assert w.diff(change) == {"replica_regions": (["us-east-1"], ["us-east-1", "us-west-2"])}
+
+    def test_deleted_replica_is_an_update_of_the_global_table(self, w: Any) -> None:
+        t = w.topology()
+        obs = w.converged(t)
+        table = obs.dynamodb.tables["us-east-1"][0].model_copy(
+            update={"replica_regions": (), "replica_status": {}}
+        )
+        (change,) = plan_for(t, _tables(w, obs, **{"us-east-1": (table,), "us-west-2": ()})).pending
+        assert (change.kind, change.action, change.id) == (
+            ResourceKind.GLOBAL_TABLE,
+            Action.UPDATE,
+            "chalk-online-store",
+        )
+        assert w.diff(change) == {"replica_regions": (["us-east-1"], ["us-east-1", "us-west-2"])}
+
+    def test_a_replica_being_deleted_counts_as_missing(self, w: Any) -> None:
+        t = w.topology()
+        obs = w.converged(t)
+        table = obs.dynamodb.tables["us-east-1"][0].model_copy(
+            update={"replica_status": {"us-west-2": "DELETING"}}
+        )
+        (change,) = plan_for(t, _tables(w, obs, **{"us-east-1": (table,)})).pending
+        assert change.kind is ResourceKind.GLOBAL_TABLE
+        assert w.diff(change) == {"replica_regions": (["us-east-1"], ["us-east-1", "us-west-2"])}
+
+
+class TestErrors:
+    def test_a_missing_online_store_table_is_an_error(self, w: Any) -> None:
+        t = w.topology()
+        plan = plan_for(t, _tables(w, w.facts(t), **{"us-east-1": ()}))
+        assert (
+            "us-east-1: DynamoDB table chalk-online-store not found (dynamodb:DescribeTable); "
+            "the online store is Chalk's to create, its replicas are ours"
+        ) in plan.errors
+        assert w.of_kind(plan, ResourceKind.GLOBAL_TABLE) == []
+
+    def test_a_standalone_table_in_a_secondary_region_blocks_the_replica(self, w: Any) -> None:
+        t = w.topology()
+        standalone = ObservedTable(
+            table="chalk-online-store", region="us-west-2", status="ACTIVE", arn="arn:x"
+        )
+        plan = plan_for(t, _tables(w, w.facts(t), **{"us-west-2": (standalone,)}))
+        assert any(
+            "us-west-2: DynamoDB table chalk-online-store exists there as a separate table" in e
+            for e in plan.errors
+        )
