@@ -21,8 +21,11 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sandbox.__main__ import down, up
-from sandbox.demo import _load_env, ensure_prefect_server, stop_prefect_server
+from sandbox.__main__ import down
+from sandbox.__main__ import up
+from sandbox.demo import _load_env
+from sandbox.demo import ensure_prefect_server
+from sandbox.demo import stop_prefect_server
 
 
 def main() -> int:

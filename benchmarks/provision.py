@@ -34,7 +34,8 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,9 @@ CRITICAL_PATH_TARGET = 1.2  # the apply phase against the longest dependency cha
 
 def serve_world(regions: int, state_dir: Path) -> int:
     """Child mode: run a world with the first `regions` regions until SIGTERM."""
-    from sandbox.world import RegionSpec, World, WorldSpec
+    from sandbox.world import RegionSpec
+    from sandbox.world import World
+    from sandbox.world import WorldSpec
 
     spec = WorldSpec(regions=tuple(RegionSpec(a, s) for a, s in REGIONS[:regions]))
     stop = threading.Event()
@@ -148,7 +151,8 @@ class Measurement:
 
 
 def run_flow(topology: Any, mode: str, clients: Any, calls: Calls) -> Run:
-    from flows.provision import ProvisionReport, provision
+    from flows.provision import ProvisionReport
+    from flows.provision import provision
 
     calls.reset()
     t0 = time.monotonic()
@@ -260,7 +264,7 @@ def report(results: list[Measurement]) -> None:
         print(
             f"  {m.regions} region(s): apply phase {apply_s:.2f}s, critical path {path_s:.2f}s, "
             f"ratio {ratio:.2f}x [{verdict}, target <= {CRITICAL_PATH_TARGET}x]; "
-            f"stages one after another would take {serial:.2f}s; "
+            f"sum of the (overlapping) stage times {serial:.2f}s; "
             f"no-op apply {len(m.noop.calls.calls)} calls, {m.noop.calls.writes()} mutating"
         )
     print()
@@ -305,7 +309,8 @@ def main() -> int:
     if args.serve_world:
         return serve_world(int(args.serve_world[0]), Path(args.serve_world[1]))
 
-    from sandbox.demo import ensure_prefect_server, stop_prefect_server
+    from sandbox.demo import ensure_prefect_server
+    from sandbox.demo import stop_prefect_server
 
     tmp = Path(tempfile.mkdtemp(prefix="chalkdr-bench-provision-"))
     home = tmp / "prefect"

@@ -5,22 +5,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    ReadTimeoutError,
-)
+from botocore.exceptions import BotoCoreError
+from botocore.exceptions import ClientError
+from botocore.exceptions import ConnectionClosedError
+from botocore.exceptions import ConnectTimeoutError
+from botocore.exceptions import EndpointConnectionError
+from botocore.exceptions import ReadTimeoutError
 
-from chalkdr.errors import (
-    AwsCallError,
-    PermanentAwsError,
-    PermanentKubeError,
-    TransientAwsError,
-    TransientKubeError,
-)
+from chalkdr.errors import AwsCallError
+from chalkdr.errors import PermanentAwsError
+from chalkdr.errors import PermanentKubeError
+from chalkdr.errors import TransientAwsError
+from chalkdr.errors import TransientKubeError
 
 __all__ = ["TRANSIENT_AWS_CODES", "aws_call", "classify_aws_error", "classify_kube_error"]
 

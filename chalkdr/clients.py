@@ -15,18 +15,23 @@ from __future__ import annotations
 import base64
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
+from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+from typing import Any
 
 import boto3
 import botocore.session
 from botocore.config import Config
-from botocore.credentials import AssumeRoleCredentialFetcher, DeferredRefreshableCredentials
+from botocore.credentials import AssumeRoleCredentialFetcher
+from botocore.credentials import DeferredRefreshableCredentials
 from kubernetes import client as k8s
 
 from chalkdr.errors import EksEndpointError
-from chalkdr.settings import DEFAULT_CLIENT_SETTINGS, ClientSettings
+from chalkdr.settings import DEFAULT_CLIENT_SETTINGS
+from chalkdr.settings import ClientSettings
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudwatch import CloudWatchClient

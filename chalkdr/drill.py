@@ -12,11 +12,15 @@ from collections.abc import Sequence
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel
+from pydantic import ConfigDict
+from pydantic import Field
+from pydantic import model_validator
 
 from chalkdr.failover import expected_failover_seconds
 from chalkdr.query import QueryAnswer
-from chalkdr.report import RpoEvidence, SloVerdict
+from chalkdr.report import RpoEvidence
+from chalkdr.report import SloVerdict
 from chalkdr.topology import Topology
 
 __all__ = [

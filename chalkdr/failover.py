@@ -10,7 +10,8 @@ drill compares its measured RTO with the same number.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
+from pydantic import ConfigDict
 
 from chalkdr.topology import Topology
 

@@ -12,12 +12,14 @@ from __future__ import annotations
 import ipaddress
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
+from pydantic import ConfigDict
 
 __all__ = ["ChalkQueryClient", "QueryAnswer", "healthz", "http_client", "is_loopback"]
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
+from pydantic import ConfigDict
+from pydantic import Field
 
 __all__ = ["DEFAULT_CLIENT_SETTINGS", "DEFAULT_RETRIES", "ClientSettings", "RetrySettings"]
 

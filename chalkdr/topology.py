@@ -12,21 +12,22 @@ import re
 from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated
+from typing import Any
+from typing import Literal
 
 import yaml
-from pydantic import (
-    AnyHttpUrl,
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import AnyHttpUrl
+from pydantic import BaseModel
+from pydantic import ConfigDict
+from pydantic import Field
+from pydantic import ValidationError
+from pydantic import field_validator
+from pydantic import model_validator
 from pydantic_core import PydanticCustomError
 
-from chalkdr.errors import TopologyError, TopologyProblem
+from chalkdr.errors import TopologyError
+from chalkdr.errors import TopologyProblem
 
 __all__ = [
     "ROUTE53_CHECKER_REGIONS",

@@ -31,40 +31,38 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import flow
+from prefect import get_run_logger
 from prefect.client.orchestration import get_client
 from prefect.concurrency.sync import concurrency
-from prefect.futures import PrefectFuture, as_completed
+from prefect.futures import PrefectFuture
+from prefect.futures import as_completed
 
-from chalkdr.deploy import (
-    ApplyReport,
-    DeployFailed,
-    LastGood,
-    Outcome,
-    RegionApply,
-    RegionStatus,
-    RollbackReport,
-    Strategy,
-    decide_outcome,
-    evaluate_parity,
-)
+from chalkdr.deploy import ApplyReport
+from chalkdr.deploy import DeployFailed
+from chalkdr.deploy import LastGood
+from chalkdr.deploy import Outcome
+from chalkdr.deploy import RegionApply
+from chalkdr.deploy import RegionStatus
+from chalkdr.deploy import RollbackReport
+from chalkdr.deploy import Strategy
+from chalkdr.deploy import decide_outcome
+from chalkdr.deploy import evaluate_parity
 from chalkdr.secrets import redact_url
 from chalkdr.topology import Topology
 from flows.runbook import load_topology_parameter
-from tasks.chalk import (
-    CliRun,
-    Verification,
-    apply_region,
-    checkout_code,
-    ensure_apply_lock,
-    last_good_variable,
-    publish_apply_report,
-    publish_drift,
-    read_last_good,
-    read_served_deployment,
-    record_last_good,
-    verify_served_deployment,
-)
+from tasks.chalk import CliRun
+from tasks.chalk import Verification
+from tasks.chalk import apply_region
+from tasks.chalk import checkout_code
+from tasks.chalk import ensure_apply_lock
+from tasks.chalk import last_good_variable
+from tasks.chalk import publish_apply_report
+from tasks.chalk import publish_drift
+from tasks.chalk import read_last_good
+from tasks.chalk import read_served_deployment
+from tasks.chalk import record_last_good
+from tasks.chalk import verify_served_deployment
 
 __all__ = ["chalk_apply"]
 

@@ -11,47 +11,62 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect import flow
+from prefect import get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_table_artifact
 from prefect.events import emit_event
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
-from prefect.states import Completed, Failed
+from prefect.states import Completed
+from prefect.states import Failed
 
 from chalkdr.deploy import LastGood
-from chalkdr.drill import (
-    AbortAfter,
-    DrillSettings,
-    HoldSeconds,
-    LockWaitSeconds,
-    ObserveTimeout,
-    ProbeInterval,
-    Scenario,
-    SloOverrides,
-    evaluate_slos,
-    new_drill_id,
-    rpo_exposure_s,
-)
-from chalkdr.errors import DrillAborted, PreflightFailed
-from chalkdr.observe import Direction, Milestones, Observation, milestones
-from chalkdr.report import DrillReport, Journal, PhaseStatus, render_markdown, timeline_rows
+from chalkdr.drill import AbortAfter
+from chalkdr.drill import DrillSettings
+from chalkdr.drill import HoldSeconds
+from chalkdr.drill import LockWaitSeconds
+from chalkdr.drill import ObserveTimeout
+from chalkdr.drill import ProbeInterval
+from chalkdr.drill import Scenario
+from chalkdr.drill import SloOverrides
+from chalkdr.drill import evaluate_slos
+from chalkdr.drill import new_drill_id
+from chalkdr.drill import rpo_exposure_s
+from chalkdr.errors import DrillAborted
+from chalkdr.errors import PreflightFailed
+from chalkdr.observe import Direction
+from chalkdr.observe import Milestones
+from chalkdr.observe import Observation
+from chalkdr.observe import milestones
+from chalkdr.report import DrillReport
+from chalkdr.report import Journal
+from chalkdr.report import PhaseStatus
+from chalkdr.report import render_markdown
+from chalkdr.report import timeline_rows
 from chalkdr.topology import Topology
-from flows.runbook import RunContext, execute_runbook, load_topology_parameter, phase_events
+from flows.runbook import RunContext
+from flows.runbook import execute_runbook
+from flows.runbook import load_topology_parameter
+from flows.runbook import phase_events
 from tasks.chalk import read_last_good
-from tasks.faults import Fault, inject_fault, make_fault, sweep_leftovers, undo_fault
+from tasks.faults import Fault
+from tasks.faults import inject_fault
+from tasks.faults import make_fault
+from tasks.faults import sweep_leftovers
+from tasks.faults import undo_fault
 from tasks.locks import kill_switch_reason
-from tasks.probes import (
-    await_steady_state,
-    delete_canaries,
-    measure_canary_replication,
-    observe_until,
-    read_canary,
-    read_replication_lags,
-)
+from tasks.probes import await_steady_state
+from tasks.probes import delete_canaries
+from tasks.probes import measure_canary_replication
+from tasks.probes import observe_until
+from tasks.probes import read_canary
+from tasks.probes import read_replication_lags
 from tasks.route53 import discover_routing
 
 __all__ = ["DrillApproval", "drill"]

@@ -13,71 +13,87 @@ from __future__ import annotations
 
 import contextvars
 import time
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
+from collections.abc import Callable
+from collections.abc import Mapping
+from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED
+from concurrent.futures import Future
+from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any
+from typing import Literal
+from typing import TypeVar
 
-from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect import flow
+from prefect import get_run_logger
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.flow_runs import pause_flow_run
-from prefect.futures import PrefectFuture, wait
+from prefect.futures import PrefectFuture
+from prefect.futures import wait
 from prefect.input import RunInput
 from prefect.task_runners import ThreadPoolTaskRunner
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
+from pydantic import ConfigDict
+from pydantic import Field
 
 from chalkdr.audit import AuditRecord
 from chalkdr.clients import AwsClients
 from chalkdr.errors import ChalkDrError
-from chalkdr.plan import (
-    Change,
-    ChangeResult,
-    ObservedAlarm,
-    ObservedAlarms,
-    ObservedAlb,
-    ObservedAurora,
-    ObservedDbCluster,
-    ObservedDynamoDb,
-    ObservedEks,
-    ObservedEksClusters,
-    ObservedMsk,
-    ObservedMskCluster,
-    ObservedReplicator,
-    ObservedState,
-    ObservedTable,
-    Plan,
-    PlanError,
-    RecordSpec,
-    ResourceKind,
-    Stage,
-    WaitPolicy,
-    alarm_prefix,
-    apply_stages,
-    critical_path_s,
-    normalize_dns,
-    online_store_tables,
-    plan_for,
-    plan_table_rows,
-    render_plan_markdown,
-)
-from chalkdr.topology import RegionConfig, Topology
+from chalkdr.plan import Change
+from chalkdr.plan import ChangeResult
+from chalkdr.plan import ObservedAlarm
+from chalkdr.plan import ObservedAlarms
+from chalkdr.plan import ObservedAlb
+from chalkdr.plan import ObservedAurora
+from chalkdr.plan import ObservedDbCluster
+from chalkdr.plan import ObservedDynamoDb
+from chalkdr.plan import ObservedEks
+from chalkdr.plan import ObservedEksClusters
+from chalkdr.plan import ObservedMsk
+from chalkdr.plan import ObservedMskCluster
+from chalkdr.plan import ObservedReplicator
+from chalkdr.plan import ObservedState
+from chalkdr.plan import ObservedTable
+from chalkdr.plan import Plan
+from chalkdr.plan import PlanError
+from chalkdr.plan import RecordSpec
+from chalkdr.plan import ResourceKind
+from chalkdr.plan import Stage
+from chalkdr.plan import WaitPolicy
+from chalkdr.plan import alarm_prefix
+from chalkdr.plan import apply_stages
+from chalkdr.plan import critical_path_s
+from chalkdr.plan import normalize_dns
+from chalkdr.plan import online_store_tables
+from chalkdr.plan import plan_for
+from chalkdr.plan import plan_table_rows
+from chalkdr.plan import render_plan_markdown
+from chalkdr.topology import RegionConfig
+from chalkdr.topology import Topology
 from flows.runbook import load_topology_parameter
+from tasks.audit import ApplyContext
 from tasks.audit import publish_audit_table
-from tasks.aurora import ensure_global_cluster, ensure_secondary_cluster, read_db_cluster, read_global_cluster
-from tasks.cloudwatch import ensure_alarm, read_alarms
-from tasks.dynamodb import ensure_replicas, read_tables
+from tasks.aurora import ensure_global_cluster
+from tasks.aurora import ensure_secondary_cluster
+from tasks.aurora import read_db_cluster
+from tasks.aurora import read_global_cluster
+from tasks.cloudwatch import ensure_alarm
+from tasks.cloudwatch import read_alarms
+from tasks.dynamodb import ensure_replicas
+from tasks.dynamodb import read_tables
 from tasks.kube import read_eks
-from tasks.msk import ensure_replicator, read_msk
+from tasks.msk import ensure_replicator
+from tasks.msk import read_msk
 from tasks.retry import retry_options
-from tasks.route53 import (
-    delete_stale_health_checks,
-    ensure_health_check,
-    ensure_records,
-    read_alb,
-    read_route53,
-)
+from tasks.route53 import delete_stale_health_checks
+from tasks.route53 import ensure_health_check
+from tasks.route53 import ensure_records
+from tasks.route53 import read_alb
+from tasks.route53 import read_route53
 
 __all__ = ["ApprovalForm", "ConvergenceError", "ProvisionReport", "provision", "read_world"]
 
@@ -324,34 +340,31 @@ def run_stage_graph(stages: Sequence[Stage], run: Callable[[Stage], None], timin
             raise failed[stage.name]
 
 
-def _apply(
-    clients: AwsClients,
-    plan: Plan,
-    waits: WaitPolicy,
-    audit_detail: Mapping[str, Any],
-    results: list[ChangeResult],
-    timings: dict[str, float],
-) -> None:
+def _apply(apply: ApplyContext, plan: Plan, results: list[ChangeResult], timings: dict[str, float]) -> None:
     stages = apply_stages(plan)
     hc_ids = {
         c.region: c.current_id for c in plan.changes if c.kind is ResourceKind.HEALTH_CHECK and c.current_id
     }
     try:
-        run_stage_graph(
-            stages, lambda s: _apply_stage(s, clients, waits, audit_detail, results, hc_ids), timings
-        )
+        run_stage_graph(stages, lambda s: _apply_stage(apply, s, results, hc_ids), timings)
     finally:
         durations = {s.name: timings.get(f"stage:{s.name}", 0.0) for s in stages}
         timings["critical_path"] = critical_path_s(stages, durations)
 
 
+# The task that applies a change of each kind (the cleanup half of a replace has its own).
+_APPLY_TASKS: dict[ResourceKind, Any] = {
+    ResourceKind.HEALTH_CHECK: ensure_health_check,
+    ResourceKind.GLOBAL_TABLE: ensure_replicas,
+    ResourceKind.REPLICATOR: ensure_replicator,
+    ResourceKind.GLOBAL_CLUSTER: ensure_global_cluster,
+    ResourceKind.SECONDARY_CLUSTER: ensure_secondary_cluster,
+    ResourceKind.ALARM: ensure_alarm,
+}
+
+
 def _apply_stage(
-    stage: Stage,
-    clients: AwsClients,
-    waits: WaitPolicy,
-    audit_detail: Mapping[str, Any],
-    results: list[ChangeResult],
-    hc_ids: dict[str, str],
+    apply: ApplyContext, stage: Stage, results: list[ChangeResult], hc_ids: dict[str, str]
 ) -> None:
     if stage.kind is ResourceKind.RECORD:
         # One atomic batch per record name (PRIMARY and SECONDARY change together).
@@ -359,39 +372,14 @@ def _apply_stage(
         for c in stage.changes:
             by_name.setdefault(normalize_dns(c.typed_spec(RecordSpec).name), []).append(c)
         for name, changes in by_name.items():
-            results.extend(
-                ensure_records(clients, name, changes, hc_ids, waits=waits, audit_detail=audit_detail)
-            )
+            results.extend(ensure_records(apply, name, changes, hc_ids))
         return
+    task = delete_stale_health_checks if stage.cleanup else _APPLY_TASKS[stage.kind]
     mine: list[ChangeResult] = []
-    _run_stage(stage, _submitter(stage, clients, waits, audit_detail), mine)
+    _run_stage(stage, lambda c: task.submit(apply, c), mine)
     results.extend(mine)
     if stage.kind is ResourceKind.HEALTH_CHECK and not stage.cleanup:  # records need the new ids
         hc_ids.update({r.region: r.resource_id for r in mine if r.resource_id})
-
-
-def _submitter(
-    stage: Stage, clients: AwsClients, waits: WaitPolicy, detail: Mapping[str, Any]
-) -> Callable[[Change], PrefectFuture[ChangeResult]]:
-    if stage.cleanup:
-        return lambda c: delete_stale_health_checks.submit(clients, c, audit_detail=detail)
-    kinds: dict[ResourceKind, Callable[[Change], PrefectFuture[ChangeResult]]] = {
-        ResourceKind.HEALTH_CHECK: lambda c: ensure_health_check.submit(clients, c, audit_detail=detail),
-        ResourceKind.GLOBAL_TABLE: lambda c: ensure_replicas.submit(
-            clients, c, waits=waits, audit_detail=detail
-        ),
-        ResourceKind.REPLICATOR: lambda c: ensure_replicator.submit(
-            clients, c, waits=waits, audit_detail=detail
-        ),
-        ResourceKind.GLOBAL_CLUSTER: lambda c: ensure_global_cluster.submit(
-            clients, c, waits=waits, audit_detail=detail
-        ),
-        ResourceKind.SECONDARY_CLUSTER: lambda c: ensure_secondary_cluster.submit(
-            clients, c, waits=waits, audit_detail=detail
-        ),
-        ResourceKind.ALARM: lambda c: ensure_alarm.submit(clients, c, audit_detail=detail),
-    }
-    return kinds[stage.kind]
 
 
 def _publish_audit(report: ProvisionReport) -> None:
@@ -469,7 +457,7 @@ def provision(
     waits = WaitPolicy(time_scale=topo.time_scale, timeout_s=wait_timeout_s)
     t0 = time.monotonic()
     try:
-        _apply(aws, plan, waits, detail, report.applied, timings)
+        _apply(ApplyContext(aws, waits=waits, audit_detail=detail), plan, report.applied, timings)
     except Exception as exc:
         report.outcome, report.error = "failed", str(exc)
         raise

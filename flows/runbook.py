@@ -10,11 +10,14 @@ turns the way it ends into the report's outcome, so no phase catches or formats 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any
+from typing import Generic
+from typing import TypeVar
 
 from prefect import get_run_logger
 from prefect.concurrency.sync import concurrency
@@ -22,10 +25,17 @@ from prefect.events import emit_event
 
 from chalkdr.clients import AwsClients
 from chalkdr.drill import Routing
-from chalkdr.errors import DrillAborted, PreflightFailed
-from chalkdr.report import Journal, PhaseRecord, PhaseStatus, RunReport
-from chalkdr.topology import Topology, load_topology, parse_topology
-from tasks.locks import ensure_lock, kill_switch_reason
+from chalkdr.errors import DrillAborted
+from chalkdr.errors import PreflightFailed
+from chalkdr.report import Journal
+from chalkdr.report import PhaseRecord
+from chalkdr.report import PhaseStatus
+from chalkdr.report import RunReport
+from chalkdr.topology import Topology
+from chalkdr.topology import load_topology
+from chalkdr.topology import parse_topology
+from tasks.locks import ensure_lock
+from tasks.locks import kill_switch_reason
 from tasks.probes import ProbeSet
 
 __all__ = ["LockBusy", "RunContext", "execute_runbook", "load_topology_parameter", "phase_events"]

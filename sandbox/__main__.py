@@ -35,7 +35,8 @@ def _alive(pid: int) -> bool:
 
 
 def serve(state_dir: Path, time_scale: float, routing: str, environment: str = "demo") -> int:
-    from sandbox.world import World, WorldSpec
+    from sandbox.world import World
+    from sandbox.world import WorldSpec
 
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())

@@ -27,17 +27,27 @@ import random
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC
+from datetime import datetime
 from typing import Any
 
-from moto.core.serialize import XFormedAttributePicker, get_serializer_class
+from moto.core.serialize import XFormedAttributePicker
+from moto.core.serialize import get_serializer_class
 from moto.core.utils import get_service_model
-from moto.rds.models import DBCluster, GlobalCluster, RDSBackend, rds_backends
+from moto.rds.models import DBCluster
+from moto.rds.models import GlobalCluster
+from moto.rds.models import RDSBackend
+from moto.rds.models import rds_backends
 from werkzeug.wrappers import Response
 
-from sandbox.aws import ACCOUNT_ID, AwsCall, SandboxAwsApp, json_reply, query_error
+from sandbox.aws import ACCOUNT_ID
+from sandbox.aws import AwsCall
+from sandbox.aws import SandboxAwsApp
+from sandbox.aws import json_reply
+from sandbox.aws import query_error
 from sandbox.clock import SandboxClock
-from sandbox.simulator import Loop, LoopingSim
+from sandbox.simulator import Loop
+from sandbox.simulator import LoopingSim
 from sandbox.truth import GroundTruth
 
 __all__ = ["AuroraSim"]

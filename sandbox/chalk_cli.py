@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated, Any, NoReturn
+from typing import Annotated
+from typing import Any
+from typing import NoReturn
 
 import httpx
 import typer

@@ -14,8 +14,11 @@ import sys
 import time
 from pathlib import Path
 
-from sandbox.__main__ import down, up
-from sandbox.prefect_server import PrefectServer, api_healthy, stop_pid
+from sandbox.__main__ import down
+from sandbox.__main__ import up
+from sandbox.prefect_server import PrefectServer
+from sandbox.prefect_server import api_healthy
+from sandbox.prefect_server import stop_pid
 
 
 def ensure_prefect_server(home: Path, preferred_port: int = 0, timeout_s: float = 120) -> str:
@@ -56,7 +59,8 @@ def run(state_dir: Path, home: Path, port: int) -> int:
     try:
         _load_env(state_dir / "sandbox.env")
         topology = str(state_dir / "topology.yaml")
-        from chalkdr.report import DrillReport, render_markdown
+        from chalkdr.report import DrillReport
+        from chalkdr.report import render_markdown
         from flows.drill import drill
         from flows.provision import provision
 

@@ -27,20 +27,28 @@ import copy
 import json
 import threading
 import time
-from collections import defaultdict, deque
-from dataclasses import dataclass, field
+from collections import defaultdict
+from collections import deque
+from dataclasses import dataclass
+from dataclasses import field
 from typing import Any
 
 import boto3
 from moto.dynamodb.exceptions import ResourceNotFoundException
-from moto.dynamodb.models import DynamoDBBackend, dynamodb_backends
+from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.models import dynamodb_backends
 from moto.dynamodb.models.dynamo_type import DynamoType
 from moto.dynamodb.models.table import Table
 from werkzeug.wrappers import Response
 
-from sandbox.aws import ACCOUNT_ID, AwsCall, SandboxAwsApp, json_error, json_reply
+from sandbox.aws import ACCOUNT_ID
+from sandbox.aws import AwsCall
+from sandbox.aws import SandboxAwsApp
+from sandbox.aws import json_error
+from sandbox.aws import json_reply
 from sandbox.clock import SandboxClock
-from sandbox.simulator import Loop, LoopingSim
+from sandbox.simulator import Loop
+from sandbox.simulator import LoopingSim
 from sandbox.truth import GroundTruth
 
 __all__ = ["GLOBAL_TABLE_VERSION", "DynamoDbSim"]

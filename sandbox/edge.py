@@ -29,7 +29,8 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-from werkzeug.wrappers import Request, Response
+from werkzeug.wrappers import Request
+from werkzeug.wrappers import Response
 
 from sandbox.http import LoopbackServer
 from sandbox.truth import GroundTruth

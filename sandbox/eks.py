@@ -14,7 +14,8 @@ import re
 from collections.abc import Mapping
 from urllib.parse import unquote
 
-from sandbox.aws import AwsCall, SandboxAwsApp
+from sandbox.aws import AwsCall
+from sandbox.aws import SandboxAwsApp
 from sandbox.clock import SandboxClock
 from sandbox.truth import GroundTruth
 

@@ -24,15 +24,21 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
 from typing import Any
 
 from moto.dynamodb.models import dynamodb_backends
-from moto.fis.models import Experiment, fis_backends
+from moto.fis.models import Experiment
+from moto.fis.models import fis_backends
 from werkzeug.wrappers import Response
 
-from sandbox.aws import ACCOUNT_ID, AwsCall, SandboxAwsApp, rest_json_error
-from sandbox.clock import SandboxClock, Ticker
+from sandbox.aws import ACCOUNT_ID
+from sandbox.aws import AwsCall
+from sandbox.aws import SandboxAwsApp
+from sandbox.aws import rest_json_error
+from sandbox.clock import SandboxClock
+from sandbox.clock import Ticker
 from sandbox.dynamodb import DynamoDbSim
 from sandbox.truth import GroundTruth
 

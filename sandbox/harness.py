@@ -9,15 +9,19 @@ exactly as product code talks to AWS; the whole world (`sandbox.world`) is for f
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from collections.abc import Sequence
 from types import TracebackType
-from typing import Any, Protocol, TypeVar
+from typing import Any
+from typing import Protocol
+from typing import TypeVar
 
 import boto3
 import httpx
 from botocore.config import Config
 
-from sandbox.aws import AwsServer, SandboxAwsApp
+from sandbox.aws import AwsServer
+from sandbox.aws import SandboxAwsApp
 from sandbox.truth import GroundTruth
 
 __all__ = ["AwsSandbox", "poll"]

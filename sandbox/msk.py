@@ -28,17 +28,25 @@ import string
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from dataclasses import field
+from datetime import UTC
+from datetime import datetime
 from typing import Any
 from urllib.parse import unquote
 
-from moto.kafka.models import FakeKafkaCluster, KafkaBackend, kafka_backends
+from moto.kafka.models import FakeKafkaCluster
+from moto.kafka.models import KafkaBackend
+from moto.kafka.models import kafka_backends
 from werkzeug.wrappers import Response
 
-from sandbox.aws import ACCOUNT_ID, AwsCall, SandboxAwsApp, json_reply
+from sandbox.aws import ACCOUNT_ID
+from sandbox.aws import AwsCall
+from sandbox.aws import SandboxAwsApp
+from sandbox.aws import json_reply
 from sandbox.clock import SandboxClock
-from sandbox.simulator import Loop, LoopingSim
+from sandbox.simulator import Loop
+from sandbox.simulator import LoopingSim
 from sandbox.truth import GroundTruth
 
 __all__ = ["MskSim"]

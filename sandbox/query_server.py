@@ -35,14 +35,18 @@ import string
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable
+from collections.abc import Sequence
+from datetime import UTC
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer
-from botocore.exceptions import BotoCoreError, ClientError
-from werkzeug.wrappers import Request, Response
+from botocore.exceptions import BotoCoreError
+from botocore.exceptions import ClientError
+from werkzeug.wrappers import Request
+from werkzeug.wrappers import Response
 
 from sandbox.http import LoopbackServer
 from sandbox.truth import GroundTruth

@@ -31,26 +31,41 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
+from collections.abc import Iterable
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from dataclasses import field
+from datetime import UTC
+from datetime import datetime
 from functools import cache
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
+from urllib.parse import urlsplit
 
 import httpx
 from moto.core.model import ServiceModel
 from moto.core.parse import PROTOCOL_PARSERS
-from moto.core.serialize import RestXMLSerializer, XFormedAttributePicker
+from moto.core.serialize import RestXMLSerializer
+from moto.core.serialize import XFormedAttributePicker
 from moto.core.utils import get_service_model
 from moto.route53.exceptions import Route53ClientError
-from moto.route53.models import FakeZone, HealthCheck, RecordSet, Route53Backend, route53_backends
-from werkzeug.datastructures import Headers, MultiDict
+from moto.route53.models import FakeZone
+from moto.route53.models import HealthCheck
+from moto.route53.models import RecordSet
+from moto.route53.models import Route53Backend
+from moto.route53.models import route53_backends
+from werkzeug.datastructures import Headers
+from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response
 
-from sandbox.aws import ACCOUNT_ID, AwsCall, SandboxAwsApp, xml_error
-from sandbox.clock import SandboxClock, Ticker
+from sandbox.aws import ACCOUNT_ID
+from sandbox.aws import AwsCall
+from sandbox.aws import SandboxAwsApp
+from sandbox.aws import xml_error
+from sandbox.clock import SandboxClock
+from sandbox.clock import Ticker
 from sandbox.truth import GroundTruth
 
 __all__ = [

@@ -13,7 +13,8 @@ import os
 import shutil
 import sys
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,10 @@ import yaml
 from werkzeug.wrappers import Response
 
 from sandbox.aurora import AuroraSim
-from sandbox.aws import ACCOUNT_ID, AwsCall, AwsServer, SandboxAwsApp
+from sandbox.aws import ACCOUNT_ID
+from sandbox.aws import AwsCall
+from sandbox.aws import AwsServer
+from sandbox.aws import SandboxAwsApp
 from sandbox.clock import SandboxClock
 from sandbox.dynamodb import DynamoDbSim
 from sandbox.edge import FailoverEdge

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
+from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field
 from typing import Any
 
 from prefect.artifacts import create_table_artifact
 from prefect.events import emit_event
 
 from chalkdr.audit import AuditRecord
+from chalkdr.clients import AwsClients
+from chalkdr.plan import WaitPolicy
 
-__all__ = ["AuditTrail", "Emit", "emit_audit_event", "publish_audit_table"]
+__all__ = ["ApplyContext", "AuditTrail", "Emit", "emit_audit_event", "publish_audit_table"]
 
 Emit = Callable[[AuditRecord], None]
 
@@ -55,6 +61,20 @@ class AuditTrail:
         self._emit(entry)
         self.records.append(entry)
         return entry
+
+
+@dataclass(frozen=True)
+class ApplyContext:
+    """What every task that applies a plan change works with: the clients, how long to wait for
+    AWS's asynchronous work, and where each mutating call is recorded (with who approved it)."""
+
+    clients: AwsClients
+    waits: WaitPolicy = field(default_factory=WaitPolicy)
+    audit_detail: Mapping[str, Any] = field(default_factory=dict)
+    emit: Emit = emit_audit_event
+
+    def trail(self, system: str, **detail: Any) -> AuditTrail:
+        return AuditTrail(system, detail={**self.audit_detail, **detail}, emit=self.emit)
 
 
 def publish_audit_table(records: Sequence[AuditRecord], *, key: str, description: str) -> None:

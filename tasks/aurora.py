@@ -8,7 +8,7 @@ existing standalone cluster to a global cluster: the plan reports that as an err
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -17,17 +17,15 @@ from prefect.cache_policies import NO_CACHE
 
 from chalkdr.classify import aws_call
 from chalkdr.clients import AwsClients
-from chalkdr.plan import (
-    Change,
-    ChangeResult,
-    GlobalClusterSpec,
-    ObservedDbCluster,
-    ObservedGlobalCluster,
-    SecondaryClusterSpec,
-    WaitPolicy,
-    tag_list,
-)
-from tasks.audit import AuditTrail, Emit, emit_audit_event
+from chalkdr.plan import Change
+from chalkdr.plan import ChangeResult
+from chalkdr.plan import GlobalClusterSpec
+from chalkdr.plan import ObservedDbCluster
+from chalkdr.plan import ObservedGlobalCluster
+from chalkdr.plan import SecondaryClusterSpec
+from chalkdr.plan import WaitPolicy
+from chalkdr.plan import tag_list
+from tasks.audit import ApplyContext
 from tasks.retry import retry_options
 
 __all__ = [
@@ -107,46 +105,32 @@ def _wait_available(what: str, read: Callable[[], str | None], waits: WaitPolicy
 
 
 @task(task_run_name="ensure-global-cluster-{change.id}", cache_policy=NO_CACHE)
-def ensure_global_cluster(
-    clients: AwsClients,
-    change: Change,
-    *,
-    waits: WaitPolicy,
-    audit_detail: Mapping[str, Any] | None = None,
-    emit: Emit = emit_audit_event,
-) -> ChangeResult:
+def ensure_global_cluster(apply: ApplyContext, change: Change) -> ChangeResult:
     """CreateGlobalCluster from the primary cluster's ARN, which becomes the writer."""
     spec = change.typed_spec(GlobalClusterSpec)
-    rds = clients.rds(spec.region)
+    rds = apply.clients.rds(spec.region)
     with aws_call("rds", "CreateGlobalCluster", spec.id):
         created = rds.create_global_cluster(
             GlobalClusterIdentifier=spec.id,
             SourceDBClusterIdentifier=spec.writer_cluster_arn,
             Tags=tag_list(spec.tags),  # type: ignore[arg-type]
         )["GlobalCluster"]
-    trail = AuditTrail("aurora", detail=audit_detail, emit=emit)
+    trail = apply.trail("aurora")
     arn = created.get("GlobalClusterArn") or spec.id
     trail.record(
         "create-global-cluster", arn, spec.region, "rds:CreateGlobalCluster", writer=spec.writer_cluster_arn
     )
 
     def status() -> str | None:
-        gc = _global_cluster(clients, spec.region, spec.id)
+        gc = _global_cluster(apply.clients, spec.region, spec.id)
         return gc.status if gc else None
 
-    _wait_available(f"Aurora global cluster {spec.id}", status, waits)
+    _wait_available(f"Aurora global cluster {spec.id}", status, apply.waits)
     return change.result(trail.records, resource_id=arn)
 
 
 @task(task_run_name="ensure-secondary-cluster-{change.region}", cache_policy=NO_CACHE)
-def ensure_secondary_cluster(
-    clients: AwsClients,
-    change: Change,
-    *,
-    waits: WaitPolicy,
-    audit_detail: Mapping[str, Any] | None = None,
-    emit: Emit = emit_audit_event,
-) -> ChangeResult:
+def ensure_secondary_cluster(apply: ApplyContext, change: Change) -> ChangeResult:
     """CreateDBCluster in the secondary's region as a member of the global cluster; await available.
 
     A new member is a headless secondary (storage replication only): DB instances, subnet group
@@ -162,8 +146,8 @@ def ensure_secondary_cluster(
     if spec.engine_version:
         params["EngineVersion"] = spec.engine_version
     with aws_call("rds", "CreateDBCluster", f"{spec.region}/{spec.id}"):
-        created = clients.rds(spec.region).create_db_cluster(**params)["DBCluster"]
-    trail = AuditTrail("aurora", detail=audit_detail, emit=emit)
+        created = apply.clients.rds(spec.region).create_db_cluster(**params)["DBCluster"]
+    trail = apply.trail("aurora")
     arn = created.get("DBClusterArn") or spec.id
     trail.record(
         "create-secondary-cluster",
@@ -174,8 +158,8 @@ def ensure_secondary_cluster(
     )
 
     def status() -> str | None:
-        cluster = _db_cluster(clients, spec.region, spec.id)
+        cluster = _db_cluster(apply.clients, spec.region, spec.id)
         return cluster.status if cluster else None
 
-    _wait_available(f"Aurora cluster {spec.id} in {spec.region}", status, waits)
+    _wait_available(f"Aurora cluster {spec.id} in {spec.region}", status, apply.waits)
     return change.result(trail.records, resource_id=arn)

@@ -16,11 +16,14 @@ import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
+from typing import cast
 
 import httpx
-from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect import get_run_logger
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_table_artifact
 from prefect.blocks.system import Secret
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
@@ -28,20 +31,21 @@ from prefect.variables import Variable
 from pydantic import BaseModel
 
 from chalkdr.audit import AuditRecord
-from chalkdr.deploy import (
-    ApplyReport,
-    ChalkQueryError,
-    DeploymentNotServed,
-    LastGood,
-    ParityCheck,
-    chalk_apply_command,
-    chalk_cli_env,
-    classify_cli_failure,
-    parse_deployment_id,
-)
-from chalkdr.errors import ChalkCliError, ChalkDrError
+from chalkdr.deploy import ApplyReport
+from chalkdr.deploy import ChalkQueryError
+from chalkdr.deploy import DeploymentNotServed
+from chalkdr.deploy import LastGood
+from chalkdr.deploy import ParityCheck
+from chalkdr.deploy import chalk_apply_command
+from chalkdr.deploy import chalk_cli_env
+from chalkdr.deploy import classify_cli_failure
+from chalkdr.deploy import parse_deployment_id
+from chalkdr.errors import ChalkCliError
+from chalkdr.errors import ChalkDrError
 from chalkdr.query import http_client
-from chalkdr.secrets import redact, redact_url, resolve_secret
+from chalkdr.secrets import redact
+from chalkdr.secrets import redact_url
+from chalkdr.secrets import resolve_secret
 from chalkdr.topology import RegionConfig
 from tasks.audit import emit_audit_event
 from tasks.locks import ensure_lock

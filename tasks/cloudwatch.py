@@ -15,8 +15,13 @@ from prefect.cache_policies import NO_CACHE
 
 from chalkdr.classify import aws_call
 from chalkdr.clients import AwsClients
-from chalkdr.plan import Action, AlarmSpec, Change, ChangeResult, ObservedAlarm, tag_list
-from tasks.audit import AuditTrail, Emit, emit_audit_event
+from chalkdr.plan import Action
+from chalkdr.plan import AlarmSpec
+from chalkdr.plan import Change
+from chalkdr.plan import ChangeResult
+from chalkdr.plan import ObservedAlarm
+from chalkdr.plan import tag_list
+from tasks.audit import ApplyContext
 from tasks.retry import retry_options
 
 __all__ = ["ensure_alarm", "read_alarms"]
@@ -51,13 +56,7 @@ def read_alarms(clients: AwsClients, region: str, prefix: str) -> list[ObservedA
 
 
 @task(task_run_name="ensure-alarm-{change.id}", cache_policy=NO_CACHE)
-def ensure_alarm(
-    clients: AwsClients,
-    change: Change,
-    *,
-    audit_detail: Mapping[str, Any] | None = None,
-    emit: Emit = emit_audit_event,
-) -> ChangeResult:
+def ensure_alarm(apply: ApplyContext, change: Change) -> ChangeResult:
     spec = change.typed_spec(AlarmSpec)
     params: dict[str, Any] = {
         "AlarmName": spec.name,
@@ -76,10 +75,10 @@ def ensure_alarm(
     }
     if change.action is Action.CREATE:
         params["Tags"] = tag_list(spec.tags)
-    cloudwatch = clients.cloudwatch(spec.region)
+    cloudwatch = apply.clients.cloudwatch(spec.region)
     with aws_call("cloudwatch", "PutMetricAlarm", f"{spec.region}/{spec.name}"):
         cloudwatch.put_metric_alarm(**params)
-    trail = AuditTrail("cloudwatch", detail=audit_detail, emit=emit)
+    trail = apply.trail("cloudwatch")
     trail.record(
         f"{change.action.value}-alarm",
         spec.arn,

@@ -8,7 +8,8 @@ after another, each awaited until ACTIVE before the next.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from collections.abc import Sequence
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -17,8 +18,13 @@ from prefect.cache_policies import NO_CACHE
 
 from chalkdr.classify import aws_call
 from chalkdr.clients import AwsClients
-from chalkdr.plan import Change, ChangeResult, GlobalTableSpec, ObservedTable, WaitPolicy, tag_list
-from tasks.audit import AuditTrail, Emit, emit_audit_event
+from chalkdr.plan import Change
+from chalkdr.plan import ChangeResult
+from chalkdr.plan import GlobalTableSpec
+from chalkdr.plan import ObservedTable
+from chalkdr.plan import WaitPolicy
+from chalkdr.plan import tag_list
+from tasks.audit import ApplyContext
 from tasks.retry import retry_options
 
 __all__ = ["ensure_replicas", "read_tables"]
@@ -87,27 +93,20 @@ def _wait_settled(
 
 
 @task(task_run_name="ensure-replicas-{change.id}", cache_policy=NO_CACHE)
-def ensure_replicas(
-    clients: AwsClients,
-    change: Change,
-    *,
-    waits: WaitPolicy,
-    audit_detail: Mapping[str, Any] | None = None,
-    emit: Emit = emit_audit_event,
-) -> ChangeResult:
+def ensure_replicas(apply: ApplyContext, change: Change) -> ChangeResult:
     """Add each missing replica (one UpdateTable each), wait for ACTIVE, then tag the replica."""
     spec = change.typed_spec(GlobalTableSpec)
     source = spec.region
     diff = next((d for d in change.diffs if d.field == "replica_regions"), None)
     present = set(diff.old if diff else ())
     missing = [r for r in spec.regions if r not in present]
-    trail = AuditTrail("dynamodb", detail=audit_detail, emit=emit)
+    trail = apply.trail("dynamodb")
     for region in missing:
-        seen = _wait_settled(clients, source, spec.table, waits)
+        seen = _wait_settled(apply.clients, source, spec.table, apply.waits)
         if region in seen.replica_regions:
             continue  # added meanwhile (a concurrent or earlier interrupted run): converged
         with aws_call("dynamodb", "UpdateTable", f"{source}/{spec.table} +replica {region}"):
-            clients.dynamodb(source).update_table(
+            apply.clients.dynamodb(source).update_table(
                 TableName=spec.table, ReplicaUpdates=[{"Create": {"RegionName": region}}]
             )
         replica_arn = seen.arn.replace(f":{source}:", f":{region}:", 1)
@@ -119,9 +118,9 @@ def ensure_replicas(
             table=spec.table,
             replica_region=region,
         )
-        _wait_settled(clients, source, spec.table, waits, replica=region)
+        _wait_settled(apply.clients, source, spec.table, apply.waits, replica=region)
         with aws_call("dynamodb", "TagResource", replica_arn):
-            clients.dynamodb(region).tag_resource(
+            apply.clients.dynamodb(region).tag_resource(
                 ResourceArn=replica_arn,
                 Tags=tag_list(spec.tags),  # type: ignore[arg-type]
             )

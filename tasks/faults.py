@@ -11,17 +11,22 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
+from typing import Protocol
 
-from prefect import get_run_logger, task
+from prefect import get_run_logger
+from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from chalkdr.audit import AuditRecord
-from chalkdr.classify import aws_call, classify_kube_error
+from chalkdr.classify import aws_call
+from chalkdr.classify import classify_kube_error
 from chalkdr.clients import AwsClients
-from chalkdr.drill import Routing, Scenario
+from chalkdr.drill import Routing
+from chalkdr.drill import Scenario
 from chalkdr.errors import PermanentAwsError
-from chalkdr.topology import RegionConfig, Topology
+from chalkdr.topology import RegionConfig
+from chalkdr.topology import Topology
 from tasks.audit import emit_audit_event
 
 __all__ = ["Fault", "make_fault", "sweep_leftovers"]

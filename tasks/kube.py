@@ -11,10 +11,12 @@ from kubernetes.client.exceptions import ApiException
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from chalkdr.classify import aws_call, classify_kube_error
+from chalkdr.classify import aws_call
+from chalkdr.classify import classify_kube_error
 from chalkdr.clients import AwsClients
 from chalkdr.errors import ChalkDrError
-from chalkdr.plan import ObservedDeployment, ObservedEks
+from chalkdr.plan import ObservedDeployment
+from chalkdr.plan import ObservedEks
 from chalkdr.topology import RegionConfig
 from tasks.retry import retry_options
 

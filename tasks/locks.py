@@ -6,7 +6,8 @@ import contextlib
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.exceptions import ObjectAlreadyExists
+from prefect.exceptions import ObjectNotFound
 from prefect.variables import Variable
 
 __all__ = ["KILL_SWITCH_VARIABLE", "ensure_lock", "kill_switch_reason"]

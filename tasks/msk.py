@@ -17,17 +17,16 @@ from prefect.cache_policies import NO_CACHE
 
 from chalkdr.classify import aws_call
 from chalkdr.clients import AwsClients
-from chalkdr.plan import (
-    Action,
-    Change,
-    ChangeResult,
-    ObservedMskCluster,
-    ObservedReplicator,
-    ReplicatorSpec,
-    WaitPolicy,
-)
+from chalkdr.plan import Action
+from chalkdr.plan import Change
+from chalkdr.plan import ChangeResult
+from chalkdr.plan import MskEndpoint
+from chalkdr.plan import ObservedMskCluster
+from chalkdr.plan import ObservedReplicator
+from chalkdr.plan import ReplicatorSpec
+from chalkdr.plan import WaitPolicy
 from chalkdr.topology import RegionConfig
-from tasks.audit import AuditTrail, Emit, emit_audit_event
+from tasks.audit import ApplyContext
 from tasks.retry import retry_options
 
 __all__ = ["ensure_replicator", "read_msk"]
@@ -157,8 +156,9 @@ def _group_replication(spec: ReplicatorSpec) -> dict[str, Any]:
 
 
 def _create(clients: AwsClients, spec: ReplicatorSpec) -> str:
-    def vpc(subnets: tuple[str, ...], groups: tuple[str, ...]) -> dict[str, Any]:
-        return {"SubnetIds": list(subnets), **({"SecurityGroupIds": list(groups)} if groups else {})}
+    def vpc(side: MskEndpoint) -> dict[str, Any]:
+        groups = {"SecurityGroupIds": list(side.security_group_ids)} if side.security_group_ids else {}
+        return {"SubnetIds": list(side.subnet_ids), **groups}
 
     with aws_call("kafka", "CreateReplicator", f"{spec.region}/{spec.name}"):
         created = clients.kafka(spec.region).create_replicator(
@@ -167,18 +167,18 @@ def _create(clients: AwsClients, spec: ReplicatorSpec) -> str:
             ServiceExecutionRoleArn=spec.service_execution_role_arn,
             KafkaClusters=[
                 {
-                    "AmazonMskCluster": {"MskClusterArn": spec.source_cluster_arn},
-                    "VpcConfig": vpc(spec.source_subnet_ids, spec.source_security_group_ids),  # type: ignore[typeddict-item]
+                    "AmazonMskCluster": {"MskClusterArn": spec.source.arn},
+                    "VpcConfig": vpc(spec.source),  # type: ignore[typeddict-item]
                 },
                 {
-                    "AmazonMskCluster": {"MskClusterArn": spec.target_cluster_arn},
-                    "VpcConfig": vpc(spec.target_subnet_ids, spec.target_security_group_ids),  # type: ignore[typeddict-item]
+                    "AmazonMskCluster": {"MskClusterArn": spec.target.arn},
+                    "VpcConfig": vpc(spec.target),  # type: ignore[typeddict-item]
                 },
             ],
             ReplicationInfoList=[
                 {
-                    "SourceKafkaClusterArn": spec.source_cluster_arn,
-                    "TargetKafkaClusterArn": spec.target_cluster_arn,
+                    "SourceKafkaClusterArn": spec.source.arn,
+                    "TargetKafkaClusterArn": spec.target.arn,
                     "TargetCompressionType": "NONE",
                     "TopicReplication": {
                         **_topic_replication(spec),  # type: ignore[typeddict-item]
@@ -195,17 +195,10 @@ def _create(clients: AwsClients, spec: ReplicatorSpec) -> str:
 
 
 @task(task_run_name="ensure-replicator-{change.id}", cache_policy=NO_CACHE)
-def ensure_replicator(
-    clients: AwsClients,
-    change: Change,
-    *,
-    waits: WaitPolicy,
-    audit_detail: Mapping[str, Any] | None = None,
-    emit: Emit = emit_audit_event,
-) -> ChangeResult:
+def ensure_replicator(apply: ApplyContext, change: Change) -> ChangeResult:
     """Create, update (topics, offset sync) or replace (clusters, role: immutable) and await RUNNING."""
     spec = change.typed_spec(ReplicatorSpec)
-    trail = AuditTrail("msk", detail={**(audit_detail or {}), "replicator": spec.name}, emit=emit)
+    trail = apply.trail("msk", replicator=spec.name)
 
     def audited(action: str, arn: str, api: str, **extra: Any) -> None:
         trail.record(action, arn, spec.region, f"kafka:{api}", **extra)
@@ -213,25 +206,25 @@ def ensure_replicator(
     arn = change.current_id
     if change.action is Action.UPDATE and arn is not None:
         with aws_call("kafka", "UpdateReplicationInfo", arn):
-            clients.kafka(spec.region).update_replication_info(
+            apply.clients.kafka(spec.region).update_replication_info(
                 ReplicatorArn=arn,
                 CurrentVersion=change.current_version or "",
-                SourceKafkaClusterArn=spec.source_cluster_arn,
-                TargetKafkaClusterArn=spec.target_cluster_arn,
+                SourceKafkaClusterArn=spec.source.arn,
+                TargetKafkaClusterArn=spec.target.arn,
                 TopicReplication=_topic_replication(spec),  # type: ignore[arg-type]
                 ConsumerGroupReplication=_group_replication(spec),  # type: ignore[arg-type]
             )
         audited("update-replicator", arn, "UpdateReplicationInfo", topics=list(spec.topics))
-        _wait(clients, spec, arn, waits, gone=False)
+        _wait(apply.clients, spec, arn, apply.waits, gone=False)
     else:
         if change.action is Action.REPLACE and arn is not None:
             with aws_call("kafka", "DeleteReplicator", arn):
-                clients.kafka(spec.region).delete_replicator(
+                apply.clients.kafka(spec.region).delete_replicator(
                     ReplicatorArn=arn, CurrentVersion=change.current_version or ""
                 )
             audited("delete-replicator", arn, "DeleteReplicator", reason="immutable settings changed")
-            _wait(clients, spec, arn, waits, gone=True)
-        arn = _create(clients, spec)
+            _wait(apply.clients, spec, arn, apply.waits, gone=True)
+        arn = _create(apply.clients, spec)
         audited("create-replicator", arn, "CreateReplicator", topics=list(spec.topics))
-        _wait(clients, spec, arn, waits, gone=False)
+        _wait(apply.clients, spec, arn, apply.waits, gone=False)
     return change.result(trail.records, resource_id=arn)

@@ -9,30 +9,39 @@ the Prefect UI shows the runbook, not thousands of probe runs.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field
+from datetime import UTC
+from datetime import datetime
+from datetime import timedelta
 
-from prefect import get_run_logger, task
+from prefect import get_run_logger
+from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from chalkdr.classify import aws_call
 from chalkdr.clients import AwsClients
-from chalkdr.drill import (
-    CANARY_FEATURE,
-    CANARY_INPUT,
-    LagReading,
-    Routing,
-    SteadyState,
-    canary_item,
-    steady_state_problems,
-)
-from chalkdr.observe import Observation, QueryProbe
+from chalkdr.drill import CANARY_FEATURE
+from chalkdr.drill import CANARY_INPUT
+from chalkdr.drill import LagReading
+from chalkdr.drill import Routing
+from chalkdr.drill import SteadyState
+from chalkdr.drill import canary_item
+from chalkdr.drill import steady_state_problems
+from chalkdr.observe import Observation
+from chalkdr.observe import QueryProbe
 from chalkdr.plan import replicator_names
-from chalkdr.query import ChalkQueryClient, QueryAnswer, healthz
-from chalkdr.topology import RegionConfig, RoutingMode, Topology
+from chalkdr.query import ChalkQueryClient
+from chalkdr.query import QueryAnswer
+from chalkdr.query import healthz
+from chalkdr.topology import RegionConfig
+from chalkdr.topology import RoutingMode
+from chalkdr.topology import Topology
 from tasks.chalk import region_secret
-from tasks.route53 import read_dns_region, read_route53_health
+from tasks.route53 import read_dns_region
+from tasks.route53 import read_route53_health
 
 __all__ = [
     "ProbeSet",

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalkdr.errors import ChalkCliError, TransientAwsError, TransientKubeError
-from chalkdr.settings import DEFAULT_RETRIES, RetrySettings
+from chalkdr.errors import ChalkCliError
+from chalkdr.errors import TransientAwsError
+from chalkdr.errors import TransientKubeError
+from chalkdr.settings import DEFAULT_RETRIES
+from chalkdr.settings import RetrySettings
 
 __all__ = ["retry_options", "retry_transient"]
 

@@ -9,7 +9,8 @@ are made one at a time by the flow and reads run at most five at once.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -18,27 +19,29 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from chalkdr.classify import aws_call
-from chalkdr.clients import ROUTE53_CONTROL_REGION, AwsClients
-from chalkdr.drill import RegionRoute, Routing, health_verdict
+from chalkdr.clients import ROUTE53_CONTROL_REGION
+from chalkdr.clients import AwsClients
+from chalkdr.drill import RegionRoute
+from chalkdr.drill import Routing
+from chalkdr.drill import health_verdict
 from chalkdr.errors import AwsCallError
-from chalkdr.plan import (
-    Action,
-    AliasTarget,
-    Change,
-    ChangeResult,
-    HealthCheckSpec,
-    ObservedAlb,
-    ObservedHealthCheck,
-    ObservedRecord,
-    ObservedRoute53,
-    RecordSpec,
-    WaitPolicy,
-    caller_reference_prefix,
-    normalize_dns,
-    tag_list,
-)
-from chalkdr.topology import RegionConfig, Topology
-from tasks.audit import AuditTrail, Emit, emit_audit_event
+from chalkdr.plan import Action
+from chalkdr.plan import AliasTarget
+from chalkdr.plan import Change
+from chalkdr.plan import ChangeResult
+from chalkdr.plan import HealthCheckSpec
+from chalkdr.plan import ObservedAlb
+from chalkdr.plan import ObservedHealthCheck
+from chalkdr.plan import ObservedRecord
+from chalkdr.plan import ObservedRoute53
+from chalkdr.plan import RecordSpec
+from chalkdr.plan import WaitPolicy
+from chalkdr.plan import caller_reference_prefix
+from chalkdr.plan import normalize_dns
+from chalkdr.plan import tag_list
+from chalkdr.topology import RegionConfig
+from chalkdr.topology import Topology
+from tasks.audit import ApplyContext
 from tasks.retry import retry_options
 
 __all__ = [
@@ -67,11 +70,6 @@ def record_resource(zone_id: str, name: str, rtype: str, set_id: str | None) -> 
     return f"arn:aws:route53:::hostedzone/{zone_id}/recordset/{normalize_dns(name)}/{rtype}" + (
         f"/{set_id}" if set_id else ""
     )
-
-
-def _trail(detail: Mapping[str, Any] | None, emit: Emit) -> AuditTrail:
-    """Route 53 is global: its changes are recorded against its control-plane region."""
-    return AuditTrail("route53", detail=detail, emit=emit)
 
 
 # -- reads ------------------------------------------------------------------------------------
@@ -269,22 +267,16 @@ def _create_health_check(clients: AwsClients, spec: HealthCheckSpec) -> tuple[st
 
 
 @task(task_run_name="ensure-health-check-{change.region}", cache_policy=NO_CACHE)
-def ensure_health_check(
-    clients: AwsClients,
-    change: Change,
-    *,
-    audit_detail: Mapping[str, Any] | None = None,
-    emit: Emit = emit_audit_event,
-) -> ChangeResult:
+def ensure_health_check(apply: ApplyContext, change: Change) -> ChangeResult:
     """Create the region's check (create/replace) or update it in place (version-checked), then tag it."""
     spec = change.typed_spec(HealthCheckSpec)
-    route53 = clients.route53()
-    trail = _trail(audit_detail, emit)
+    route53 = apply.clients.route53()
+    trail = apply.trail("route53")
     changed = {d.field for d in change.diffs}
     updated = sorted(changed - {"tags", "stale_health_checks"})
     hc_id = change.current_id
     if hc_id is None:
-        hc_id, reference = _create_health_check(clients, spec)
+        hc_id, reference = _create_health_check(apply.clients, spec)
         trail.record(
             "create-health-check",
             health_check_arn(hc_id),
@@ -390,14 +382,10 @@ def _wait_insync(clients: AwsClients, change_id: str, waits: WaitPolicy) -> None
 
 @task(task_run_name="ensure-records-{name}", cache_policy=NO_CACHE)
 def ensure_records(
-    clients: AwsClients,
+    apply: ApplyContext,
     name: str,
     changes: Sequence[Change],
     health_check_ids: Mapping[str, str],
-    *,
-    waits: WaitPolicy,
-    audit_detail: Mapping[str, Any] | None = None,
-    emit: Emit = emit_audit_event,
 ) -> list[ChangeResult]:
     """One atomic change batch for all of one name's records, then wait until it is INSYNC.
 
@@ -421,7 +409,7 @@ def ensure_records(
             batch.append({"Action": "CREATE", "ResourceRecordSet": _record_set(spec, hc)})
         else:
             batch.append({"Action": "UPSERT", "ResourceRecordSet": _record_set(spec, hc)})
-    route53 = clients.route53()
+    route53 = apply.clients.route53()
     with aws_call("route53", "ChangeResourceRecordSets", f"{zone_id}/{name}"):
         info = route53.change_resource_record_sets(
             HostedZoneId=zone_id,
@@ -429,7 +417,7 @@ def ensure_records(
         )["ChangeInfo"]
     results = []
     for change, spec in zip(changes, specs, strict=True):
-        trail = _trail(audit_detail, emit)
+        trail = apply.trail("route53")
         trail.record(
             f"{change.action.value}-record",
             record_resource(zone_id, spec.name, spec.type, spec.set_identifier),
@@ -440,21 +428,15 @@ def ensure_records(
             target=spec.alias.dns_name,
         )
         results.append(change.result(trail.records))
-    _wait_insync(clients, info["Id"], waits)
+    _wait_insync(apply.clients, info["Id"], apply.waits)
     return results
 
 
 @task(task_run_name="delete-stale-health-checks-{change.region}", cache_policy=NO_CACHE)
-def delete_stale_health_checks(
-    clients: AwsClients,
-    change: Change,
-    *,
-    audit_detail: Mapping[str, Any] | None = None,
-    emit: Emit = emit_audit_event,
-) -> ChangeResult:
+def delete_stale_health_checks(apply: ApplyContext, change: Change) -> ChangeResult:
     """The second half of a replace: delete the checks no record points at any more."""
-    route53 = clients.route53()
-    trail = _trail(audit_detail, emit)
+    route53 = apply.clients.route53()
+    trail = apply.trail("route53")
     for hc_id in change.stale_ids:
         with aws_call("route53", "DeleteHealthCheck", hc_id):
             try:

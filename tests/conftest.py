@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,8 @@ def kube_emulators() -> Iterator[dict[str, Any]]:
 @pytest.fixture(scope="session")
 def prefect_backend() -> Iterator[None]:
     """One Prefect test harness (fresh SQLite) for the whole session; no heartbeat waits."""
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY
+    from prefect.settings import temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -100,6 +102,28 @@ class SandboxWorld:
             line.split("=", 1) for line in (state_dir / "sandbox.env").read_text().splitlines() if "=" in line
         )
         self.aws_endpoint = self.env["AWS_ENDPOINT_URL"]
+
+    @contextmanager
+    def environment(self) -> Iterator[None]:
+        """The process environment pointed at this world (AWS endpoint, secrets) for the duration."""
+        saved = dict(os.environ)
+        os.environ.update(self.env)
+        try:
+            yield
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+    def provision(self) -> SandboxWorld:
+        """Apply the world's topology (needs a Prefect backend); the flow must end converged."""
+        from flows.provision import provision
+
+        with self.environment():
+            state = provision(
+                topology=str(self.topology_path), mode="apply", require_approval=False, return_state=True
+            )
+        assert state.is_completed(), state.message
+        return self
 
     @property
     def topology(self) -> Any:

@@ -11,79 +11,73 @@ One module per system (route53, dynamodb, msk, aurora, alarms, eks), each with t
 `chalkdr.plan.core` is what they share and `chalkdr.plan.systems` registers them.
 """
 
-from chalkdr.plan.alarms import (
-    ALARM_DATAPOINTS_TO_ALARM,
-    ALARM_EVALUATION_PERIODS,
-    ALARM_PERIOD_S,
-    AlarmSpec,
-    ObservedAlarm,
-    ObservedAlarms,
-    alarm_prefix,
-)
-from chalkdr.plan.aurora import (
-    GlobalClusterSpec,
-    ObservedAurora,
-    ObservedDbCluster,
-    ObservedGlobalCluster,
-    SecondaryClusterSpec,
-)
-from chalkdr.plan.core import (
-    MANAGED_TAG_KEY,
-    MANAGED_TAGS,
-    Action,
-    Change,
-    ChangeResult,
-    Check,
-    FieldDiff,
-    Findings,
-    Plan,
-    PlanError,
-    ResourceKind,
-    Spec,
-    Stage,
-    StageDef,
-    WaitPolicy,
-    compare,
-    critical_path_s,
-    normalize_dns,
-    plan_table_rows,
-    render_plan_markdown,
-    tag_list,
-)
-from chalkdr.plan.dynamodb import GlobalTableSpec, ObservedDynamoDb, ObservedTable, online_store_tables
-from chalkdr.plan.eks import ObservedDeployment, ObservedEks, ObservedEksClusters
-from chalkdr.plan.msk import (
-    ObservedMsk,
-    ObservedMskCluster,
-    ObservedReplicator,
-    ReplicatorSpec,
-    replicator_name,
-    replicator_names,
-)
-from chalkdr.plan.route53 import (
-    AliasTarget,
-    HealthCheckSpec,
-    ObservedAlb,
-    ObservedHealthCheck,
-    ObservedRecord,
-    ObservedRoute53,
-    RecordSpec,
-    caller_reference,
-    caller_reference_prefix,
-    health_check_name,
-    set_identifier,
-)
-from chalkdr.plan.systems import (
-    SYSTEMS,
-    DesiredState,
-    ObservedState,
-    System,
-    apply_stages,
-    compute_plan,
-    desired_state,
-    plan_for,
-    stage_defs,
-)
+from chalkdr.plan.alarms import ALARM_DATAPOINTS_TO_ALARM
+from chalkdr.plan.alarms import ALARM_EVALUATION_PERIODS
+from chalkdr.plan.alarms import ALARM_PERIOD_S
+from chalkdr.plan.alarms import AlarmSpec
+from chalkdr.plan.alarms import ObservedAlarm
+from chalkdr.plan.alarms import ObservedAlarms
+from chalkdr.plan.alarms import alarm_prefix
+from chalkdr.plan.aurora import GlobalClusterSpec
+from chalkdr.plan.aurora import ObservedAurora
+from chalkdr.plan.aurora import ObservedDbCluster
+from chalkdr.plan.aurora import ObservedGlobalCluster
+from chalkdr.plan.aurora import SecondaryClusterSpec
+from chalkdr.plan.core import MANAGED_TAG_KEY
+from chalkdr.plan.core import MANAGED_TAGS
+from chalkdr.plan.core import Action
+from chalkdr.plan.core import Change
+from chalkdr.plan.core import ChangeResult
+from chalkdr.plan.core import Check
+from chalkdr.plan.core import FieldDiff
+from chalkdr.plan.core import Findings
+from chalkdr.plan.core import Plan
+from chalkdr.plan.core import PlanError
+from chalkdr.plan.core import ResourceKind
+from chalkdr.plan.core import Spec
+from chalkdr.plan.core import Stage
+from chalkdr.plan.core import StageDef
+from chalkdr.plan.core import WaitPolicy
+from chalkdr.plan.core import compare
+from chalkdr.plan.core import critical_path_s
+from chalkdr.plan.core import normalize_dns
+from chalkdr.plan.core import plan_table_rows
+from chalkdr.plan.core import render_plan_markdown
+from chalkdr.plan.core import tag_list
+from chalkdr.plan.dynamodb import GlobalTableSpec
+from chalkdr.plan.dynamodb import ObservedDynamoDb
+from chalkdr.plan.dynamodb import ObservedTable
+from chalkdr.plan.dynamodb import online_store_tables
+from chalkdr.plan.eks import ObservedDeployment
+from chalkdr.plan.eks import ObservedEks
+from chalkdr.plan.eks import ObservedEksClusters
+from chalkdr.plan.msk import MskEndpoint
+from chalkdr.plan.msk import ObservedMsk
+from chalkdr.plan.msk import ObservedMskCluster
+from chalkdr.plan.msk import ObservedReplicator
+from chalkdr.plan.msk import ReplicatorSpec
+from chalkdr.plan.msk import replicator_name
+from chalkdr.plan.msk import replicator_names
+from chalkdr.plan.route53 import AliasTarget
+from chalkdr.plan.route53 import HealthCheckSpec
+from chalkdr.plan.route53 import ObservedAlb
+from chalkdr.plan.route53 import ObservedHealthCheck
+from chalkdr.plan.route53 import ObservedRecord
+from chalkdr.plan.route53 import ObservedRoute53
+from chalkdr.plan.route53 import RecordSpec
+from chalkdr.plan.route53 import caller_reference
+from chalkdr.plan.route53 import caller_reference_prefix
+from chalkdr.plan.route53 import health_check_name
+from chalkdr.plan.route53 import set_identifier
+from chalkdr.plan.systems import SYSTEMS
+from chalkdr.plan.systems import DesiredState
+from chalkdr.plan.systems import ObservedState
+from chalkdr.plan.systems import System
+from chalkdr.plan.systems import apply_stages
+from chalkdr.plan.systems import compute_plan
+from chalkdr.plan.systems import desired_state
+from chalkdr.plan.systems import plan_for
+from chalkdr.plan.systems import stage_defs
 
 __all__ = [
     "ALARM_DATAPOINTS_TO_ALARM",
@@ -104,6 +98,7 @@ __all__ = [
     "GlobalClusterSpec",
     "GlobalTableSpec",
     "HealthCheckSpec",
+    "MskEndpoint",
     "ObservedAlarm",
     "ObservedAlarms",
     "ObservedAlb",

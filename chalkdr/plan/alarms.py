@@ -7,28 +7,29 @@ replicator (latency and message lag), one per Aurora secondary.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING
+from typing import Any
+from typing import Literal
 
 from pydantic import Field
 
-from chalkdr.plan.core import (
-    MANAGED_TAGS,
-    Action,
-    Change,
-    FieldDiff,
-    Findings,
-    PlanModel,
-    ResourceKind,
-    Spec,
-    StageDef,
-    compare,
-)
+from chalkdr.plan.core import MANAGED_TAGS
+from chalkdr.plan.core import Action
+from chalkdr.plan.core import Change
+from chalkdr.plan.core import FieldDiff
+from chalkdr.plan.core import Findings
+from chalkdr.plan.core import PlanModel
+from chalkdr.plan.core import ResourceKind
+from chalkdr.plan.core import Spec
+from chalkdr.plan.core import StageDef
+from chalkdr.plan.core import compare
 from chalkdr.plan.dynamodb import online_store_tables
 from chalkdr.plan.msk import replicator_names
 from chalkdr.topology import Topology
 
 if TYPE_CHECKING:
-    from chalkdr.plan.systems import DesiredState, ObservedState
+    from chalkdr.plan.systems import DesiredState
+    from chalkdr.plan.systems import ObservedState
 
 __all__ = [
     "ALARM_DATAPOINTS_TO_ALARM",
@@ -102,10 +103,6 @@ class AlarmSpec(_AlarmSettings, Spec):
     description: str
     account_id: str  # for the alarm's ARN (the audit names it before AWS has answered)
     tags: dict[str, str]
-
-    @property
-    def resource_id(self) -> str:
-        return self.name
 
     @property
     def arn(self) -> str:
@@ -214,11 +211,5 @@ def changes(desired: DesiredState, observed: ObservedState, findings: Findings) 
 
 
 # Alarms watch what the other stages make: the replicas' and replicators' metrics.
-STAGES = (
-    StageDef(
-        name="cloudwatch-alarms",
-        kind=ResourceKind.ALARM,
-        concurrent=True,
-        depends_on=("dynamodb-replicas", "msk-replicators", "aurora-secondaries"),
-    ),
-)
+_WATCHED = ("dynamodb-replicas", "msk-replicators", "aurora-secondaries")
+STAGES = (StageDef("cloudwatch-alarms", ResourceKind.ALARM, concurrent=True, depends_on=_WATCHED),)

@@ -8,25 +8,25 @@ provision never moves the writer (failover and failback do).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
+from typing import Literal
 
 from pydantic import Field
 
-from chalkdr.plan.core import (
-    MANAGED_TAGS,
-    Action,
-    Change,
-    FieldDiff,
-    Findings,
-    PlanModel,
-    ResourceKind,
-    Spec,
-    StageDef,
-)
+from chalkdr.plan.core import MANAGED_TAGS
+from chalkdr.plan.core import Action
+from chalkdr.plan.core import Change
+from chalkdr.plan.core import FieldDiff
+from chalkdr.plan.core import Findings
+from chalkdr.plan.core import PlanModel
+from chalkdr.plan.core import ResourceKind
+from chalkdr.plan.core import Spec
+from chalkdr.plan.core import StageDef
 from chalkdr.topology import Topology
 
 if TYPE_CHECKING:
-    from chalkdr.plan.systems import DesiredState, ObservedState
+    from chalkdr.plan.systems import DesiredState
+    from chalkdr.plan.systems import ObservedState
 
 __all__ = [
     "STAGES",
@@ -40,32 +40,26 @@ __all__ = [
 ]
 
 
-class GlobalClusterSpec(Spec):
+class _AuroraMember(Spec):
+    """What every Aurora resource of the plan carries: its id and the primary's engine."""
+
+    ID_FIELD = "id"
+    id: str
+    engine: str
+    engine_version: str | None
+    tags: dict[str, str]
+
+
+class GlobalClusterSpec(_AuroraMember):
     kind: Literal["aurora-global-cluster"] = "aurora-global-cluster"
     # `region` is the primary region (where the writer is).
-    id: str
     writer_cluster_id: str
     writer_cluster_arn: str
-    engine: str
-    engine_version: str | None
-    tags: dict[str, str]
-
-    @property
-    def resource_id(self) -> str:
-        return self.id
 
 
-class SecondaryClusterSpec(Spec):
+class SecondaryClusterSpec(_AuroraMember):
     kind: Literal["aurora-secondary-cluster"] = "aurora-secondary-cluster"
-    id: str
     global_cluster_id: str
-    engine: str
-    engine_version: str | None
-    tags: dict[str, str]
-
-    @property
-    def resource_id(self) -> str:
-        return self.id
 
 
 class ObservedDbCluster(PlanModel):
@@ -198,12 +192,8 @@ def changes(desired: DesiredState, observed: ObservedState, findings: Findings) 
     return [c for c in out if c is not None]
 
 
+_AFTER_GLOBAL = ("aurora-global-cluster",)  # a secondary joins an existing global cluster
 STAGES = (
-    StageDef(name="aurora-global-cluster", kind=ResourceKind.GLOBAL_CLUSTER, concurrent=False),
-    StageDef(
-        name="aurora-secondaries",
-        kind=ResourceKind.SECONDARY_CLUSTER,
-        concurrent=True,
-        depends_on=("aurora-global-cluster",),
-    ),
+    StageDef("aurora-global-cluster", ResourceKind.GLOBAL_CLUSTER, concurrent=False),
+    StageDef("aurora-secondaries", ResourceKind.SECONDARY_CLUSTER, concurrent=True, depends_on=_AFTER_GLOBAL),
 )

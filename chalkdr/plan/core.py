@@ -12,12 +12,23 @@ the apply runs, the wait policy for AWS's asynchronous work, and the plan's rend
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from collections.abc import Iterable
+from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field
 from enum import StrEnum
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
+from typing import Any
+from typing import ClassVar
+from typing import TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SerializeAsAny
+from pydantic import BaseModel
+from pydantic import BeforeValidator
+from pydantic import ConfigDict
+from pydantic import Field
+from pydantic import SerializeAsAny
 
 from chalkdr.audit import AuditRecord
 from chalkdr.errors import ChalkDrError
@@ -35,6 +46,7 @@ __all__ = [
     "Findings",
     "Plan",
     "PlanError",
+    "PlanHeader",
     "PlanModel",
     "ResourceKind",
     "Spec",
@@ -114,6 +126,8 @@ class Spec(PlanModel):
     trip (the plan is published and read back) as the right class.
     """
 
+    ID_FIELD: ClassVar[str] = "name"  # the field that names the resource
+
     kind: str
     region: str  # the region whose API holds the resource
 
@@ -126,8 +140,8 @@ class Spec(PlanModel):
 
     @property
     def resource_id(self) -> str:
-        """How the plan and the audit name the resource (a name, a record key)."""
-        raise NotImplementedError
+        """How the plan and the audit name the resource: its `ID_FIELD` (a record, its key)."""
+        return str(getattr(self, self.ID_FIELD))
 
 
 def _spec_of(value: Any) -> Any:
@@ -251,14 +265,19 @@ class Findings:
 # -- the plan -------------------------------------------------------------------------------------
 
 
-class Plan(PlanModel):
+class PlanHeader(PlanModel):
+    """What a desired state and a plan both carry: whose they are, and what was found on the way."""
+
     environment: str
     routing: RoutingMode
-    changes: tuple[Change, ...] = ()
-    checks: tuple[Check, ...] = ()
     errors: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     failover: FailoverEstimate
+
+
+class Plan(PlanHeader):
+    changes: tuple[Change, ...] = ()
+    checks: tuple[Check, ...] = ()
 
     @property
     def pending(self) -> list[Change]:

@@ -6,39 +6,36 @@ name exists, one replica change per table at a time (the apply task adds them in
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
+from typing import Literal
 
 from pydantic import Field
 
-from chalkdr.plan.core import (
-    MANAGED_TAGS,
-    Action,
-    Change,
-    FieldDiff,
-    Findings,
-    PlanModel,
-    ResourceKind,
-    Spec,
-    StageDef,
-)
+from chalkdr.plan.core import MANAGED_TAGS
+from chalkdr.plan.core import Action
+from chalkdr.plan.core import Change
+from chalkdr.plan.core import FieldDiff
+from chalkdr.plan.core import Findings
+from chalkdr.plan.core import PlanModel
+from chalkdr.plan.core import ResourceKind
+from chalkdr.plan.core import Spec
+from chalkdr.plan.core import StageDef
 from chalkdr.topology import Topology
 
 if TYPE_CHECKING:
-    from chalkdr.plan.systems import DesiredState, ObservedState
+    from chalkdr.plan.systems import DesiredState
+    from chalkdr.plan.systems import ObservedState
 
 __all__ = ["STAGES", "GlobalTableSpec", "ObservedDynamoDb", "ObservedTable", "changes", "desired"]
 
 
 class GlobalTableSpec(Spec):
+    ID_FIELD = "table"
     kind: Literal["dynamodb-global-table"] = "dynamodb-global-table"
     # `region` is the source region (the primary's table, where replicas are added from).
     table: str
     regions: tuple[str, ...]  # every region that must hold a replica, the source included
     tags: dict[str, str]
-
-    @property
-    def resource_id(self) -> str:
-        return self.table
 
 
 class ObservedTable(PlanModel):
@@ -102,4 +99,4 @@ def changes(desired: DesiredState, observed: ObservedState, findings: Findings) 
     return [c for c in found if c is not None]
 
 
-STAGES = (StageDef(name="dynamodb-replicas", kind=ResourceKind.GLOBAL_TABLE, concurrent=True),)
+STAGES = (StageDef("dynamodb-replicas", ResourceKind.GLOBAL_TABLE, concurrent=True),)

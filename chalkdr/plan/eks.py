@@ -10,8 +10,10 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field
 
-from chalkdr.plan.core import Check, PlanModel
-from chalkdr.topology import RegionConfig, Topology
+from chalkdr.plan.core import Check
+from chalkdr.plan.core import PlanModel
+from chalkdr.topology import RegionConfig
+from chalkdr.topology import Topology
 
 if TYPE_CHECKING:
     from chalkdr.plan.systems import ObservedState

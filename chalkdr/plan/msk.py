@@ -6,27 +6,28 @@ A replicator lives in its target cluster's region. Its clusters and service role
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
+from typing import Literal
 
 from pydantic import Field
 
-from chalkdr.plan.core import (
-    MANAGED_TAGS,
-    Change,
-    Findings,
-    PlanModel,
-    ResourceKind,
-    Spec,
-    StageDef,
-    compare,
-)
+from chalkdr.plan.core import MANAGED_TAGS
+from chalkdr.plan.core import Change
+from chalkdr.plan.core import Findings
+from chalkdr.plan.core import PlanModel
+from chalkdr.plan.core import ResourceKind
+from chalkdr.plan.core import Spec
+from chalkdr.plan.core import StageDef
+from chalkdr.plan.core import compare
 from chalkdr.topology import Topology
 
 if TYPE_CHECKING:
-    from chalkdr.plan.systems import DesiredState, ObservedState
+    from chalkdr.plan.systems import DesiredState
+    from chalkdr.plan.systems import ObservedState
 
 __all__ = [
     "STAGES",
+    "MskEndpoint",
     "ObservedMsk",
     "ObservedMskCluster",
     "ObservedReplicator",
@@ -51,25 +52,25 @@ def replicator_names(topology: Topology) -> dict[str, str]:
     return {r.aws_region: replicator_name(topology, r.aws_region) for r in topology.secondaries}
 
 
+class MskEndpoint(PlanModel):
+    """One side of a replicator: the cluster and the VPC placement the replicator reaches it by."""
+
+    arn: str
+    subnet_ids: tuple[str, ...] = ()
+    security_group_ids: tuple[str, ...] = ()
+
+
 class ReplicatorSpec(Spec):
     kind: Literal["msk-replicator"] = "msk-replicator"
     # `region` is the target cluster's region: AWS creates a replicator there.
     name: str
-    source_cluster_arn: str
-    target_cluster_arn: str
-    source_subnet_ids: tuple[str, ...]
-    source_security_group_ids: tuple[str, ...]
-    target_subnet_ids: tuple[str, ...]
-    target_security_group_ids: tuple[str, ...]
+    source: MskEndpoint
+    target: MskEndpoint
     topics: tuple[str, ...]
     consumer_groups: tuple[str, ...] = (".*",)
     sync_consumer_group_offsets: bool = True
     service_execution_role_arn: str
     tags: dict[str, str]
-
-    @property
-    def resource_id(self) -> str:
-        return self.name
 
 
 class ObservedMskCluster(PlanModel):
@@ -78,6 +79,11 @@ class ObservedMskCluster(PlanModel):
     state: str
     subnet_ids: tuple[str, ...] = ()
     security_group_ids: tuple[str, ...] = ()
+
+    def endpoint(self) -> MskEndpoint:
+        return MskEndpoint(
+            arn=self.arn, subnet_ids=self.subnet_ids, security_group_ids=self.security_group_ids
+        )
 
 
 class ObservedReplicator(PlanModel):
@@ -100,9 +106,14 @@ class ObservedMsk(PlanModel):
 
 
 def _settings(r: ReplicatorSpec | ObservedReplicator) -> dict[str, object]:
+    clusters = (
+        (r.source.arn, r.target.arn)
+        if isinstance(r, ReplicatorSpec)
+        else (r.source_cluster_arn, r.target_cluster_arn)
+    )
     return {
-        "source_cluster_arn": r.source_cluster_arn,
-        "target_cluster_arn": r.target_cluster_arn,
+        "source_cluster_arn": clusters[0],
+        "target_cluster_arn": clusters[1],
         "service_execution_role_arn": r.service_execution_role_arn,
         "topics": sorted(r.topics),
         "consumer_groups": sorted(r.consumer_groups),
@@ -134,12 +145,8 @@ def desired(topology: Topology, observed: ObservedState, findings: Findings) -> 
             ReplicatorSpec(
                 name=name,
                 region=target_cfg.aws_region,
-                source_cluster_arn=source.arn,
-                target_cluster_arn=target.arn,
-                source_subnet_ids=source.subnet_ids,
-                source_security_group_ids=source.security_group_ids,
-                target_subnet_ids=target.subnet_ids,
-                target_security_group_ids=target.security_group_ids,
+                source=source.endpoint(),
+                target=target.endpoint(),
                 topics=tuple(sorted(topology.msk.topics)),
                 service_execution_role_arn=topology.msk.service_execution_role_arn,
                 tags=MANAGED_TAGS,
@@ -178,4 +185,4 @@ def changes(desired: DesiredState, observed: ObservedState, findings: Findings) 
     return out
 
 
-STAGES = (StageDef(name="msk-replicators", kind=ResourceKind.REPLICATOR, concurrent=True),)
+STAGES = (StageDef("msk-replicators", ResourceKind.REPLICATOR, concurrent=True),)

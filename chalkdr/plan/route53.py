@@ -12,27 +12,30 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING
+from typing import Any
+from typing import Literal
 
 from pydantic import Field
 
-from chalkdr.plan.core import (
-    MANAGED_TAGS,
-    Action,
-    Change,
-    FieldDiff,
-    Findings,
-    PlanModel,
-    ResourceKind,
-    Spec,
-    StageDef,
-    compare,
-    normalize_dns,
-)
-from chalkdr.topology import RegionConfig, RoutingMode, Topology
+from chalkdr.plan.core import MANAGED_TAGS
+from chalkdr.plan.core import Action
+from chalkdr.plan.core import Change
+from chalkdr.plan.core import FieldDiff
+from chalkdr.plan.core import Findings
+from chalkdr.plan.core import PlanModel
+from chalkdr.plan.core import ResourceKind
+from chalkdr.plan.core import Spec
+from chalkdr.plan.core import StageDef
+from chalkdr.plan.core import compare
+from chalkdr.plan.core import normalize_dns
+from chalkdr.topology import RegionConfig
+from chalkdr.topology import RoutingMode
+from chalkdr.topology import Topology
 
 if TYPE_CHECKING:
-    from chalkdr.plan.systems import DesiredState, ObservedState
+    from chalkdr.plan.systems import DesiredState
+    from chalkdr.plan.systems import ObservedState
 
 __all__ = [
     "STAGES",
@@ -116,10 +119,6 @@ class HealthCheckSpec(Spec):
     failure_threshold: int
     regions: tuple[str, ...]
     tags: dict[str, str]
-
-    @property
-    def resource_id(self) -> str:
-        return self.name
 
     def mutable(self) -> dict[str, Any]:
         return _health_check_fields(
@@ -457,16 +456,11 @@ def changes(desired: DesiredState, observed: ObservedState, findings: Findings) 
 # Health checks exist before records point at them; replaced checks are deleted only after the
 # records have moved. All three are serial: Route 53 allows 5 requests/s per account.
 STAGES = (
-    StageDef(name="route53-health-checks", kind=ResourceKind.HEALTH_CHECK, concurrent=False),
+    StageDef("route53-health-checks", ResourceKind.HEALTH_CHECK, concurrent=False),
+    StageDef("route53-records", ResourceKind.RECORD, concurrent=False, depends_on=("route53-health-checks",)),
     StageDef(
-        name="route53-records",
-        kind=ResourceKind.RECORD,
-        concurrent=False,
-        depends_on=("route53-health-checks",),
-    ),
-    StageDef(
-        name="route53-health-check-cleanup",
-        kind=ResourceKind.HEALTH_CHECK,
+        "route53-health-check-cleanup",
+        ResourceKind.HEALTH_CHECK,
         concurrent=False,
         cleanup=True,
         depends_on=("route53-records",),

@@ -7,33 +7,38 @@ system means adding its module, its entry here and its slot in `ObservedState`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
 from pydantic import Field
 
-from chalkdr.failover import FailoverEstimate, failover_estimate
-from chalkdr.plan import alarms, aurora, dynamodb, eks, msk, route53
+from chalkdr.failover import failover_estimate
+from chalkdr.plan import alarms
+from chalkdr.plan import aurora
+from chalkdr.plan import dynamodb
+from chalkdr.plan import eks
+from chalkdr.plan import msk
+from chalkdr.plan import route53
 from chalkdr.plan.alarms import ObservedAlarms
 from chalkdr.plan.aurora import ObservedAurora
-from chalkdr.plan.core import (
-    AnySpec,
-    Change,
-    Check,
-    Findings,
-    Plan,
-    PlanModel,
-    Spec,
-    Stage,
-    StageDef,
-    stages_for,
-)
+from chalkdr.plan.core import AnySpec
+from chalkdr.plan.core import Change
+from chalkdr.plan.core import Check
+from chalkdr.plan.core import Findings
+from chalkdr.plan.core import Plan
+from chalkdr.plan.core import PlanHeader
+from chalkdr.plan.core import PlanModel
+from chalkdr.plan.core import Spec
+from chalkdr.plan.core import Stage
+from chalkdr.plan.core import StageDef
+from chalkdr.plan.core import stages_for
 from chalkdr.plan.dynamodb import ObservedDynamoDb
 from chalkdr.plan.eks import ObservedEksClusters
 from chalkdr.plan.msk import ObservedMsk
 from chalkdr.plan.route53 import ObservedRoute53
-from chalkdr.topology import RoutingMode, Topology
+from chalkdr.topology import Topology
 
 __all__ = [
     "SYSTEMS",
@@ -61,15 +66,10 @@ class ObservedState(PlanModel):
     eks: ObservedEksClusters = Field(default_factory=ObservedEksClusters)
 
 
-class DesiredState(PlanModel):
+class DesiredState(PlanHeader):
     """What AWS must hold for a topology: every system's specs, and what was found on the way."""
 
-    environment: str
-    routing: RoutingMode
     specs: tuple[AnySpec, ...] = ()
-    errors: tuple[str, ...] = ()
-    warnings: tuple[str, ...] = ()
-    failover: FailoverEstimate
 
     def of(self, spec_type: type[_S]) -> list[_S]:
         return [s for s in self.specs if isinstance(s, spec_type)]

@@ -5,16 +5,25 @@ from __future__ import annotations
 import base64
 import time
 from typing import Any
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs
+from urllib.parse import urlparse
 
 import boto3
 import pytest
 import requests
-from botocore.exceptions import ClientError, EndpointConnectionError
+from botocore.exceptions import ClientError
+from botocore.exceptions import EndpointConnectionError
 
-from chalkdr.classify import classify_aws_error, classify_kube_error
-from chalkdr.clients import AwsClients, EksKubeClient, EksToken, make_eks_token
-from chalkdr.errors import EksEndpointError, PermanentAwsError, TransientAwsError, TransientKubeError
+from chalkdr.classify import classify_aws_error
+from chalkdr.classify import classify_kube_error
+from chalkdr.clients import AwsClients
+from chalkdr.clients import EksKubeClient
+from chalkdr.clients import EksToken
+from chalkdr.clients import make_eks_token
+from chalkdr.errors import EksEndpointError
+from chalkdr.errors import PermanentAwsError
+from chalkdr.errors import TransientAwsError
+from chalkdr.errors import TransientKubeError
 from chalkdr.settings import ClientSettings
 
 

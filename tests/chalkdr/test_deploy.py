@@ -4,23 +4,23 @@ from __future__ import annotations
 
 import pytest
 
-from chalkdr.deploy import (
-    ApplyReport,
-    LastGood,
-    Outcome,
-    RegionApply,
-    RegionStatus,
-    RollbackReport,
-    Strategy,
-    chalk_apply_command,
-    chalk_cli_env,
-    classify_cli_failure,
-    decide_outcome,
-    evaluate_parity,
-    parse_deployment_id,
-)
+from chalkdr.deploy import ApplyReport
+from chalkdr.deploy import LastGood
+from chalkdr.deploy import Outcome
+from chalkdr.deploy import RegionApply
+from chalkdr.deploy import RegionStatus
+from chalkdr.deploy import RollbackReport
+from chalkdr.deploy import Strategy
+from chalkdr.deploy import chalk_apply_command
+from chalkdr.deploy import chalk_cli_env
+from chalkdr.deploy import classify_cli_failure
+from chalkdr.deploy import decide_outcome
+from chalkdr.deploy import evaluate_parity
+from chalkdr.deploy import parse_deployment_id
 from chalkdr.errors import CredentialsError
-from chalkdr.secrets import redact, redact_url, resolve_secret
+from chalkdr.secrets import redact
+from chalkdr.secrets import redact_url
+from chalkdr.secrets import resolve_secret
 from chalkdr.topology import SecretRef
 
 SHA = "0123456789abcdef0123456789abcdef01234567"

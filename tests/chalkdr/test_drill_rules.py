@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import pytest
 
-from chalkdr.drill import (
-    LagReading,
-    RegionRoute,
-    Routing,
-    SteadyState,
-    evaluate_slos,
-    health_verdict,
-    rpo_exposure_s,
-    steady_state_problems,
-)
-from chalkdr.observe import Direction, Observation, QueryProbe, milestones
+from chalkdr.drill import LagReading
+from chalkdr.drill import RegionRoute
+from chalkdr.drill import Routing
+from chalkdr.drill import SteadyState
+from chalkdr.drill import evaluate_slos
+from chalkdr.drill import health_verdict
+from chalkdr.drill import rpo_exposure_s
+from chalkdr.drill import steady_state_problems
+from chalkdr.observe import Direction
+from chalkdr.observe import Observation
+from chalkdr.observe import QueryProbe
+from chalkdr.observe import milestones
 from chalkdr.query import QueryAnswer
-from chalkdr.report import DrillReport, Journal, PhaseStatus, RpoEvidence, render_markdown, timeline_rows
+from chalkdr.report import DrillReport
+from chalkdr.report import Journal
+from chalkdr.report import PhaseStatus
+from chalkdr.report import RpoEvidence
+from chalkdr.report import render_markdown
+from chalkdr.report import timeline_rows
 
 EAST, WEST = "us-east-1", "us-west-2"
 

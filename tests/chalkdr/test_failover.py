@@ -7,8 +7,11 @@ from typing import Any
 
 import yaml
 
-from chalkdr.failover import expected_failover_seconds, failover_estimate, slo_warning
-from chalkdr.topology import Topology, parse_topology
+from chalkdr.failover import expected_failover_seconds
+from chalkdr.failover import failover_estimate
+from chalkdr.failover import slo_warning
+from chalkdr.topology import Topology
+from chalkdr.topology import parse_topology
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deployments" / "topology.example.yaml"
 

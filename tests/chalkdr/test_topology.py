@@ -12,7 +12,9 @@ import pytest
 import yaml
 
 from chalkdr.errors import TopologyError
-from chalkdr.topology import RoutingMode, load_topology, parse_topology
+from chalkdr.topology import RoutingMode
+from chalkdr.topology import load_topology
+from chalkdr.topology import parse_topology
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deployments" / "topology.example.yaml"
 

@@ -13,7 +13,8 @@ import textwrap
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -23,13 +24,22 @@ import httpx
 import pytest
 import yaml
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
+from prefect.client.schemas.filters import FlowRunFilter
+from prefect.client.schemas.filters import FlowRunFilterId
+from prefect.client.schemas.filters import LogFilter
+from prefect.client.schemas.filters import LogFilterFlowRunId
 from prefect.concurrency.sync import concurrency
-from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
+from prefect.events.filters import EventFilter
+from prefect.events.filters import EventNameFilter
+from prefect.events.filters import EventRelatedFilter
 from prefect.states import State
 from prefect.variables import Variable
 
-from chalkdr.deploy import ApplyReport, DeployFailed, LastGood, Outcome, RegionStatus
+from chalkdr.deploy import ApplyReport
+from chalkdr.deploy import DeployFailed
+from chalkdr.deploy import LastGood
+from chalkdr.deploy import Outcome
+from chalkdr.deploy import RegionStatus
 from flows.chalk_apply import chalk_apply
 from sandbox.query_server import QueryServer
 from sandbox.truth import GroundTruth

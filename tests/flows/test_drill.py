@@ -8,8 +8,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC
+from datetime import datetime
+from datetime import timedelta
 from typing import Any
 
 import boto3
@@ -21,28 +22,19 @@ from prefect.concurrency.sync import concurrency
 from prefect.settings import PREFECT_API_URL
 from prefect.variables import Variable
 
-from chalkdr.report import DrillReport, PhaseStatus
+from chalkdr.report import DrillReport
+from chalkdr.report import PhaseStatus
 from flows.drill import drill
-from flows.provision import provision
-from tasks.locks import KILL_SWITCH_VARIABLE, ensure_lock
+from tasks.locks import KILL_SWITCH_VARIABLE
+from tasks.locks import ensure_lock
 
 pytestmark = [pytest.mark.usefixtures("prefect_backend"), pytest.mark.timeout(240)]
 INTERVAL = 0.5
 
 
 @pytest.fixture(scope="module")
-def provisioned(sandbox_world: Any, prefect_backend: None) -> Iterator[Any]:
-    saved = dict(os.environ)
-    os.environ.update(sandbox_world.env)
-    try:
-        state = provision(
-            topology=str(sandbox_world.topology_path), mode="apply", require_approval=False, return_state=True
-        )
-        assert state.is_completed(), state.message
-        yield sandbox_world
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+def provisioned(sandbox_world: Any, prefect_backend: None) -> Any:
+    return sandbox_world.provision()
 
 
 @pytest.fixture
@@ -190,8 +182,11 @@ def test_evidence_is_in_the_backend(world: Any) -> None:
     assert report.outcome is PhaseStatus.COMPLETED and report.phases["inject"].status is PhaseStatus.SKIPPED
 
     async def read() -> tuple[list[Any], list[Any]]:
-        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-        from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+        from prefect.client.schemas.filters import ArtifactFilter
+        from prefect.client.schemas.filters import ArtifactFilterKey
+        from prefect.events.filters import EventFilter
+        from prefect.events.filters import EventNameFilter
+        from prefect.events.filters import EventResourceFilter
 
         async with get_client() as client:
             artifacts = await client.read_artifacts(
@@ -227,7 +222,9 @@ def test_evidence_is_in_the_backend(world: Any) -> None:
 
 
 def _paused_run_id(deadline_s: float = 60) -> Any:
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.filters import FlowRunFilter
+    from prefect.client.schemas.filters import FlowRunFilterState
+    from prefect.client.schemas.filters import FlowRunFilterStateType
     from prefect.client.schemas.objects import StateType
 
     deadline = time.monotonic() + deadline_s
@@ -274,13 +271,9 @@ def test_approval_form_gates_the_injection(world: Any, approve: bool) -> None:
 def own_world(own_world_factory: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     """A world of the test's own: a lag spike stays in CloudWatch's current period, so it must not
     reach the worlds other tests drill in."""
-    world = own_world_factory("--environment", "lagspike")
+    world = own_world_factory("--environment", "lagspike").provision()
     for key, value in world.env.items():
         monkeypatch.setenv(key, value)
-    state = provision(
-        topology=str(world.topology_path), mode="apply", require_approval=False, return_state=True
-    )
-    assert state.is_completed(), state.message
     return world
 
 

@@ -2,34 +2,21 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import pytest
 
-from chalkdr.report import DrillReport, PhaseStatus
+from chalkdr.report import DrillReport
+from chalkdr.report import PhaseStatus
 from flows.drill import drill
-from flows.provision import provision
 
 pytestmark = [pytest.mark.usefixtures("prefect_backend"), pytest.mark.timeout(240)]
 
 
 @pytest.fixture(scope="module")
-def weighted_world(world_factory: Any, prefect_backend: None) -> Iterator[Any]:
-    world = world_factory("--routing", "weighted", "--environment", "demo-aa")
-    saved = dict(os.environ)
-    os.environ.update(world.env)
-    try:
-        state = provision(
-            topology=str(world.topology_path), mode="apply", require_approval=False, return_state=True
-        )
-        assert state.is_completed(), state.message
-        yield world
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+def weighted_world(world_factory: Any, prefect_backend: None) -> Any:
+    return world_factory("--routing", "weighted", "--environment", "demo-aa").provision()
 
 
 def test_weighted_records_and_failover_to_the_healthy_region(

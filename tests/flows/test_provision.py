@@ -17,7 +17,8 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -27,19 +28,22 @@ import pytest
 import yaml
 from botocore.awsrequest import AWSResponse
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import (
-    ArtifactFilter,
-    ArtifactFilterKey,
-    FlowRunFilter,
-    FlowRunFilterState,
-)
-from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
+from prefect.client.schemas.filters import ArtifactFilter
+from prefect.client.schemas.filters import ArtifactFilterKey
+from prefect.client.schemas.filters import FlowRunFilter
+from prefect.client.schemas.filters import FlowRunFilterState
+from prefect.events.filters import EventFilter
+from prefect.events.filters import EventNameFilter
+from prefect.events.filters import EventRelatedFilter
 from prefect.flow_runs import resume_flow_run
 from prefect.states import State
 
 from chalkdr.clients import AwsClients
-from chalkdr.plan import Action, ResourceKind
-from flows.provision import ProvisionReport, provision
+from chalkdr.plan import Action
+from chalkdr.plan import ResourceKind
+from flows.provision import ProvisionReport
+from flows.provision import provision
+from sandbox.harness import poll
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_backend"), pytest.mark.timeout(300)]
 
@@ -193,26 +197,17 @@ def drop_replica(world: World, region: str = WEST) -> None:
     ddb = world.aws("dynamodb", EAST)
     listed = {r["RegionName"] for r in ddb.describe_table(TableName=TABLE)["Table"].get("Replicas", [])}
     if region in listed:
-        poll(lambda: ddb.describe_table(TableName=TABLE)["Table"]["TableStatus"] == "ACTIVE")
+        poll(lambda: ddb.describe_table(TableName=TABLE)["Table"]["TableStatus"] == "ACTIVE", timeout=20)
         ddb.update_table(TableName=TABLE, ReplicaUpdates=[{"Delete": {"RegionName": region}}])
     poll(
         lambda: (
             region
             not in {r["RegionName"] for r in ddb.describe_table(TableName=TABLE)["Table"].get("Replicas", [])}
             and ddb.describe_table(TableName=TABLE)["Table"]["TableStatus"] == "ACTIVE"
-        )
+        ),
+        timeout=20,
+        what="the replica to be gone",
     )
-
-
-def poll(check: Callable[[], Any], timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(0.05)
 
 
 def artifact(key: str) -> Any:

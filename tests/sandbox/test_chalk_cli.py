@@ -14,7 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from sandbox.query_server import PERMANENT_APPLY_ERROR, TRANSIENT_APPLY_ERROR, QueryServer
+from sandbox.query_server import PERMANENT_APPLY_ERROR
+from sandbox.query_server import TRANSIENT_APPLY_ERROR
+from sandbox.query_server import QueryServer
 
 CHALK = Path(sys.executable).parent / "chalk"
 ENV_ID = "prod"

@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC
+from datetime import datetime
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -14,7 +16,8 @@ from botocore.exceptions import ClientError
 from sandbox.aws import SandboxAwsApp
 from sandbox.clock import SandboxClock
 from sandbox.dynamodb import DynamoDbSim
-from sandbox.harness import AwsSandbox, poll
+from sandbox.harness import AwsSandbox
+from sandbox.harness import poll
 from sandbox.truth import GroundTruth
 
 LAG_S = 0.3

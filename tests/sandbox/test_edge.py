@@ -6,13 +6,15 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 import httpx
 import pytest
 
-from sandbox.edge import UPSTREAM_HEADER, FailoverEdge
+from sandbox.edge import UPSTREAM_HEADER
+from sandbox.edge import FailoverEdge
 from sandbox.harness import poll
 from sandbox.query_server import QueryServer
 from sandbox.truth import GroundTruth

@@ -14,7 +14,8 @@ from sandbox.aws import SandboxAwsApp
 from sandbox.clock import SandboxClock
 from sandbox.dynamodb import DynamoDbSim
 from sandbox.fis import FisSim
-from sandbox.harness import AwsSandbox, poll
+from sandbox.harness import AwsSandbox
+from sandbox.harness import poll
 from sandbox.truth import GroundTruth
 
 LAG_S = 0.2

@@ -12,11 +12,13 @@ import pytest
 from botocore.exceptions import ClientError
 from kubernetes import client as k8s
 
-from sandbox.aws import AwsServer, SandboxAwsApp
+from sandbox.aws import AwsServer
+from sandbox.aws import SandboxAwsApp
 from sandbox.clock import SandboxClock
 from sandbox.eks import EksSim
 from sandbox.harness import poll
-from sandbox.kube import RegionalKube, label_selector_matches
+from sandbox.kube import RegionalKube
+from sandbox.kube import label_selector_matches
 from sandbox.truth import GroundTruth
 
 NS = "chalk"

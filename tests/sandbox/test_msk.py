@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC
+from datetime import datetime
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -13,7 +15,8 @@ from botocore.exceptions import ClientError
 
 from sandbox.aws import SandboxAwsApp
 from sandbox.clock import SandboxClock
-from sandbox.harness import AwsSandbox, poll
+from sandbox.harness import AwsSandbox
+from sandbox.harness import poll
 from sandbox.msk import MskSim
 from sandbox.truth import GroundTruth
 

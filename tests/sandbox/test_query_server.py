@@ -12,7 +12,10 @@ import boto3
 import httpx
 import pytest
 
-from sandbox.query_server import PERMANENT_APPLY_ERROR, TRANSIENT_APPLY_ERROR, QueryServer, new_deployment_id
+from sandbox.query_server import PERMANENT_APPLY_ERROR
+from sandbox.query_server import TRANSIENT_APPLY_ERROR
+from sandbox.query_server import QueryServer
+from sandbox.query_server import new_deployment_id
 from sandbox.truth import GroundTruth
 
 ENV_ID = "prod"

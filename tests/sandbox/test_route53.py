@@ -6,9 +6,12 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
+from collections.abc import Iterator
+from dataclasses import dataclass
+from dataclasses import field
+from http.server import BaseHTTPRequestHandler
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -18,16 +21,14 @@ from botocore.exceptions import ClientError
 from sandbox.aws import SandboxAwsApp
 from sandbox.clock import SandboxClock
 from sandbox.harness import AwsSandbox
-from sandbox.route53 import (
-    CHECKER_REGION_HEADER,
-    DEFAULT_CHECKER_REGIONS,
-    Route53Sim,
-    RoutedRecord,
-    checker_step,
-    endpoint_healthy,
-    reported_health,
-    route,
-)
+from sandbox.route53 import CHECKER_REGION_HEADER
+from sandbox.route53 import DEFAULT_CHECKER_REGIONS
+from sandbox.route53 import Route53Sim
+from sandbox.route53 import RoutedRecord
+from sandbox.route53 import checker_step
+from sandbox.route53 import endpoint_healthy
+from sandbox.route53 import reported_health
+from sandbox.route53 import route
 from sandbox.truth import GroundTruth
 
 TIME_SCALE = 20.0

@@ -6,25 +6,25 @@ import uuid
 from collections.abc import Iterator
 
 import boto3
-import httpx
 import pytest
 
 from chalkdr.audit import AuditRecord
 from chalkdr.clients import AwsClients
-from chalkdr.plan import (
-    MANAGED_TAGS,
-    Action,
-    Change,
-    GlobalClusterSpec,
-    ResourceKind,
-    SecondaryClusterSpec,
-    WaitPolicy,
-)
+from chalkdr.plan import MANAGED_TAGS
+from chalkdr.plan import Action
+from chalkdr.plan import Change
+from chalkdr.plan import GlobalClusterSpec
+from chalkdr.plan import ResourceKind
+from chalkdr.plan import SecondaryClusterSpec
+from chalkdr.plan import WaitPolicy
 from sandbox.aurora import AuroraSim
-from sandbox.aws import AwsServer, SandboxAwsApp
 from sandbox.clock import SandboxClock
-from sandbox.truth import GroundTruth
-from tasks.aurora import ensure_global_cluster, ensure_secondary_cluster, read_db_cluster, read_global_cluster
+from sandbox.harness import AwsSandbox
+from tasks.audit import ApplyContext
+from tasks.aurora import ensure_global_cluster
+from tasks.aurora import ensure_secondary_cluster
+from tasks.aurora import read_db_cluster
+from tasks.aurora import read_global_cluster
 
 EAST, WEST = "us-east-1", "us-west-2"
 FAST = WaitPolicy(time_scale=100.0, timeout_s=1000)
@@ -32,16 +32,10 @@ FAST = WaitPolicy(time_scale=100.0, timeout_s=1000)
 
 @pytest.fixture(scope="module")
 def endpoint() -> Iterator[str]:
-    app = SandboxAwsApp()
-    sim = AuroraSim(app, clock=SandboxClock(time_scale=10.0), truth=GroundTruth())
-    server = AwsServer(app).start()
-    sim.start(server.endpoint_url)
-    try:
-        yield server.endpoint_url
-    finally:
-        sim.stop()
-        httpx.post(f"{server.endpoint_url}/moto-api/reset", trust_env=False)
-        server.stop()
+    with AwsSandbox(
+        lambda app, truth: [AuroraSim(app, clock=SandboxClock(time_scale=10.0), truth=truth)]
+    ) as aws:
+        yield aws.endpoint
 
 
 @pytest.fixture
@@ -86,10 +80,8 @@ def test_global_cluster_from_the_primary_then_a_secondary(primary: str) -> None:
         tags=MANAGED_TAGS,
     )
     ensure_global_cluster.fn(
-        clients,
+        ApplyContext(clients, waits=FAST, emit=audit.append),
         Change(kind=ResourceKind.GLOBAL_CLUSTER, id=gid, region=EAST, action=Action.CREATE, spec=gspec),
-        waits=FAST,
-        emit=audit.append,
     )
     sid = f"meta-west-{uuid.uuid4().hex[:6]}"
     sspec = SecondaryClusterSpec(
@@ -101,10 +93,8 @@ def test_global_cluster_from_the_primary_then_a_secondary(primary: str) -> None:
         tags=MANAGED_TAGS,
     )
     ensure_secondary_cluster.fn(
-        clients,
+        ApplyContext(clients, waits=FAST, emit=audit.append),
         Change(kind=ResourceKind.SECONDARY_CLUSTER, id=sid, region=WEST, action=Action.CREATE, spec=sspec),
-        waits=FAST,
-        emit=audit.append,
     )
     assert [a.api_call for a in audit] == ["rds:CreateGlobalCluster", "rds:CreateDBCluster"]
     assert audit[1].region == WEST and audit[1].detail["global_cluster"] == gid

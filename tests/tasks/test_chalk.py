@@ -21,21 +21,24 @@ import yaml
 from prefect import flow
 from prefect.blocks.system import Secret
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+from prefect.client.schemas.filters import LogFilter
+from prefect.client.schemas.filters import LogFilterFlowRunId
 
-from chalkdr.deploy import ChalkQueryError, DeploymentNotServed
-from chalkdr.errors import ChalkCliError, CredentialsError
-from chalkdr.topology import RegionConfig, Topology, parse_topology
+from chalkdr.deploy import ChalkQueryError
+from chalkdr.deploy import DeploymentNotServed
+from chalkdr.errors import ChalkCliError
+from chalkdr.errors import CredentialsError
+from chalkdr.topology import RegionConfig
+from chalkdr.topology import Topology
+from chalkdr.topology import parse_topology
 from sandbox.query_server import QueryServer
-from tasks.chalk import (
-    CheckoutFailed,
-    apply_region,
-    checkout_code,
-    ensure_apply_lock,
-    read_served_deployment,
-    served_deployment,
-    verify_served_deployment,
-)
+from tasks.chalk import CheckoutFailed
+from tasks.chalk import apply_region
+from tasks.chalk import checkout_code
+from tasks.chalk import ensure_apply_lock
+from tasks.chalk import read_served_deployment
+from tasks.chalk import served_deployment
+from tasks.chalk import verify_served_deployment
 
 pytestmark = pytest.mark.usefixtures("prefect_backend")
 

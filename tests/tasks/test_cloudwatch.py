@@ -8,8 +8,14 @@ import boto3
 
 from chalkdr.audit import AuditRecord
 from chalkdr.clients import AwsClients
-from chalkdr.plan import MANAGED_TAGS, Action, AlarmSpec, Change, ResourceKind
-from tasks.cloudwatch import ensure_alarm, read_alarms
+from chalkdr.plan import MANAGED_TAGS
+from chalkdr.plan import Action
+from chalkdr.plan import AlarmSpec
+from chalkdr.plan import Change
+from chalkdr.plan import ResourceKind
+from tasks.audit import ApplyContext
+from tasks.cloudwatch import ensure_alarm
+from tasks.cloudwatch import read_alarms
 
 REGION = "us-west-2"
 
@@ -34,9 +40,8 @@ def test_create_read_update(moto_server: str) -> None:
     audit: list[AuditRecord] = []
     created = spec(prefix, 5000)
     ensure_alarm.fn(
-        clients,
+        ApplyContext(clients, emit=audit.append),
         Change(kind=ResourceKind.ALARM, id=created.name, region=REGION, action=Action.CREATE, spec=created),
-        emit=audit.append,
     )
     (seen,) = read_alarms.fn(clients, REGION, prefix)
     assert seen.settings() == created.settings()
@@ -48,9 +53,8 @@ def test_create_read_update(moto_server: str) -> None:
     ]
     updated = spec(prefix, 2500)
     ensure_alarm.fn(
-        clients,
+        ApplyContext(clients, emit=audit.append),
         Change(kind=ResourceKind.ALARM, id=updated.name, region=REGION, action=Action.UPDATE, spec=updated),
-        emit=audit.append,
     )
     (seen,) = read_alarms.fn(clients, REGION, prefix)
     assert seen.threshold == 2500

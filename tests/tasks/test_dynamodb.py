@@ -8,17 +8,23 @@ from collections.abc import Iterator
 from typing import Any
 
 import boto3
-import httpx
 import pytest
 
 from chalkdr.audit import AuditRecord
 from chalkdr.clients import AwsClients
-from chalkdr.plan import MANAGED_TAGS, Action, Change, FieldDiff, GlobalTableSpec, ResourceKind, WaitPolicy
-from sandbox.aws import AwsServer, SandboxAwsApp
+from chalkdr.plan import MANAGED_TAGS
+from chalkdr.plan import Action
+from chalkdr.plan import Change
+from chalkdr.plan import FieldDiff
+from chalkdr.plan import GlobalTableSpec
+from chalkdr.plan import ResourceKind
+from chalkdr.plan import WaitPolicy
 from sandbox.clock import SandboxClock
 from sandbox.dynamodb import DynamoDbSim
-from sandbox.truth import GroundTruth
-from tasks.dynamodb import ensure_replicas, read_tables
+from sandbox.harness import AwsSandbox
+from tasks.audit import ApplyContext
+from tasks.dynamodb import ensure_replicas
+from tasks.dynamodb import read_tables
 
 EAST, WEST, EU = "us-east-1", "us-west-2", "eu-west-1"
 FAST = WaitPolicy(time_scale=100.0, timeout_s=1000)
@@ -26,16 +32,12 @@ FAST = WaitPolicy(time_scale=100.0, timeout_s=1000)
 
 @pytest.fixture(scope="module")
 def endpoint() -> Iterator[str]:
-    app = SandboxAwsApp()
-    sim = DynamoDbSim(app, clock=SandboxClock(time_scale=10.0), truth=GroundTruth(), replica_create_s=0.3)
-    server = AwsServer(app).start()
-    sim.start(server.endpoint_url)
-    try:
-        yield server.endpoint_url
-    finally:
-        sim.stop()
-        httpx.post(f"{server.endpoint_url}/moto-api/reset", trust_env=False)
-        server.stop()
+    with AwsSandbox(
+        lambda app, truth: [
+            DynamoDbSim(app, clock=SandboxClock(time_scale=10.0), truth=truth, replica_create_s=0.3)
+        ]
+    ) as aws:
+        yield aws.endpoint
 
 
 @pytest.fixture
@@ -88,7 +90,8 @@ def test_replicas_are_added_one_region_at_a_time_waited_for_and_tagged(table: st
     clients = AwsClients(event_hooks=[("before-parameter-build.dynamodb", calls)])
     audit: list[AuditRecord] = []
     result = ensure_replicas.fn(
-        clients, change(table, [EAST]), waits=FAST, audit_detail={"approver": "ada"}, emit=audit.append
+        ApplyContext(clients, waits=FAST, audit_detail={"approver": "ada"}, emit=audit.append),
+        change(table, [EAST]),
     )
     assert [op for op in calls.ops if op.startswith(("UpdateTable", "TagResource"))] == [
         f"UpdateTable+{WEST}",
@@ -119,6 +122,6 @@ def test_a_replica_added_meanwhile_is_not_added_again(table: str) -> None:
         TableName=table, ReplicaUpdates=[{"Create": {"RegionName": WEST}}]
     )
     result = ensure_replicas.fn(
-        AwsClients(), change(table, [EAST], (EAST, WEST)), waits=FAST, emit=lambda _r: None
+        ApplyContext(AwsClients(), waits=FAST, emit=lambda _r: None), change(table, [EAST], (EAST, WEST))
     )
     assert result.audit == ()

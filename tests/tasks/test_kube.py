@@ -6,15 +6,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import boto3
-import httpx
 import pytest
 
 from chalkdr.clients import AwsClients
 from chalkdr.topology import RegionConfig
-from sandbox.aws import AwsServer, SandboxAwsApp
 from sandbox.clock import SandboxClock
 from sandbox.eks import EksSim
-from sandbox.truth import GroundTruth
+from sandbox.harness import AwsSandbox
 from tasks.kube import read_eks
 
 REGION = "us-east-1"
@@ -22,23 +20,18 @@ REGION = "us-east-1"
 
 @pytest.fixture
 def eks_world(kube_emulators: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
-    app = SandboxAwsApp()
     kube = kube_emulators[REGION]
-    EksSim(
-        app, clock=SandboxClock(1.0), truth=GroundTruth(), endpoints={(REGION, kube.cluster_name): kube.url}
-    )
-    server = AwsServer(app).start()
-    monkeypatch.setenv("AWS_ENDPOINT_URL", server.endpoint_url)
-    boto3.client("eks", region_name=REGION).create_cluster(
-        name=kube.cluster_name,
-        roleArn="arn:aws:iam::123456789012:role/eks",
-        resourcesVpcConfig={"subnetIds": ["subnet-1"]},
-    )
-    try:
+    endpoints = {(REGION, kube.cluster_name): kube.url}
+    with AwsSandbox(
+        lambda app, truth: [EksSim(app, clock=SandboxClock(1.0), truth=truth, endpoints=endpoints)]
+    ) as aws:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", aws.endpoint)
+        boto3.client("eks", region_name=REGION).create_cluster(
+            name=kube.cluster_name,
+            roleArn="arn:aws:iam::123456789012:role/eks",
+            resourcesVpcConfig={"subnetIds": ["subnet-1"]},
+        )
         yield {"kube": kube}
-    finally:
-        httpx.post(f"{server.endpoint_url}/moto-api/reset", trust_env=False)
-        server.stop()
 
 
 def region(cluster: str, **eks: str) -> RegionConfig:

@@ -8,18 +8,24 @@ from collections.abc import Iterator
 from typing import Any
 
 import boto3
-import httpx
 import pytest
 
 from chalkdr.audit import AuditRecord
 from chalkdr.clients import AwsClients
-from chalkdr.plan import MANAGED_TAGS, Action, Change, ReplicatorSpec, ResourceKind, WaitPolicy
+from chalkdr.plan import MANAGED_TAGS
+from chalkdr.plan import Action
+from chalkdr.plan import Change
+from chalkdr.plan import MskEndpoint
+from chalkdr.plan import ReplicatorSpec
+from chalkdr.plan import ResourceKind
+from chalkdr.plan import WaitPolicy
 from chalkdr.topology import RegionConfig
-from sandbox.aws import AwsServer, SandboxAwsApp
 from sandbox.clock import SandboxClock
+from sandbox.harness import AwsSandbox
 from sandbox.msk import MskSim
-from sandbox.truth import GroundTruth
-from tasks.msk import ensure_replicator, read_msk
+from tasks.audit import ApplyContext
+from tasks.msk import ensure_replicator
+from tasks.msk import read_msk
 
 EAST, WEST = "us-east-1", "us-west-2"
 ROLE = "arn:aws:iam::123456789012:role/msk-replicator"
@@ -28,16 +34,10 @@ FAST = WaitPolicy(time_scale=100.0, timeout_s=1000)
 
 @pytest.fixture(scope="module")
 def endpoint() -> Iterator[str]:
-    app = SandboxAwsApp()
-    sim = MskSim(app, clock=SandboxClock(time_scale=10.0), truth=GroundTruth())
-    server = AwsServer(app).start()
-    sim.start(server.endpoint_url)
-    try:
-        yield server.endpoint_url
-    finally:
-        sim.stop()
-        httpx.post(f"{server.endpoint_url}/moto-api/reset", trust_env=False)
-        server.stop()
+    with AwsSandbox(
+        lambda app, truth: [MskSim(app, clock=SandboxClock(time_scale=10.0), truth=truth)]
+    ) as aws:
+        yield aws.endpoint
 
 
 def make_cluster(region: str, name: str) -> str:
@@ -89,12 +89,8 @@ def spec(
     return ReplicatorSpec(
         name=name,
         region=WEST,
-        source_cluster_arn=clusters[EAST],
-        target_cluster_arn=clusters[WEST],
-        source_subnet_ids=(f"subnet-{EAST}-a",),
-        source_security_group_ids=(),
-        target_subnet_ids=(f"subnet-{WEST}-a",),
-        target_security_group_ids=(),
+        source=MskEndpoint(arn=clusters[EAST], subnet_ids=(f"subnet-{EAST}-a",)),
+        target=MskEndpoint(arn=clusters[WEST], subnet_ids=(f"subnet-{WEST}-a",)),
         topics=topics,
         service_execution_role_arn=ROLE,
         tags=MANAGED_TAGS,
@@ -113,7 +109,7 @@ def test_create_waits_for_running_and_reads_back_what_it_made(clusters: dict[str
     change = Change(
         kind=ResourceKind.REPLICATOR, id=name, region=WEST, action=Action.CREATE, spec=spec(name, clusters)
     )
-    result = ensure_replicator.fn(AwsClients(), change, waits=FAST, emit=audit.append)
+    result = ensure_replicator.fn(ApplyContext(AwsClients(), waits=FAST, emit=audit.append), change)
     assert [a.api_call for a in audit] == ["kafka:CreateReplicator"] and result.resource_id == audit[
         0
     ].resource
@@ -134,7 +130,9 @@ def test_replace_deletes_then_recreates_under_the_same_name(clusters: dict[str, 
     first = Change(
         kind=ResourceKind.REPLICATOR, id=name, region=WEST, action=Action.CREATE, spec=spec(name, clusters)
     )
-    old = ensure_replicator.fn(AwsClients(), first, waits=FAST, emit=lambda _r: None).resource_id
+    old = ensure_replicator.fn(
+        ApplyContext(AwsClients(), waits=FAST, emit=lambda _r: None), first
+    ).resource_id
     _, (seen,) = read_msk.fn(AwsClients(), region_config(WEST, clusters[WEST]), name)
     replace = Change(
         kind=ResourceKind.REPLICATOR,
@@ -146,7 +144,7 @@ def test_replace_deletes_then_recreates_under_the_same_name(clusters: dict[str, 
         current_version=seen.current_version,
     )
     audit: list[AuditRecord] = []
-    new = ensure_replicator.fn(AwsClients(), replace, waits=FAST, emit=audit.append).resource_id
+    new = ensure_replicator.fn(ApplyContext(AwsClients(), waits=FAST, emit=audit.append), replace).resource_id
     assert [a.api_call for a in audit] == ["kafka:DeleteReplicator", "kafka:CreateReplicator"]
     _, reps = read_msk.fn(AwsClients(), region_config(WEST, clusters[WEST]), name)
     assert [r.arn for r in reps] == [new] and new != old

@@ -16,22 +16,20 @@ from botocore.awsrequest import AWSResponse
 from chalkdr.audit import AuditRecord
 from chalkdr.clients import AwsClients
 from chalkdr.errors import PermanentAwsError
-from chalkdr.plan import (
-    Action,
-    Change,
-    ObservedState,
-    ResourceKind,
-    WaitPolicy,
-    plan_for,
-)
-from chalkdr.topology import Topology, parse_topology
-from tasks.route53 import (
-    delete_stale_health_checks,
-    ensure_health_check,
-    ensure_records,
-    read_alb,
-    read_route53,
-)
+from chalkdr.plan import Action
+from chalkdr.plan import Change
+from chalkdr.plan import ObservedState
+from chalkdr.plan import ResourceKind
+from chalkdr.plan import WaitPolicy
+from chalkdr.plan import plan_for
+from chalkdr.topology import Topology
+from chalkdr.topology import parse_topology
+from tasks.audit import ApplyContext
+from tasks.route53 import delete_stale_health_checks
+from tasks.route53 import ensure_health_check
+from tasks.route53 import ensure_records
+from tasks.route53 import read_alb
+from tasks.route53 import read_route53
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deployments" / "topology.example.yaml"
 FAST = WaitPolicy(time_scale=1000.0, timeout_s=60)
@@ -120,7 +118,7 @@ class TestHealthChecks:
         for change in route53_changes(t, observe(clients, t), ResourceKind.HEALTH_CHECK):
             assert change.action is Action.CREATE
             result = ensure_health_check.fn(
-                clients, change, audit_detail={"approver": "ada"}, emit=audit.append
+                ApplyContext(clients, audit_detail={"approver": "ada"}, emit=audit.append), change
             )
             assert result.resource_id
         assert [(a.action, a.api_call) for a in audit] == [
@@ -158,7 +156,7 @@ class TestHealthChecks:
         t: Topology = world["topology"]
         clients = AwsClients()
         for change in route53_changes(t, observe(clients, t), ResourceKind.HEALTH_CHECK):
-            ensure_health_check.fn(clients, change, emit=lambda _r: None)
+            ensure_health_check.fn(ApplyContext(clients, emit=lambda _r: None), change)
         east = next(
             c
             for c in route53_changes(t, observe(clients, t), ResourceKind.HEALTH_CHECK)
@@ -173,7 +171,7 @@ class TestHealthChecks:
         ]
         assert drifted.current_id == east.current_id
         audit: list[AuditRecord] = []
-        ensure_health_check.fn(clients, drifted, emit=audit.append)
+        ensure_health_check.fn(ApplyContext(clients, emit=audit.append), drifted)
         assert [a.api_call for a in audit] == ["route53:UpdateHealthCheck"]
         cfg = client("route53").get_health_check(HealthCheckId=east.current_id)["HealthCheck"][
             "HealthCheckConfig"
@@ -202,7 +200,7 @@ class TestHealthChecks:
             if c.region == "us-east-1"
         )
         audit: list[AuditRecord] = []
-        ensure_health_check.fn(clients, change, emit=audit.append)
+        ensure_health_check.fn(ApplyContext(clients, emit=audit.append), change)
         assert refused and audit[0].detail["caller_reference"].endswith(".2")
         # the suffixed check is still recognised as this region's check
         again = next(
@@ -229,7 +227,7 @@ class TestRecords:
         obs = observe(clients, t)
         ids: dict[str, str] = {}
         for change in route53_changes(t, obs, ResourceKind.HEALTH_CHECK):
-            result = ensure_health_check.fn(clients, change, emit=audit.append)
+            result = ensure_health_check.fn(ApplyContext(clients, emit=audit.append), change)
             ids[change.region] = result.resource_id or ""
         self._apply_records(clients, t, ids, audit)
         return audit
@@ -246,7 +244,7 @@ class TestRecords:
         for c in pending:
             by_name.setdefault(c.spec.name, []).append(c)  # type: ignore[union-attr]
         for name, changes in by_name.items():
-            ensure_records.fn(clients, name, changes, ids, waits=FAST, emit=audit.append)
+            ensure_records.fn(ApplyContext(clients, waits=FAST, emit=audit.append), name, changes, ids)
 
     def test_failover_aliases_and_regional_names(self, world: dict[str, Any]) -> None:
         t: Topology = world["topology"]
@@ -338,12 +336,15 @@ class TestRecords:
         hcs = route53_changes(slower, observe(clients, slower), ResourceKind.HEALTH_CHECK)
         assert {c.action for c in hcs} == {Action.REPLACE}
         ids = {
-            c.region: ensure_health_check.fn(clients, c, emit=lambda _r: None).resource_id or "" for c in hcs
+            c.region: ensure_health_check.fn(ApplyContext(clients, emit=lambda _r: None), c).resource_id or ""
+            for c in hcs
         }
         self._apply_records(clients, slower, ids, [])
         for c in hcs:
-            delete_stale_health_checks.fn(clients, c, emit=lambda _r: None)
-            delete_stale_health_checks.fn(clients, c, emit=lambda _r: None)  # already gone: fine
+            delete_stale_health_checks.fn(ApplyContext(clients, emit=lambda _r: None), c)
+            delete_stale_health_checks.fn(
+                ApplyContext(clients, emit=lambda _r: None), c
+            )  # already gone: fine
         live = {c["Id"] for c in client("route53").list_health_checks()["HealthChecks"]}
         assert not (old_ids & live) and set(ids.values()) <= live
         assert [c.action for c in route53_plan(slower, observe(clients, slower))] == [Action.NOOP] * 6

@@ -17,31 +17,30 @@ from typing import Any
 import pytest
 import yaml
 
-from chalkdr.plan import (
-    AliasTarget,
-    Change,
-    ObservedAlarm,
-    ObservedAlarms,
-    ObservedAlb,
-    ObservedAurora,
-    ObservedDbCluster,
-    ObservedDeployment,
-    ObservedDynamoDb,
-    ObservedEks,
-    ObservedEksClusters,
-    ObservedGlobalCluster,
-    ObservedHealthCheck,
-    ObservedMsk,
-    ObservedMskCluster,
-    ObservedRecord,
-    ObservedReplicator,
-    ObservedRoute53,
-    ObservedState,
-    ObservedTable,
-    Plan,
-    ResourceKind,
-)
-from chalkdr.topology import Topology, parse_topology
+from chalkdr.plan import AliasTarget
+from chalkdr.plan import Change
+from chalkdr.plan import ObservedAlarm
+from chalkdr.plan import ObservedAlarms
+from chalkdr.plan import ObservedAlb
+from chalkdr.plan import ObservedAurora
+from chalkdr.plan import ObservedDbCluster
+from chalkdr.plan import ObservedDeployment
+from chalkdr.plan import ObservedDynamoDb
+from chalkdr.plan import ObservedEks
+from chalkdr.plan import ObservedEksClusters
+from chalkdr.plan import ObservedGlobalCluster
+from chalkdr.plan import ObservedHealthCheck
+from chalkdr.plan import ObservedMsk
+from chalkdr.plan import ObservedMskCluster
+from chalkdr.plan import ObservedRecord
+from chalkdr.plan import ObservedReplicator
+from chalkdr.plan import ObservedRoute53
+from chalkdr.plan import ObservedState
+from chalkdr.plan import ObservedTable
+from chalkdr.plan import Plan
+from chalkdr.plan import ResourceKind
+from chalkdr.topology import Topology
+from chalkdr.topology import parse_topology
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "deployments" / "topology.example.yaml"
 ACCOUNT = "123456789012"

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalkdr.plan import MANAGED_TAGS, AlarmSpec, ObservedAlarm, desired_state, plan_for
+from chalkdr.plan import MANAGED_TAGS
+from chalkdr.plan import AlarmSpec
+from chalkdr.plan import ObservedAlarm
+from chalkdr.plan import desired_state
+from chalkdr.plan import plan_for
 
 
 class TestDesired:

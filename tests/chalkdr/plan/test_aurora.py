@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalkdr.plan import (
-    Action,
-    GlobalClusterSpec,
-    ObservedGlobalCluster,
-    ResourceKind,
-    SecondaryClusterSpec,
-    desired_state,
-    plan_for,
-)
+from chalkdr.plan import Action
+from chalkdr.plan import GlobalClusterSpec
+from chalkdr.plan import ObservedGlobalCluster
+from chalkdr.plan import ResourceKind
+from chalkdr.plan import SecondaryClusterSpec
+from chalkdr.plan import desired_state
+from chalkdr.plan import plan_for
 
 
 class TestDesired:

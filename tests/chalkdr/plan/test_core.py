@@ -6,19 +6,17 @@ from typing import Any
 
 import pytest
 
-from chalkdr.plan import (
-    Action,
-    FieldDiff,
-    ResourceKind,
-    StageDef,
-    WaitPolicy,
-    apply_stages,
-    compare,
-    critical_path_s,
-    plan_for,
-    plan_table_rows,
-    render_plan_markdown,
-)
+from chalkdr.plan import Action
+from chalkdr.plan import FieldDiff
+from chalkdr.plan import ResourceKind
+from chalkdr.plan import StageDef
+from chalkdr.plan import WaitPolicy
+from chalkdr.plan import apply_stages
+from chalkdr.plan import compare
+from chalkdr.plan import critical_path_s
+from chalkdr.plan import plan_for
+from chalkdr.plan import plan_table_rows
+from chalkdr.plan import render_plan_markdown
 from chalkdr.plan.core import stages_for
 
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalkdr.plan import Action, ObservedTable, ResourceKind, plan_for
+from chalkdr.plan import Action
+from chalkdr.plan import ObservedTable
+from chalkdr.plan import ResourceKind
+from chalkdr.plan import plan_for
 
 
 def _tables(w: Any, obs: Any, **by_region: tuple[ObservedTable, ...]) -> Any:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalkdr.plan import ObservedDeployment, plan_for
+from chalkdr.plan import ObservedDeployment
+from chalkdr.plan import plan_for
 
 
 def _with_deployments(w: Any, obs: Any, region: str, *deployments: ObservedDeployment, **fields: Any) -> Any:

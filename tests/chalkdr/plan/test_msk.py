@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalkdr.plan import Action, ReplicatorSpec, ResourceKind, desired_state, plan_for
+from chalkdr.plan import Action
+from chalkdr.plan import ReplicatorSpec
+from chalkdr.plan import ResourceKind
+from chalkdr.plan import desired_state
+from chalkdr.plan import plan_for
 
 
 class TestDesired:
@@ -12,10 +16,10 @@ class TestDesired:
         t = w.topology()
         (rep,) = desired_state(t, w.facts(t)).of(ReplicatorSpec)
         assert rep.name == "chalk-prod-east-to-west" and rep.region == "us-west-2"
-        assert rep.source_cluster_arn == t.primary.msk_cluster_arn
-        assert rep.target_cluster_arn == t.region("us-west-2").msk_cluster_arn
+        assert rep.source.arn == t.primary.msk_cluster_arn
+        assert rep.target.arn == t.region("us-west-2").msk_cluster_arn
         assert rep.topics == ("chalk-online-writes", "chalk-persistence")
-        assert rep.sync_consumer_group_offsets and rep.source_subnet_ids == ("subnet-us-east-1",)
+        assert rep.sync_consumer_group_offsets and rep.source.subnet_ids == ("subnet-us-east-1",)
 
     def test_several_secondaries_get_one_replicator_each_named_by_target(self, w: Any) -> None:
         t = w.topology(w.three_regions)

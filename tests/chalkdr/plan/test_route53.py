@@ -4,21 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalkdr.plan import (
-    MANAGED_TAGS,
-    Action,
-    AliasTarget,
-    HealthCheckSpec,
-    ObservedHealthCheck,
-    ObservedRecord,
-    RecordSpec,
-    ResourceKind,
-    apply_stages,
-    caller_reference,
-    caller_reference_prefix,
-    desired_state,
-    plan_for,
-)
+from chalkdr.plan import MANAGED_TAGS
+from chalkdr.plan import Action
+from chalkdr.plan import AliasTarget
+from chalkdr.plan import HealthCheckSpec
+from chalkdr.plan import ObservedHealthCheck
+from chalkdr.plan import ObservedRecord
+from chalkdr.plan import RecordSpec
+from chalkdr.plan import ResourceKind
+from chalkdr.plan import apply_stages
+from chalkdr.plan import caller_reference
+from chalkdr.plan import caller_reference_prefix
+from chalkdr.plan import desired_state
+from chalkdr.plan import plan_for
 
 HC, REC = ResourceKind.HEALTH_CHECK, ResourceKind.RECORD
 

@@ -6,7 +6,13 @@ from typing import Any
 
 import pytest
 
-from chalkdr.plan import Action, DesiredState, Plan, ResourceKind, apply_stages, desired_state, plan_for
+from chalkdr.plan import Action
+from chalkdr.plan import DesiredState
+from chalkdr.plan import Plan
+from chalkdr.plan import ResourceKind
+from chalkdr.plan import apply_stages
+from chalkdr.plan import desired_state
+from chalkdr.plan import plan_for
 
 
 class TestFreshWorld:
