@@ -2,7 +2,8 @@
 
 Every boto3 client in chalk-dr comes from `AwsClients`: one base session, an optional role per
 region (assumed lazily, refreshed by botocore before it expires), botocore's `standard` or
-`adaptive` retry mode and explicit connect/read timeouts. `AWS_ENDPOINT_URL` is honoured by
+`adaptive` retry mode, explicit connect/read timeouts, and Route 53 calls paced under the
+account's API rate (chalkdr.ratelimit). `AWS_ENDPOINT_URL` is honoured by
 boto3 itself, which is the only way the sandbox is reached.
 
 Kubernetes clients are built from `eks.describe_cluster` (endpoint + CA) and an EKS bearer
@@ -30,6 +31,8 @@ from botocore.credentials import DeferredRefreshableCredentials
 from kubernetes import client as k8s
 
 from chalkdr.errors import EksEndpointError
+from chalkdr.ratelimit import ROUTE53_PACE
+from chalkdr.ratelimit import Pacer
 from chalkdr.settings import DEFAULT_CLIENT_SETTINGS
 from chalkdr.settings import ClientSettings
 
@@ -202,6 +205,9 @@ class AwsClients:
         self._sessions: dict[str, boto3.Session] = {}
         self._clients: dict[tuple[str, str], Any] = {}
         self._kube: dict[tuple[str, str], EksKubeClient] = {}
+        # Route 53's API rate is per account, whatever region a client names (chalkdr.ratelimit).
+        operations = ROUTE53_PACE[1]
+        self.route53_pacer = Pacer((settings.route53_requests_per_s, settings.route53_burst), operations)
 
     @classmethod
     def for_topology(
@@ -256,6 +262,8 @@ class AwsClients:
                     region_name=region,
                     config=self.config(region),
                 )
+                if service == "route53":
+                    client.meta.events.register("before-call.route53", self.route53_pacer)
                 for event, handler in self._event_hooks:
                     client.meta.events.register(event, handler)
                 self._clients[key] = client

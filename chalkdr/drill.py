@@ -18,14 +18,14 @@ from pydantic import Field
 from pydantic import model_validator
 
 from chalkdr.failover import expected_failover_seconds
+from chalkdr.observe import Observation
 from chalkdr.query import QueryAnswer
 from chalkdr.report import RpoEvidence
 from chalkdr.report import SloVerdict
 from chalkdr.topology import Topology
 
 __all__ = [
-    "CANARY_FEATURE",
-    "CANARY_NAMESPACE",
+    "PAUSE_TAKES_EFFECT_MAX_AWS_S",
     "AbortAfter",
     "DrillSettings",
     "HoldSeconds",
@@ -38,19 +38,20 @@ __all__ = [
     "Scenario",
     "SloOverrides",
     "SteadyState",
-    "canary_item",
+    "abort_reason",
     "evaluate_slos",
     "health_verdict",
     "new_drill_id",
+    "rpo_estimate",
     "rpo_exposure_s",
+    "steady_state_notes",
     "steady_state_problems",
 ]
 
-# The canary lives in the online store like any feature row: namespace `chalkdr_canary`,
-# primary key = the drill id, one feature `chalkdr_canary.value`.
-CANARY_NAMESPACE = "chalkdr_canary"
-CANARY_FEATURE = f"{CANARY_NAMESPACE}.value"
-CANARY_INPUT = f"{CANARY_NAMESPACE}.id"
+# FIS actions reference, aws:dynamodb:global-table-pause-replication: "Tables may continue to be
+# replicated for up to 5 minutes after action begins." The drill waits (in AWS seconds) that long
+# at most for evidence that the pause holds writes back.
+PAUSE_TAKES_EFFECT_MAX_AWS_S = 300.0
 HEALTHY_SHARE = 0.18  # Route 53: healthy when MORE than 18% of checkers report healthy
 
 
@@ -149,16 +150,6 @@ def new_drill_id(now: float, suffix: str) -> str:
     return f"d{stamp}-{re.sub(r'[^a-z0-9]', '', suffix.lower())[:6]}"
 
 
-def canary_item(drill_id: str, written_wall: float) -> dict[str, dict[str, str]]:
-    """The DynamoDB item for a drill's canary, tagged with the drill id so sweeps can find it."""
-    return {
-        "pk": {"S": f"{CANARY_NAMESPACE}.{drill_id}"},
-        CANARY_FEATURE: {"S": drill_id},
-        f"{CANARY_NAMESPACE}.written_at": {"N": f"{written_wall:.3f}"},
-        "chalk-dr:drill-id": {"S": drill_id},
-    }
-
-
 def health_verdict(checker_statuses: Sequence[str]) -> bool | None:
     """Route 53's rule from the checkers' reports: healthy when more than 18% say Success."""
     if not checker_statuses:
@@ -178,21 +169,26 @@ class RegionRoute(BaseModel):
 
 
 class Routing(BaseModel):
-    """How the failover name routes today, read from Route 53 itself (not from our config)."""
+    """How the failover name routes today, read from Route 53 itself (not from our config), and
+    the addresses each region's load balancer resolves to: a DNS answer is attributed to a region
+    by its addresses, never by comparing names (an alias is answered with addresses)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     record: str
     routes: dict[str, RegionRoute]
+    addresses: dict[str, tuple[str, ...]] = Field(default_factory=dict)  # region -> its ALB's addresses
 
-    def region_of_answer(self, answer: str | None) -> str | None:
-        if not answer:
+    def region_of(self, address: str | None) -> str | None:
+        """The region whose load balancer answers on `address`, or None."""
+        if not address:
             return None
-        name = answer.lower().rstrip(".").removeprefix("dualstack.")
-        for r in self.routes.values():
-            if r.alb_dns.lower().rstrip(".").removeprefix("dualstack.") == name:
-                return r.region
-        return None
+        return next((region for region, found in self.addresses.items() if address in found), None)
+
+    def region_of_answer(self, addresses: Sequence[str]) -> str | None:
+        """The region an answer points at; None when it is empty, unknown or spans regions."""
+        regions = {self.region_of(a) for a in addresses}
+        return regions.pop() if len(regions) == 1 else None
 
 
 class LagReading(BaseModel):
@@ -222,6 +218,12 @@ class SteadyState(BaseModel):
     # region serves what that apply deployed to it"; without one, every region must serve one id.
     expected_deployments: dict[str, str] = Field(default_factory=dict)
     expected_sha: str | None = None
+    # The client's view: the region that answered each of several consecutive queries through
+    # the failover name (None: the query failed), and the regions that should be answering.
+    client_view: list[str | None] = Field(default_factory=list)
+    expected_client_regions: list[str] = Field(default_factory=list)
+    # Topology regions the failover name has no route with a health check for.
+    unrouted: list[str] = Field(default_factory=list)
 
 
 def steady_state_problems(s: SteadyState, *, require_lag_data: bool = False) -> list[str]:
@@ -235,6 +237,19 @@ def steady_state_problems(s: SteadyState, *, require_lag_data: bool = False) -> 
             problems.append(f"{region}: Route 53 health-check status unavailable")
         elif not healthy:
             problems.append(f"{region}: Route 53 health check is unhealthy")
+    for region in s.unrouted:
+        problems.append(
+            f"{region}: the failover name has no record with a health check for it (run provision)"
+        )
+    if s.expected_client_regions and s.client_view:
+        elsewhere = [r for r in s.client_view if r not in s.expected_client_regions]
+        if elsewhere:
+            seen = ", ".join(sorted({r or "no answer" for r in elsewhere}))
+            expected = " or ".join(s.expected_client_regions)
+            problems.append(
+                f"clients are not on {expected} yet: {len(elsewhere)} of {len(s.client_view)} queries "
+                f"through the failover name were answered by {seen}"
+            )
     if s.expected_dns_regions and s.dns_region not in s.expected_dns_regions:
         expected = " or ".join(s.expected_dns_regions)
         problems.append(f"failover name resolves to {s.dns_region or 'nothing'}, expected {expected}")
@@ -260,13 +275,70 @@ def steady_state_problems(s: SteadyState, *, require_lag_data: bool = False) -> 
                     f"{region} serves deployment {served}, but the last proven apply "
                     f"(sha {s.expected_sha or '?'}) deployed {want or 'nothing'} there: regions out of parity"
                 )
-    elif len(set(served_ids.values())) > 1:
-        detail = ", ".join(f"{r}={d}" for r, d in sorted(served_ids.items()))
-        problems.append(f"regions serve different deployments: {detail}")
     for region, (ready, desired) in sorted(s.capacity.items()):
         if desired == 0 or ready < desired:
             problems.append(f"{region}: query-server capacity {ready}/{desired} ready")
     return problems
+
+
+def abort_reason(
+    obs: Sequence[Observation],
+    *,
+    secondaries: Sequence[str],
+    abort_after: int,
+    failing_limit_s: float,
+    since_mono: float,
+) -> str | None:
+    """Why a drill must stop now, from its observations; None to go on.
+
+    - Route 53 reports every secondary unhealthy for `abort_after` consecutive observations
+      (failures of queries alone are expected right after the flip, while caches hold the old
+      answer, so they are not a reason by themselves);
+    - Route 53's verdict on the secondaries stays unreadable for `abort_after` observations
+      (the drill would be blind to the one signal that says the secondary is failing too);
+    - queries through the failover name have failed without a break for longer than
+      `failing_limit_s` (the configured worst case plus a few probe intervals): a secondary
+      whose /healthz passes but which answers errors.
+    """
+    recent = obs[-abort_after:] if len(obs) >= abort_after else []
+    if recent and all(all(o.health.get(r) is False for r in secondaries) for o in recent):
+        down = ", ".join(secondaries)
+        return (
+            f"secondary failing too: Route 53 reports {down} unhealthy for {abort_after} consecutive probes"
+        )
+    # (a region absent from `health` has not been read yet; None means its read failed)
+    if recent and all(all(r in o.health and o.health[r] is None for r in secondaries) for o in recent):
+        return (
+            f"Route 53's verdict on {', '.join(secondaries)} unreadable for {abort_after} consecutive "
+            "probes: the drill cannot tell whether the secondary is failing too"
+        )
+    failing_since = None
+    for o in obs:
+        if o.mono < since_mono:
+            continue
+        if o.query.ok:
+            failing_since = None
+        elif failing_since is None:
+            failing_since = o.mono
+    if failing_since is not None and obs and obs[-1].mono - failing_since > failing_limit_s:
+        return (
+            f"queries through the failover name have failed for {obs[-1].mono - failing_since:.1f} s, "
+            f"longer than the worst case allows ({failing_limit_s:.1f} s): the secondary is not serving"
+        )
+    return None
+
+
+def steady_state_notes(s: SteadyState) -> list[str]:
+    """What pre-flight could not judge, said rather than guessed: without a proven dual-region
+    apply there is nothing to compare deployment ids with (Chalk gives each region's deployment
+    its own id, so equal ids cannot be the test)."""
+    if s.expected_deployments or not s.served:
+        return []
+    served = ", ".join(f"{r}={a.deployment_id}" for r, a in sorted(s.served.items()) if a.ok)
+    return [
+        "deployment parity not checked: no chalk-apply run has proven what each region should serve "
+        f"(serving {served or 'nothing readable'}); run the chalk-apply flow to record it"
+    ]
 
 
 def evaluate_slos(
@@ -299,15 +371,25 @@ def evaluate_slos(
     return verdicts
 
 
-def rpo_exposure_s(rpo: RpoEvidence) -> float | None:
-    """Writes at risk if the primary had been lost at injection: the larger of the observed
-    canary replication lag and the online store's published replication lag at that moment."""
-    dynamo = [
-        v / 1000
-        for k, v in rpo.replication_lag_at_injection_ms.items()
-        if k.startswith("dynamodb:") and v is not None
+def rpo_estimate(rpo: RpoEvidence) -> tuple[float | None, str | None]:
+    """Writes at risk if the primary were lost for good at injection, in seconds, and the series
+    that says so: the largest of every replicated store's time-valued lag at that moment
+    (DynamoDB per direction, MSK Replicator latency, Aurora global replication) and the measured
+    canary lag. Message counts (MSK MessageLag) are not seconds; the report lists them beside.
+    (None, None) when nothing was measured."""
+    candidates: list[tuple[float, str]] = [
+        (lag.value / 1000, name)
+        for name, lag in rpo.lags_at_injection.items()
+        if lag.unit == "ms" and lag.value is not None
     ]
-    candidates = [*dynamo] + (
-        [rpo.canary_replication_lag_s] if rpo.canary_replication_lag_s is not None else []
-    )
-    return round(max(candidates), 3) if candidates else None
+    if rpo.canary_replication_lag_s is not None:
+        candidates.append((rpo.canary_replication_lag_s, "canary write served by the secondaries"))
+    if not candidates:
+        return None, None
+    value, name = max(candidates)
+    return round(value, 3), name
+
+
+def rpo_exposure_s(rpo: RpoEvidence) -> float | None:
+    """The estimate alone (see `rpo_estimate`)."""
+    return rpo_estimate(rpo)[0]

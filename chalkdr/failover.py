@@ -2,7 +2,8 @@
 
 With health-check-driven DNS failover, clients move only after Route 53 has declared the
 endpoint unhealthy (FailureThreshold consecutive failed checks, RequestInterval seconds apart)
-and resolvers have dropped the cached answer (the record's TTL; 60 s for ALB alias records).
+and resolvers have dropped the cached answer (60 s: Route 53 answers an alias to a load balancer
+with the ELB's own TTL, and an alias record has no TTL of its own to lower).
 That sum is a floor set by configuration alone: no drill can beat it, so a plan that cannot
 meet the RTO SLO must say so before anyone relies on it. The provision plan shows it, and the
 drill compares its measured RTO with the same number.
@@ -13,6 +14,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 from pydantic import ConfigDict
 
+from chalkdr.topology import ALB_ALIAS_TTL_S
 from chalkdr.topology import Topology
 
 __all__ = ["FailoverEstimate", "expected_failover_seconds", "failover_estimate", "slo_warning"]
@@ -53,7 +55,7 @@ def expected_failover_seconds(topology: Topology) -> float:
     spread, probe latency and client retries only add to it.
     """
     hc = topology.route53.health_check
-    return float(hc.request_interval * hc.failure_threshold + topology.route53.record_ttl_seconds)
+    return float(hc.request_interval * hc.failure_threshold + ALB_ALIAS_TTL_S)
 
 
 def slo_warning(topology: Topology, *, expected_s: float | None = None) -> str | None:
@@ -63,7 +65,7 @@ def slo_warning(topology: Topology, *, expected_s: float | None = None) -> str |
     same wording and remedies.
     """
     hc = topology.route53.health_check
-    ttl = topology.route53.record_ttl_seconds
+    ttl = ALB_ALIAS_TTL_S
     rto = topology.slo.rto_seconds
     expected = expected_failover_seconds(topology) if expected_s is None else expected_s
     if expected <= rto:
@@ -74,8 +76,6 @@ def slo_warning(topology: Topology, *, expected_s: float | None = None) -> str |
         remedies.append(f"lower failure_threshold (now {hc.failure_threshold})")
     if hc.request_interval > _FASTEST_INTERVAL_S:
         remedies.append("use request_interval 10 (replaces the health checks)")
-    if ttl > 0:
-        remedies.append(f"lower record_ttl_seconds (now {ttl})")
     head = (
         f"expected failover {expected:g} s (request_interval {hc.request_interval} s x "
         f"failure_threshold {hc.failure_threshold} + TTL {ttl} s) exceeds the RTO SLO of {rto:g} s"
@@ -95,7 +95,7 @@ def failover_estimate(topology: Topology) -> FailoverEstimate:
     return FailoverEstimate(
         request_interval_s=hc.request_interval,
         failure_threshold=hc.failure_threshold,
-        ttl_s=topology.route53.record_ttl_seconds,
+        ttl_s=ALB_ALIAS_TTL_S,
         expected_s=expected,
         rto_slo_s=topology.slo.rto_seconds,
         meets_slo=warning is None,

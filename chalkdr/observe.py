@@ -20,6 +20,7 @@ __all__ = [
     "Milestones",
     "Observation",
     "QueryProbe",
+    "TokenProbe",
     "error_window",
     "milestones",
 ]
@@ -33,10 +34,22 @@ class QueryProbe(BaseModel):
     ok: bool
     status_code: int | None = None
     deployment_id: str | None = None
-    region: str | None = None  # resolved from deployment_id by the caller
+    region: str | None = None  # the region whose ALB address the query connected to
     latency_s: float | None = None
     error: str | None = None
     canary_value: str | None = None
+
+
+class TokenProbe(BaseModel):
+    """One credential exchange at the API server applications use (the metadata plane): whether
+    a client that starts now, or whose token expires now, can get a token."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    ok: bool
+    status_code: int | None = None
+    latency_s: float | None = None
+    error: str | None = None
 
 
 class Observation(BaseModel):
@@ -51,6 +64,15 @@ class Observation(BaseModel):
     )
     dns_answer: str | None = Field(default=None, description="The region the failover name resolves to")
     query: QueryProbe
+    token: TokenProbe | None = Field(default=None, description="Token exchange at the configured API server")
+    # The same client with a resolver that caches for the TTL (a client that resolved earlier).
+    dns_answer_cached: str | None = Field(default=None, description="The region a TTL-caching client is on")
+    query_cached: QueryProbe | None = None
+    # The authoritative answer set as shares (weights of the regions seen in several uncached
+    # resolutions), and each region's availability through its own hostname: the population
+    # model's inputs (chalkdr.population).
+    answer: dict[str, float] = Field(default_factory=dict)
+    available: dict[str, bool] = Field(default_factory=dict)
 
 
 class Direction(StrEnum):
@@ -67,6 +89,9 @@ class Milestones(BaseModel):
     health_flip_s: float | None = None  # Route 53 marks the faulted region unhealthy (healthy on failback)
     dns_flip_s: float | None = None  # the failover name resolves to the target region(s)
     first_good_answer_s: float | None = None  # first successful query answered by the target region(s)
+    # The same, for a client whose resolver caches the answer for its TTL.
+    dns_flip_cached_s: float | None = None
+    first_good_answer_cached_s: float | None = None
     canary_served_s: float | None = None  # the canary value served through the failover URL
     # From here on every observed answer was good and came from the target region(s): the
     # active-active milestone ("every answer comes from the healthy regions").
@@ -74,6 +99,9 @@ class Milestones(BaseModel):
     failed_probes: int = 0
     error_window_s: tuple[float, float] | None = None  # first and last failed probe, relative
     observations: int = 0
+    # Token exchanges at the API server applications use: failed / attempted (None: not probed).
+    token_failures: int = 0
+    token_probes: int = 0
 
 
 def error_window(obs: Sequence[Observation], start: float) -> tuple[int, tuple[float, float] | None]:
@@ -112,7 +140,12 @@ def milestones(
     dns_flip = first(lambda o: o.dns_answer in targets)
     good = first(lambda o: o.query.ok and o.query.region in targets)
     canary = first(lambda o: o.query.ok and o.query.region in targets and o.query.canary_value is not None)
+    dns_flip_cached = first(lambda o: o.dns_answer_cached in targets)
+    good_cached = first(
+        lambda o: o.query_cached is not None and o.query_cached.ok and o.query_cached.region in targets
+    )
     failed, window = error_window(after, start_mono)
+    tokens = [o.token for o in after if o.token is not None]
     settled = None
     for o in reversed(after):
         if not (o.query.ok and o.query.region in targets):
@@ -123,9 +156,13 @@ def milestones(
         health_flip_s=health_flip,
         dns_flip_s=dns_flip,
         first_good_answer_s=good,
+        dns_flip_cached_s=dns_flip_cached,
+        first_good_answer_cached_s=good_cached,
         canary_served_s=canary,
         settled_s=settled,
         failed_probes=failed,
         error_window_s=window,
         observations=len(after),
+        token_failures=sum(1 for t in tokens if not t.ok),
+        token_probes=len(tokens),
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from collections.abc import Iterator
+from collections.abc import Sequence
 from contextlib import contextmanager
 from enum import StrEnum
 from typing import Any
@@ -26,6 +27,7 @@ from pydantic import Field
 
 from chalkdr.errors import DrillAborted
 from chalkdr.observe import Milestones
+from chalkdr.population import PopulationOutage
 
 __all__ = [
     "PHASES",
@@ -90,12 +92,29 @@ class TimelineEntry(BaseModel):
     detail: str = ""
 
 
+class LagAtInjection(BaseModel):
+    """One replication series' latest value when the fault was injected (None: no datapoint)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    value: float | None
+    unit: str  # ms or messages
+
+
 class RpoEvidence(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     canary_replication_lag_s: float | None = None  # write in primary -> readable in the replica
-    replication_lag_at_injection_ms: dict[str, float | None] = Field(default_factory=dict)
+    # Every replicated store's lag at injection, named (DynamoDB per direction, MSK Replicator
+    # latency and message lag, Aurora global): what a permanent loss of the primary would lose.
+    lags_at_injection: dict[str, LagAtInjection] = Field(default_factory=dict)
+    # The largest time-valued of them (or the canary lag), and which series it is.
+    estimate_from: str | None = None
     writes_held_back: bool = False  # replication-paused: writes not yet replicated at failover
+    # replication-paused: seconds from the FIS action's start until a canary write was seen held
+    # back (AWS: the pause may take up to 5 minutes to take effect); None = never seen held.
+    pause_effective_after_s: float | None = None
+    pause_probe_writes: int = 0  # canaries written to find that moment
     exposure_s: float | None = None  # the window of writes a region loss would have lost
 
 
@@ -149,6 +168,9 @@ class DrillReport(RunReport):
     probe_interval_s: float
     failover: Milestones | None = None
     failback: Milestones | None = None
+    # The client population's view of each transition (chalkdr.population).
+    failover_population: PopulationOutage | None = None
+    failback_population: PopulationOutage | None = None
     rto_s: float | None = None
     expected_failover_s: float | None = None
     rpo: RpoEvidence = Field(default_factory=RpoEvidence)
@@ -197,6 +219,54 @@ def _milestone_lines(m: Milestones | None, title: str, ref: str) -> list[str]:
         f"| only healthy regions answering from | {_fmt(m.settled_s)} |",
         f"| failed probes | {m.failed_probes} of {m.observations} |",
         f"| error window | {window} |",
+        f"| token exchanges failed at the API server | {m.token_failures} of {m.token_probes} |",
+        "",
+    ]
+
+
+_BARS = " ▁▂▃▄▅▆▇█"
+
+
+def sparkline(curve: Sequence[tuple[float, float]], width: int = 48) -> str:
+    """The share-failing curve as one line of block characters: each slot shows the worst share
+    sampled in it, or, when no sample fell in it, the share in force (the last one before it)."""
+    if not curve:
+        return ""
+    t0, t1 = curve[0][0], curve[-1][0]
+    span = (t1 - t0) or 1.0
+    slots: list[float | None] = [None] * width
+    for t, share in curve:
+        i = min(width - 1, int((t - t0) / span * width))
+        slots[i] = max(slots[i] or 0.0, share)
+    filled: list[float] = []
+    for s in slots:
+        filled.append(s if s is not None else (filled[-1] if filled else 0.0))
+    return "".join(_BARS[min(len(_BARS) - 1, round(s * (len(_BARS) - 1)))] for s in filled)
+
+
+def population_rows(p: PopulationOutage) -> list[dict[str, str]]:
+    """The share-failing curve as table rows (one per observation), for an artifact."""
+    return [{"t+ (s)": f"{t:.2f}", "clients failing": f"{100 * share:.1f}%"} for t, share in p.curve]
+
+
+def _population_lines(p: PopulationOutage | None, title: str) -> list[str]:
+    if p is None:
+        return []
+    curve = sparkline(p.curve)
+    span = f"{p.curve[0][0]:.1f} to {p.curve[-1][0]:.1f} s" if p.curve else "—"
+    return [
+        f"#### {title}: the client population ({p.clients} modelled clients, TTL {p.ttl_s:g} s)",
+        "",
+        "| measure | value |",
+        "|---|---|",
+        f"| peak share of clients failing | {100 * p.peak_share:.1f}% |",
+        f"| clients that failed at least once | {100 * p.affected_share:.1f}% |",
+        f"| client outage: mean / p95 / max | {p.mean_outage_s:.2f} / {p.p95_outage_s:.2f} / "
+        f"{p.max_outage_s:.2f} s |",
+        f"| client-seconds lost per client | {p.mean_outage_s:.2f} s |",
+        f"| every client served again at | {_fmt(p.recovered_s)} |",
+        "",
+        f"share failing over {span}: `{curve}`" if curve else "",
         "",
     ]
 
@@ -239,8 +309,10 @@ def render_markdown(report: DrillReport) -> str:
         f"| canary replication lag | {_fmt(report.rpo.canary_replication_lag_s)} |",
         f"| RPO exposure | {_fmt(report.rpo.exposure_s)} |",
     ]
-    for name, lag in sorted(report.rpo.replication_lag_at_injection_ms.items()):
-        lines.append(f"| replication lag at injection: {name} | {_fmt(lag, 'ms')} |")
+    if report.rpo.estimate_from:
+        lines.append(f"| RPO estimate taken from | {report.rpo.estimate_from} |")
+    for name, lag in sorted(report.rpo.lags_at_injection.items()):
+        lines.append(f"| replication lag at injection: {name} | {_fmt(lag.value, lag.unit)} |")
     lines += ["", "## SLOs", "", "| SLO | target | measured | result |", "|---|---|---|---|"]
     for s in report.slos:
         lines.append(f"| {s.name} | {s.target:g} s | {_fmt(s.measured)} | {'pass' if s.passed else 'FAIL'} |")
@@ -248,7 +320,9 @@ def render_markdown(report: DrillReport) -> str:
         lines.append("| — | — | — | not evaluated |")
     lines.append("")
     lines += _milestone_lines(report.failover, "Failover", "injection")
+    lines += _population_lines(report.failover_population, "Failover")
     lines += _milestone_lines(report.failback, "Failback", "undo")
+    lines += _population_lines(report.failback_population, "Failback")
     lines += ["## Phases", "", "| phase | status | duration | note |", "|---|---|---|---|"]
     for name in report.PHASES:
         p = report.phases[name]
@@ -270,8 +344,9 @@ class Journal(Generic[R]):
 
     def __init__(self, report: R, *, on_phase_end: Callable[[str, PhaseRecord], None] | None = None) -> None:
         self.report = report
-        self.mono0 = time.monotonic()
-        self.wall0 = report.started_wall
+        # Both clocks read together, so a timeline entry's wall time is the moment it names.
+        self.mono0, self.wall0 = time.monotonic(), time.time()
+        report.started_wall = self.wall0
         self._on_phase_end = on_phase_end
 
     def event(self, phase: str, event: str, detail: str = "", *, mono: float | None = None) -> None:

@@ -28,6 +28,11 @@ class ClientSettings(BaseModel):
     read_timeout_s: float = Field(default=10.0, gt=0)
     # EKS tokens are valid for 15 minutes from signing; refresh with margin to spare.
     eks_token_refresh_s: float = Field(default=14 * 60, gt=0, le=15 * 60)
+    # Route 53 API pacing (chalkdr.ratelimit): requests per second and burst for the account. The
+    # default is the Knowledge Center's five per second; the current token-bucket guide allows
+    # 10 per second with a burst of 50, which a caller that owns the account's budget may use.
+    route53_requests_per_s: float = Field(default=5.0, gt=0, le=10.0)
+    route53_burst: float = Field(default=5.0, ge=1, le=50.0)
 
 
 class RetrySettings(BaseModel):

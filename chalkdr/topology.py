@@ -3,12 +3,24 @@
 Every flow starts from a Topology. Validation happens entirely at load time and never touches
 AWS: a bad file fails with one line per problem (`file: field.path: reason`), all problems at
 once, so an operator fixes the file in one pass instead of replaying a drill to find the next
-typo. Secrets are never in the file, only references to where they live.
+typo. Secrets are never in the file, only references to where they live, and only to where
+chalk-dr's own secrets live (`CHALK_DR_*` environment variables, `chalk-*` Prefect Secret
+blocks): a topology must not be able to name the worker's AWS keys or Prefect API key and have
+them sent to Chalk. For the same reason every URL that receives a credential or a token is
+https unless it is this machine (loopback). A YAML mapping with the same key twice is an error
+(PyYAML would silently keep the last one), and so is more than one `primary: true`.
+
+The `deploy:` section is the server side of the push path: the repositories this environment's
+feature code may be cloned from and its protected branch. A push event names a repository and a
+sha; the flow applies it only when this section allows both.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import os
 import re
+from collections.abc import Hashable
 from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
@@ -17,6 +29,7 @@ from typing import Any
 from typing import Literal
 
 import yaml
+from pydantic import AfterValidator
 from pydantic import AnyHttpUrl
 from pydantic import BaseModel
 from pydantic import ConfigDict
@@ -26,17 +39,28 @@ from pydantic import field_validator
 from pydantic import model_validator
 from pydantic_core import PydanticCustomError
 
+from chalkdr.deploy import PushRefused
+from chalkdr.deploy import Repository
+from chalkdr.deploy import allowed_repositories
+from chalkdr.deploy import parse_repository
 from chalkdr.errors import TopologyError
 from chalkdr.errors import TopologyProblem
 
 __all__ = [
+    "ALB_ALIAS_TTL_S",
     "ROUTE53_CHECKER_REGIONS",
+    "SECRET_BLOCK_PREFIX",
+    "SECRET_ENV_PREFIX",
     "AuroraConfig",
+    "AuroraRegionConfig",
     "ChalkEnvConfig",
+    "DeployConfig",
+    "DnsConfig",
     "EksConfig",
     "Guards",
     "HealthCheckConfig",
     "MskConfig",
+    "ProbeConfig",
     "RegionConfig",
     "Route53Config",
     "RoutingMode",
@@ -45,6 +69,7 @@ __all__ = [
     "Topology",
     "load_topology",
     "parse_topology",
+    "topology_file_in",
 ]
 
 # Where Route 53 runs health checkers (the API's HealthCheckRegion enum).
@@ -75,6 +100,16 @@ _MSK_ARN_RE = re.compile(
 )
 _ROLE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
 _K8S_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_SNS_ARN_RE = re.compile(r"^arn:aws[a-z-]*:sns:(?P<region>[a-z0-9-]+):\d{12}:[A-Za-z0-9_-]{1,256}$")
+_FEATURE_RE = r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)+$"
+# Route 53 answers an alias to a load balancer with the ELB's own TTL (60 s); an alias has none.
+ALB_ALIAS_TTL_S = 60
+# Where a topology's secret references may point: chalk-dr's own variables and blocks only.
+SECRET_ENV_PREFIX = "CHALK_DR_"
+SECRET_BLOCK_PREFIX = "chalk-"
+# git check-ref-format, in short: no "..", "//", "@{", control or special characters, no leading
+# "-" or "/", no trailing "/", "." or ".lock".
+_BRANCH_RE = re.compile(r"^(?![-/])(?!.*(\.\.|//|@\{|/\.))[A-Za-z0-9._/-]+(?<![/.])(?<!\.lock)$")
 
 
 def _error(reason: str) -> PydanticCustomError:
@@ -115,12 +150,103 @@ class SecretRef(_Strict):
             raise _error("give exactly one of 'env' or 'prefect_secret'")
         if self.env is not None and not _ENV_VAR_RE.match(self.env):
             raise _error(f"env {self.env!r} is not an environment variable name (A-Z, 0-9, _)")
+        if self.env is not None and not self.env.startswith(SECRET_ENV_PREFIX):
+            raise _error(
+                f"env {self.env!r} is not allowed: secret references name {SECRET_ENV_PREFIX}* variables "
+                "only (the worker's own credentials, such as AWS_* or PREFECT_API_KEY, never go to Chalk)"
+            )
         if self.prefect_secret is not None and not _BLOCK_RE.match(self.prefect_secret):
             raise _error(f"prefect_secret {self.prefect_secret!r} is not a block name (a-z, 0-9, -)")
+        if self.prefect_secret is not None and not self.prefect_secret.startswith(SECRET_BLOCK_PREFIX):
+            raise _error(
+                f"prefect_secret {self.prefect_secret!r} is not allowed: secret references name "
+                f"{SECRET_BLOCK_PREFIX}* Secret blocks only"
+            )
         return self
 
     def describe(self) -> str:
         return f"env:{self.env}" if self.env else f"prefect-secret:{self.prefect_secret}"
+
+
+def _https_unless_loopback(url: AnyHttpUrl) -> AnyHttpUrl:
+    """Credentials and tokens are sent to these URLs: plain http only to this machine.
+
+    An IP address must be loopback (127.0.0.0/8, ::1) for http. A host name cannot be judged
+    without resolving it, which loading a topology never does: an http URL with a name is
+    accepted here and checked where a credential is about to be sent (chalkdr.secrets
+    `cleartext_refusal`: every address it resolves to must be loopback).
+    """
+    if url.scheme != "http":
+        return url
+    host = (url.host or "").strip("[]")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return url  # a name: checked against what it resolves to, when used
+    if not address.is_loopback:
+        raise _error(
+            f"{url} sends credentials in the clear to {host}: use https (http only to a loopback address)"
+        )
+    return url
+
+
+CredentialUrl = Annotated[AnyHttpUrl, AfterValidator(_https_unless_loopback)]
+"""A URL that receives a client secret or a bearer token: https, or http to this machine."""
+
+
+class DeployConfig(_Strict):
+    """Where this environment's feature code may come from: configuration, never an event's say.
+
+    `repositories` lists what `chalk apply` may clone: `owner/name` (that GitHub repository over
+    https or ssh), an https or ssh URL, or an absolute local path (a mirror on the worker).
+    `branch` is the protected branch: only a commit reachable from its tip is applied.
+    """
+
+    repositories: list[str] = Field(
+        min_length=1,
+        description="Repositories to clone from: owner/name, an https or ssh URL, or a local path",
+    )
+    branch: str = Field(default="main", description="The protected branch; only commits on it are applied")
+
+    @field_validator("repositories")
+    @classmethod
+    def _repositories(cls, v: list[str]) -> list[str]:
+        bad = []
+        for entry in v:
+            try:
+                allowed_repositories(entry)
+            except ValueError as exc:
+                bad.append(f"{entry!r}: {exc}")
+        if bad:
+            raise _error("not a repository: " + "; ".join(bad))
+        return v
+
+    @field_validator("branch")
+    @classmethod
+    def _branch(cls, v: str) -> str:
+        name = v.removeprefix("refs/heads/")
+        if not _BRANCH_RE.match(name):
+            raise _error(f"{v!r} is not a git branch name")
+        return name
+
+    def allowed(self) -> tuple[Repository, ...]:
+        return tuple(repo for entry in self.repositories for repo in allowed_repositories(entry))
+
+    def repository(self, url: str) -> Repository:
+        """The allowed repository `url` names; PushRefused when it is malformed or not on the list."""
+        try:
+            repo = parse_repository(url)
+        except ValueError as exc:
+            raise PushRefused(f"repository URL refused: {exc}") from None
+        if repo.key not in {r.key for r in self.allowed()}:
+            raise PushRefused(
+                f"repository {repo.url} is not one this environment deploys from "
+                f"(deploy.repositories: {', '.join(self.repositories)})"
+            )
+        return repo
+
+    def is_branch_ref(self, ref: str) -> bool:
+        return ref in (self.branch, f"refs/heads/{self.branch}")
 
 
 class EksConfig(_Strict):
@@ -138,10 +264,77 @@ class EksConfig(_Strict):
 
 
 class ChalkEnvConfig(_Strict):
-    environment_id: str = Field(min_length=1)
-    api_server: AnyHttpUrl
+    """The one Chalk environment every region serves (Chalk's multi-region guide: one environment,
+    a resource group per region), and the credentials chalk-dr uses for it."""
+
+    environment_id: str = Field(min_length=1, description="Sent as X-Chalk-Env-Id on every query")
+    api_server: CredentialUrl = Field(
+        description="The API server applications exchange credentials at (may itself be a failover name)"
+    )
     client_id: str = Field(min_length=1, description="OAuth client id (not secret)")
     client_secret: SecretRef
+
+
+class ProbeConfig(_Strict):
+    """What the drill's probe asks Chalk: a query every deployment of the environment answers, and
+    the canary feature class (written through Chalk, read back from each region)."""
+
+    inputs: dict[str, str | int] = Field(min_length=1, description="Query inputs, e.g. {user.id: 1}")
+    outputs: list[str] = Field(min_length=1, description="Features to ask for, e.g. [user.name]")
+    canary_id_feature: str = Field(default="chalkdr_canary.id", pattern=_FEATURE_RE)
+    canary_value_feature: str = Field(default="chalkdr_canary.value", pattern=_FEATURE_RE)
+
+    @field_validator("inputs", "outputs")
+    @classmethod
+    def _features(cls, v: Any) -> Any:
+        names = list(v) if isinstance(v, dict) else v
+        bad = [n for n in names if not re.fullmatch(_FEATURE_RE, n)]
+        if bad:
+            raise _error(f"not feature names (namespace.feature): {', '.join(map(repr, bad))}")
+        return v
+
+    @model_validator(mode="after")
+    def _one_canary_class(self) -> ProbeConfig:
+        if self.canary_id_feature.split(".")[0] != self.canary_value_feature.split(".")[0]:
+            raise _error("canary_id_feature and canary_value_feature must be features of one feature class")
+        return self
+
+
+class DnsConfig(_Strict):
+    """The resolvers chalk-dr asks, like any client of the failover name would."""
+
+    nameservers: list[str] = Field(
+        default_factory=list,
+        description="Resolver addresses (IP or IP:port); empty: the system's (/etc/resolv.conf)",
+    )
+
+    @field_validator("nameservers")
+    @classmethod
+    def _addresses(cls, v: list[str]) -> list[str]:
+        for entry in v:
+            host, _, port = entry.rpartition(":") if entry.count(":") == 1 else (entry, "", "")
+            try:
+                ipaddress.ip_address(host or entry)
+            except ValueError:
+                raise _error(
+                    f"{entry!r} is not a resolver address (an IP address, optionally :port)"
+                ) from None
+            if port and not (port.isdigit() and 0 < int(port) < 65536):
+                raise _error(f"{entry!r}: port must be 1-65535")
+        return v
+
+
+class AuroraRegionConfig(_Strict):
+    """What AWS needs to create this region's Aurora secondary (CreateDBCluster, CreateDBInstance)."""
+
+    subnet_group: str | None = Field(default=None, description="DB subnet group in this region's VPC")
+    security_group_ids: list[str] = Field(default_factory=list)
+    kms_key_id: str | None = Field(
+        default=None, description="A KMS key in this region: required when the global database is encrypted"
+    )
+    instance_class: str | None = Field(
+        default=None, description="Class of the secondary's DB instance (a cluster without one cannot serve)"
+    )
 
 
 class RegionConfig(_Strict):
@@ -152,13 +345,25 @@ class RegionConfig(_Strict):
         default=None, description="Route 53 weight (weighted routing only)"
     )
     query_hostname: str = Field(description="Regional hostname, e.g. prod-east.query.example.com")
-    query_url: AnyHttpUrl | None = Field(default=None, description="Defaults to https://<query_hostname>")
+    query_url: CredentialUrl | None = Field(default=None, description="Defaults to https://<query_hostname>")
+    api_server: CredentialUrl | None = Field(
+        default=None,
+        description="This region's own API server (metadata plane): chalk apply and canary writes go here; "
+        "defaults to chalk.api_server",
+    )
     alb: str = Field(description="The regional ALB, by name or ARN; DNS name and zone are looked up")
     eks: EksConfig
     online_store_tables: list[str] = Field(min_length=1)
+    online_store_kms_key: str | None = Field(
+        default=None,
+        description="KMS key in this region for the online-store replica (a table with a customer key)",
+    )
     msk_cluster_arn: str
     aurora_cluster_id: str = Field(min_length=1, max_length=63)
-    chalk: ChalkEnvConfig
+    aurora: AuroraRegionConfig = Field(default_factory=AuroraRegionConfig)
+    alarm_topic_arn: str | None = Field(
+        default=None, description="SNS topic in this region that the replication-lag alarms notify"
+    )
     role_arn: str | None = Field(default=None, description="IAM role to assume for this region")
 
     @field_validator("aws_region")
@@ -197,12 +402,22 @@ class RegionConfig(_Strict):
             raise _error(f"msk_cluster_arn {self.msk_cluster_arn!r} is not an MSK cluster ARN")
         if m["region"] != self.aws_region:
             raise _error(f"msk_cluster_arn is in {m['region']}, but this region is {self.aws_region}")
+        if self.alarm_topic_arn is not None:
+            m = _SNS_ARN_RE.match(self.alarm_topic_arn)
+            if not m:
+                raise _error(f"alarm_topic_arn {self.alarm_topic_arn!r} is not an SNS topic ARN")
+            if m["region"] != self.aws_region:
+                raise _error(f"alarm_topic_arn is in {m['region']}, but this region is {self.aws_region}")
         return self
 
     @property
     def url(self) -> str:
         """The regional query URL (the resource group's own hostname, not the failover name)."""
         return str(self.query_url).rstrip("/") if self.query_url else f"https://{self.query_hostname}"
+
+    def metadata_url(self, chalk: ChalkEnvConfig) -> str:
+        """This region's API server: its own when configured, else the environment's."""
+        return str(self.api_server or chalk.api_server).rstrip("/")
 
     @property
     def alb_name(self) -> str:
@@ -243,14 +458,20 @@ class HealthCheckConfig(_Strict):
 class Route53Config(_Strict):
     hosted_zone_id: str = Field(pattern=r"^(/hostedzone/)?[A-Z0-9]{1,32}$")
     failover_record: str = Field(description="The name clients use, e.g. chalk-failover.example.com")
-    failover_url: AnyHttpUrl | None = Field(default=None, description="Defaults to https://<failover_record>")
-    record_ttl_seconds: int = Field(
-        default=60,
-        ge=0,
-        le=86400,
-        description="TTL resolvers apply to the failover answer (ALB alias records: 60 s)",
+    failover_url: CredentialUrl | None = Field(
+        default=None, description="Defaults to https://<failover_record>"
     )
     health_check: HealthCheckConfig = Field(default_factory=HealthCheckConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_record_ttl(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "record_ttl_seconds" in data:
+            raise _error(
+                "record_ttl_seconds: alias records to a load balancer are answered with the ELB's own TTL "
+                f"({ALB_ALIAS_TTL_S} s); an alias has no TTL of its own, so remove this field"
+            )
+        return data
 
     @field_validator("failover_record")
     @classmethod
@@ -302,12 +523,23 @@ class Guards(_Strict):
 class Topology(_Strict):
     environment: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
     routing: RoutingMode = RoutingMode.FAILOVER
+    chalk: ChalkEnvConfig
+    probe: ProbeConfig
+    dns: DnsConfig = Field(default_factory=DnsConfig)
     regions: list[RegionConfig] = Field(min_length=2)
     route53: Route53Config
     aurora: AuroraConfig
     msk: MskConfig
     slo: Slo
     guards: Guards = Field(default_factory=Guards)
+    deploy: DeployConfig | None = Field(
+        default=None,
+        description="Where chalk apply may take code from; without it, no repository may be cloned",
+    )
+    silent_alarms: bool = Field(
+        default=False,
+        description="Create the replication-lag alarms without actions (nobody is notified)",
+    )
     fis_role_arn: str | None = Field(
         default=None, description="IAM role AWS FIS assumes for drill experiments (replication-paused)"
     )
@@ -346,11 +578,21 @@ class Topology(_Strict):
                 )
             if any(r.weight is not None for r in self.regions):
                 problems.append("weight is only meaningful with routing: weighted")
-        elif self.routing is RoutingMode.WEIGHTED:
+        elif len(primaries) > 1:
+            problems.append(
+                f"at most one region may have primary: true, found {len(primaries)} ({', '.join(primaries)})"
+            )
+        if self.routing is RoutingMode.WEIGHTED:
             if any(r.weight is None for r in self.regions):
                 problems.append("weighted routing needs a weight on every region")
             elif not any(r.weight for r in self.regions):
                 problems.append("weighted routing needs at least one region with weight > 0")
+        missing = [r.aws_region for r in self.regions if r.alarm_topic_arn is None]
+        if missing and not self.silent_alarms:
+            problems.append(
+                f"alarm_topic_arn missing for {', '.join(missing)}: name an SNS topic per region for the "
+                "replication-lag alarms, or set silent_alarms: true to create them without actions"
+            )
         if problems:
             raise _error("; ".join(problems))
         return self
@@ -421,6 +663,36 @@ def parse_topology(data: Any, *, source: str = "<topology>") -> Topology:
         raise TopologyError(source, list(_problems(exc, data))) from None
 
 
+class _DuplicateKey(yaml.constructor.ConstructorError):
+    def __init__(self, key: Any, first: yaml.Mark, again: yaml.Mark) -> None:
+        self.key, self.first_line = key, first.line + 1
+        super().__init__(
+            problem=f"duplicate key {key!r} (first at line {first.line + 1})", problem_mark=again
+        )
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a mapping with the same key twice.
+
+    PyYAML keeps the last value silently: a second `primary:` or `api_server:` lower down a long
+    file would quietly win. Keys brought in by a merge (`<<: *anchor`) may still be overridden,
+    as YAML intends: only keys written in the mapping itself count.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
+        seen: dict[Any, yaml.Mark] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, Hashable):
+                continue  # the base class reports an unhashable key
+            if key in seen:
+                raise _DuplicateKey(key, seen[key], key_node.start_mark)
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_topology(path: str | Path) -> Topology:
     """Load and validate a topology YAML file. Pure: reads one file, calls no AWS API."""
     p = Path(path)
@@ -429,10 +701,43 @@ def load_topology(path: str | Path) -> Topology:
     except OSError as exc:
         raise TopologyError(str(p), [TopologyProblem("", f"cannot read file: {exc.strerror}")]) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a yaml.SafeLoader subclass
+    except _DuplicateKey as exc:
+        mark = exc.problem_mark
+        assert mark is not None
+        where = f"line {mark.line + 1}, column {mark.column + 1}"
+        reason = (
+            f"duplicate key {exc.key!r} (first at line {exc.first_line}): "
+            "YAML would silently keep only the last one; remove one of them"
+        )
+        raise TopologyError(str(p), [TopologyProblem(where, reason)]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise TopologyError(str(p), [TopologyProblem(where, f"YAML syntax error: {problem}")]) from None
     return parse_topology(data, source=str(p))
+
+
+def topology_file_in(directory: str | Path, name: str) -> Path:
+    """`name` as a topology file inside `directory` (the worker's configured topology directory).
+
+    A run that came through the Prefect API may name a topology, but not write one: it picks a
+    file the operator put in that directory. `name` is relative to the directory (or absolute);
+    symlinks are resolved before the check, so a link out of the directory is refused too, and
+    only `.yaml`/`.yml` files count.
+    """
+    root = Path(os.path.realpath(directory))
+    candidate = Path(os.path.realpath(root / name))
+    problems = []
+    if not root.is_dir():
+        problems.append(f"the topology directory {root} does not exist")
+    elif candidate.parent != root and root not in candidate.parents:
+        problems.append(f"not a file in the topology directory {root}")
+    elif candidate.suffix not in (".yaml", ".yml"):
+        problems.append("a topology file ends in .yaml or .yml")
+    elif not candidate.is_file():
+        problems.append(f"no such topology file in {root}")
+    if problems:
+        raise TopologyError(name, [TopologyProblem("", p) for p in problems])
+    return candidate

@@ -1,9 +1,17 @@
 """Flow: ship one git sha to every region with `chalk apply`, and prove parity from what each region serves.
 
 The runbook:
+0. refuse what is not allowed, before anything runs: a repository that is not on the topology's
+   `deploy.repositories`, a ref that is not its protected branch, a credential URL that is
+   plain http to another machine (the run ends REFUSED: failed, with the reason in its report,
+   its artifact and a `chalkdr.deploy.refused` event);
 1. take the environment's apply lock (global concurrency limit `chalk-apply-<env>`, 1 slot):
    a newer push waits for the running apply;
-2. check out the sha (clone `repo_url`, or a local path that must be at that sha);
+2. check out the sha: clone the protected branch of `repo_url` (the sha must be reachable from
+   its tip, else REFUSED) and order the sha against the last good one: already deployed or
+   older ends the run SKIPPED (completed, recorded, a `chalkdr.deploy.skipped` event), so
+   pushes delivered out of order end with the newest deployed, never an older one. Or a local
+   path that must be at that sha (the operator's own choice: neither branch-checked nor ordered);
 3. read which deployment every region serves now (each region's own URL);
 4. apply: `parallel` (all regions at once) or `canary` (each secondary applied and verified
    serving, then the primary; a failing canary stops the run before the primary is touched);
@@ -11,15 +19,33 @@ The runbook:
 6. drift (some regions moved, some not): a drift report and a `chalkdr.deploy.drift` event; with
    `rollback_on_drift`, re-apply the last good sha to the regions that moved, re-check parity.
 
+Two entrypoints. `chalk_apply_on_push` is what the push deployment runs: its only parameters are
+what a push may say (sha, ref, repo_url) and how to roll it out; the topology is a file in the
+worker's $CHALK_DR_TOPOLOGY_DIR and the binary the worker's $CHALK_DR_CHALK_BIN. `chalk_apply`
+is the operator's, with every option (a topology mapping, a local path, another binary); run
+from a deployment, it refuses those three as well. Both are the Prefect flow `chalk-apply`.
+
+What this guards against, and what it cannot: an event can only fill the trigger's templated
+parameters, and a run started through the API only this flow's parameters; both are checked
+against the worker's configuration. Whoever can create deployments or set job variables on the
+work pool can run any code on the worker (a pull step is a shell script): keep the Prefect API
+key away from CI where the webhook receiver can post the event instead (deployments/ci/).
+
 Where a rollback's code comes from: after every run that reaches parity, the flow records the
 environment's last good sha, its clone source (the repo URL, or the local git repository the
 path belonged to) and each region's deployment id in the Prefect Variable
 `chalk-apply-last-good-<env>`. A rollback clones that source at that sha into a temporary
-directory. A path that is not a git work tree cannot be checked out again, so a run from one
+directory, under the same rules as a push (an allowed repository, a sha on the protected
+branch). A path that is not a git work tree cannot be checked out again, so a run from one
 records no clone source and cannot be rolled back to.
 
-The run ends Failed unless every region serves the new sha, even after a successful rollback:
-the push was not deployed, and CI must see that.
+Cancelling a run stops `chalk`: it runs in its own process group (so its own timeout kills its
+children), which a signal to the flow's process would not reach, so any exception leaving the
+run (Prefect's cancellation arrives as a TerminationSignal) first kills every child process
+group the run started (tasks.chalk `stop_children`).
+
+The run ends Failed unless every region serves the new sha (or it was skipped), even after a
+successful rollback: the push was not deployed, and CI must see that.
 """
 
 from __future__ import annotations
@@ -29,31 +55,40 @@ import re
 import tempfile
 import time
 from collections.abc import Sequence
+from typing import Annotated
 from typing import Any
 
 from prefect import flow
 from prefect import get_run_logger
 from prefect.client.orchestration import get_client
 from prefect.concurrency.sync import concurrency
+from prefect.context import FlowRunContext
 from prefect.futures import PrefectFuture
 from prefect.futures import as_completed
+from pydantic import Field
 
 from chalkdr.deploy import ApplyReport
 from chalkdr.deploy import DeployFailed
 from chalkdr.deploy import LastGood
 from chalkdr.deploy import Outcome
+from chalkdr.deploy import PushRefused
 from chalkdr.deploy import RegionApply
 from chalkdr.deploy import RegionStatus
 from chalkdr.deploy import RollbackReport
 from chalkdr.deploy import Strategy
 from chalkdr.deploy import decide_outcome
 from chalkdr.deploy import evaluate_parity
+from chalkdr.deploy import order_skip_reason
+from chalkdr.errors import CredentialsError
 from chalkdr.secrets import redact_url
 from chalkdr.topology import Topology
+from chalkdr.topology import load_topology
+from chalkdr.topology import topology_file_in
 from flows.runbook import load_topology_parameter
 from tasks.chalk import CliRun
 from tasks.chalk import Verification
 from tasks.chalk import apply_region
+from tasks.chalk import check_credential_destinations
 from tasks.chalk import checkout_code
 from tasks.chalk import ensure_apply_lock
 from tasks.chalk import last_good_variable
@@ -62,11 +97,15 @@ from tasks.chalk import publish_drift
 from tasks.chalk import read_last_good
 from tasks.chalk import read_served_deployment
 from tasks.chalk import record_last_good
+from tasks.chalk import stop_children
 from tasks.chalk import verify_served_deployment
 
-__all__ = ["chalk_apply"]
+__all__ = ["CHALK_BIN_ENV", "TOPOLOGY_DIR_ENV", "chalk_apply", "chalk_apply_on_push"]
 
 _SHA_RE = re.compile(r"^[0-9a-fA-F]{7,40}$")
+# The worker's configuration, never a parameter of a run that came through the Prefect API.
+TOPOLOGY_DIR_ENV = "CHALK_DR_TOPOLOGY_DIR"
+CHALK_BIN_ENV = "CHALK_DR_CHALK_BIN"
 
 
 def _attempts(future: PrefectFuture[Any]) -> int:
@@ -94,7 +133,6 @@ class _Applier:
         self.topo, self.sha, self.code_dir, self.chalk_bin = topo, sha, code_dir, chalk_bin
         self.no_promote, self.branch, self.rollback = no_promote, branch, rollback
         self.apply_timeout_s, self.verify_timeout_s = apply_timeout_s, verify_timeout_s
-        self.strip = [r.chalk.client_secret.env for r in topo.regions if r.chalk.client_secret.env]
         self.logger = get_run_logger()
 
     @property
@@ -109,6 +147,7 @@ class _Applier:
             task = apply_region.with_options(task_run_name="rollback-apply-{region.aws_region}")
         return task.submit(
             self.topo.region(slot.region),
+            self.topo.chalk,
             sha=self.sha,
             environment=self.topo.environment,
             code_dir=self.code_dir,
@@ -116,7 +155,6 @@ class _Applier:
             no_promote=self.no_promote,
             branch=self.branch,
             timeout_s=self.apply_timeout_s,
-            strip_env=self.strip,
             rollback=self.rollback,
         )
 
@@ -144,7 +182,7 @@ class _Applier:
             slot.finished_at = time.time()
             return None
         region = self.topo.region(slot.region)
-        return verify_served_deployment.submit(region, want, timeout_s=self.verify_timeout_s)
+        return verify_served_deployment.submit(region, self.topo, want, timeout_s=self.verify_timeout_s)
 
     @staticmethod
     def _verified(slot: RegionApply, future: PrefectFuture[Verification]) -> bool:
@@ -191,7 +229,7 @@ class _Applier:
 def _read_served(topo: Topology, regions: Sequence[str], *, deadline_s: float) -> dict[str, str | None]:
     """Every region's served deployment, read in parallel; an unreadable region is None."""
     logger = get_run_logger()
-    futures = {r: read_served_deployment.submit(topo.region(r), deadline_s=deadline_s) for r in regions}
+    futures = {r: read_served_deployment.submit(topo.region(r), topo, deadline_s=deadline_s) for r in regions}
     served: dict[str, str | None] = {}
     for region, future in futures.items():
         result = future.result(raise_on_failure=False)
@@ -233,16 +271,24 @@ def _rollback(
     assert last_good.repo_url is not None
     logger = get_run_logger()
     logger.warning("rolling %s back to %s", ", ".join(moved), last_good.sha)
-    code = checkout_code.with_options(task_run_name="checkout-rollback-{sha}")(
-        last_good.sha, dest=os.path.join(workdir, "rollback"), repo_url=last_good.repo_url
-    )
+    try:
+        # The same rules as a push: an allowed repository, a sha on the protected branch.
+        code = checkout_code.with_options(task_run_name="checkout-rollback-{sha}")(
+            last_good.sha,
+            dest=os.path.join(workdir, "rollback"),
+            repo_url=last_good.repo_url,
+            deploy=topo.deploy,
+        )
+    except PushRefused as exc:
+        rb.skipped_reason = f"the last good sha cannot be checked out again: {exc}"
+        return rb
     rb.source = code.source
     served_now = {r.region: r.served for r in report.parity.regions}
     rb.regions = [
         RegionApply(
             region=r,
             resource_group=topo.region(r).resource_group,
-            environment_id=topo.region(r).chalk.environment_id,
+            environment_id=topo.chalk.environment_id,
             primary=topo.region(r) is topo.primary,
             served_before=served_now.get(r),
         )
@@ -287,13 +333,32 @@ def _apply(
     rollback_on_drift: bool,
     workdir: str,
 ) -> None:
-    """The runbook's body: every phase writes its slot of `report`; expected failures don't raise."""
+    """The runbook's body: every phase writes its slot of `report`; expected failures don't raise.
+
+    Runs under the apply lock, so the last good sha it orders against is the one the previous
+    run left: pushes that arrive out of order cannot both pass the check.
+    """
     logger = get_run_logger()
     last_good = read_last_good(topo.environment)
-    code = checkout_code(report.sha, dest=os.path.join(workdir, "code"), repo_url=repo_url, path=path)
+    report.previous_sha = last_good.sha if last_good else None
+    code = checkout_code(
+        report.sha,
+        dest=os.path.join(workdir, "code"),
+        repo_url=repo_url,
+        path=path,
+        deploy=topo.deploy,
+        deployed_sha=report.previous_sha,
+    )
     report.sha, report.source = code.sha, code.source + (" (uncommitted changes)" if code.dirty else "")
-    regions = [r.aws_region for r in topo.regions]
+    report.order = code.order
     applier = _Applier(topo, sha=code.sha, code_dir=code.code_dir, **applier_options)
+    if code.order is not None and not applier.build_only:
+        skip = order_skip_reason(code.sha, report.previous_sha, code.order)
+        if skip:
+            logger.info("not applying: %s", skip)
+            report.skipped = skip
+            return
+    regions = [r.aws_region for r in topo.regions]
 
     baseline = _read_served(topo, regions, deadline_s=applier.verify_timeout_s)
     for slot in report.regions:
@@ -329,6 +394,139 @@ def _apply(
             report.rollback = _rollback(report, topo, last_good, applier=applier, workdir=workdir)
 
 
+def _refusal(topo: Topology, *, repo_url: str | None, ref: str | None) -> str | None:
+    """Why this push must not run at all (checked before the lock: nothing is cloned or applied)."""
+    if repo_url:
+        if topo.deploy is None:
+            return "the topology has no deploy: section, so no repository may be cloned for it"
+        try:
+            topo.deploy.repository(repo_url)
+        except PushRefused as exc:
+            return str(exc)
+        if ref and not topo.deploy.is_branch_ref(ref):
+            return f"ref {ref} is not the protected branch {topo.deploy.branch}"
+    try:
+        check_credential_destinations(topo)
+    except CredentialsError as exc:
+        return f"refusing to send credentials: {exc}"
+    return None
+
+
+def _run(
+    topo: Topology,
+    *,
+    sha: str,
+    ref: str | None,
+    repo_url: str | None,
+    path: str | None,
+    strategy: Strategy,
+    no_promote: bool,
+    branch: str | None,
+    rollback_on_drift: bool,
+    chalk_bin: str,
+    apply_timeout_s: float,
+    verify_timeout_s: float,
+) -> ApplyReport:
+    """One apply, start to end, recorded in one report; both flows are this with their own rules.
+
+    A refusal ends the run REFUSED (failed) with nothing run; a skip ends it SKIPPED (completed).
+    Any other way out (an error, a cancellation, an interrupt) first kills every child process
+    this run started: `chalk` runs in its own process group, which no signal to the flow's own
+    process reaches.
+    """
+    logger = get_run_logger()
+    report = ApplyReport(
+        environment=topo.environment,
+        sha=sha,
+        ref=ref,
+        source=redact_url(repo_url) if repo_url else str(path),
+        strategy=Strategy(strategy),
+        no_promote=no_promote,
+        branch=branch,
+        rollback_on_drift=rollback_on_drift,
+        regions=[
+            RegionApply(
+                region=r.aws_region,
+                resource_group=r.resource_group,
+                environment_id=topo.chalk.environment_id,
+                primary=r is topo.primary,
+            )
+            for r in topo.regions
+        ],
+    )
+    options = {
+        "chalk_bin": chalk_bin,
+        "no_promote": no_promote,
+        "branch": branch,
+        "apply_timeout_s": apply_timeout_s,
+        "verify_timeout_s": verify_timeout_s,
+    }
+    try:
+        report.refused = _refusal(topo, repo_url=repo_url, ref=ref)
+        if report.refused is None:
+            lock = ensure_apply_lock(topo.environment)
+            logger.info("waiting for the apply lock %s (one apply per environment at a time)", lock)
+            with (
+                concurrency(lock, occupy=1, strict=True),
+                tempfile.TemporaryDirectory(prefix="chalk-apply-") as tmp,
+            ):
+                report.started_at = time.time()
+                _apply(
+                    report,
+                    topo,
+                    repo_url=repo_url,
+                    path=path,
+                    applier_options=options,
+                    rollback_on_drift=rollback_on_drift,
+                    workdir=tmp,
+                )
+    except PushRefused as exc:
+        report.refused = str(exc)
+    except BaseException as exc:  # an error, a cancellation (TerminationSignal), an interrupt
+        killed = stop_children()
+        report.error = f"{type(exc).__name__}: {exc}"
+        if killed:
+            report.error += f" ({killed} running child process group(s) killed)"
+        raise
+    finally:
+        report.finished_at = time.time()
+        report.outcome = decide_outcome(report)
+        publish_apply_report(report)
+        logger.info("chalk apply %s: %s", report.outcome.value, report.summary)
+    if report.outcome is Outcome.REFUSED:
+        logger.error("refused: %s", report.refused)
+    if report.outcome not in (Outcome.PARITY, Outcome.SKIPPED):
+        raise DeployFailed(report)
+    return report
+
+
+def _check_sha(sha: str) -> None:
+    if not _SHA_RE.match(sha):
+        raise ValueError(f"sha {sha!r} is not a git commit sha (7 to 40 hex digits)")
+
+
+def _deployed() -> bool:
+    """Whether this run belongs to a deployment: its parameters came through the Prefect API."""
+    ctx = FlowRunContext.get()
+    return ctx is not None and ctx.flow_run is not None and ctx.flow_run.deployment_id is not None
+
+
+def _configured_topology(name: str) -> Topology:
+    """A topology file from the worker's $CHALK_DR_TOPOLOGY_DIR (the only place a run that came
+    through the API may take one from); unset, such a run cannot start."""
+    directory = os.environ.get(TOPOLOGY_DIR_ENV)
+    if not directory:
+        raise PushRefused(
+            f"${TOPOLOGY_DIR_ENV} is not set on this worker: a deployed chalk apply reads its topology "
+            "from that directory only"
+        )
+    return load_topology(topology_file_in(directory, name))
+
+
+def _worker_chalk_bin() -> str:
+    return os.environ.get(CHALK_BIN_ENV) or "chalk"
+
+
 @flow(name="chalk-apply")
 def chalk_apply(
     topology: str | dict[str, Any],
@@ -346,68 +544,88 @@ def chalk_apply(
 ) -> ApplyReport:
     """Apply git `sha` to every region of the topology and prove every region serves it.
 
-    `topology` is a topology YAML path or the topology itself; the code comes from `repo_url`
-    (cloned at `sha`) or `path` (a local checkout at `sha`). `chalk_bin` defaults to
+    The operator's flow. `topology` is a topology YAML path or the topology itself; the code
+    comes from `repo_url` (cloned at `sha`: the topology's `deploy:` section must allow the
+    repository, and `sha` must be on its protected branch and newer than the last good sha,
+    else the run is refused or skipped) or `path` (a local checkout at `sha`, the operator's
+    explicit choice: not branch-checked, not ordered). `chalk_bin` defaults to
     $CHALK_DR_CHALK_BIN, else `chalk` on PATH. Fails (DeployFailed, with the report) unless
-    every region serves the new sha.
+    every region serves the new sha, or the sha was skipped.
+
+    Run from a deployment (its parameters came through the Prefect API), what reaches the
+    worker's files, binaries and secrets is the worker's configuration, not a parameter:
+    `topology` must name a file in $CHALK_DR_TOPOLOGY_DIR, and `path` and `chalk_bin` are
+    refused. Push-triggered deployments use `chalk_apply_on_push`, which has no such parameters.
     """
-    if not _SHA_RE.match(sha):
-        raise ValueError(f"sha {sha!r} is not a git commit sha (7 to 40 hex digits)")
+    _check_sha(sha)
     if bool(repo_url) == bool(path):
         raise ValueError("give exactly one of repo_url (to clone) or path (a local checkout)")
-    topo = load_topology_parameter(topology)
-    logger = get_run_logger()
-    report = ApplyReport(
-        environment=topo.environment,
+    if _deployed():
+        problems = []
+        if not isinstance(topology, str):
+            problems.append(f"topology must name a file in ${TOPOLOGY_DIR_ENV}, not be a mapping")
+        if path:
+            problems.append("path (a directory on the worker) is not accepted from the API: give repo_url")
+        if chalk_bin:
+            problems.append(f"chalk_bin is the worker's configuration (${CHALK_BIN_ENV}), not a parameter")
+        if problems:
+            raise PushRefused("refused parameters of a deployed run: " + "; ".join(problems))
+        topo = _configured_topology(str(topology))
+    else:
+        topo = load_topology_parameter(topology)
+    return _run(
+        topo,
         sha=sha,
         ref=ref,
-        source=redact_url(repo_url) if repo_url else str(path),
+        repo_url=repo_url,
+        path=path,
         strategy=Strategy(strategy),
         no_promote=no_promote,
         branch=branch,
         rollback_on_drift=rollback_on_drift,
-        regions=[
-            RegionApply(
-                region=r.aws_region,
-                resource_group=r.resource_group,
-                environment_id=r.chalk.environment_id,
-                primary=r is topo.primary,
-            )
-            for r in topo.regions
-        ],
+        chalk_bin=chalk_bin or _worker_chalk_bin(),
+        apply_timeout_s=apply_timeout_s,
+        verify_timeout_s=verify_timeout_s,
     )
-    options = {
-        "chalk_bin": chalk_bin or os.environ.get("CHALK_DR_CHALK_BIN") or "chalk",
-        "no_promote": no_promote,
-        "branch": branch,
-        "apply_timeout_s": apply_timeout_s,
-        "verify_timeout_s": verify_timeout_s,
-    }
-    try:
-        lock = ensure_apply_lock(topo.environment)
-        logger.info("waiting for the apply lock %s (one apply per environment at a time)", lock)
-        with (
-            concurrency(lock, occupy=1, strict=True),
-            tempfile.TemporaryDirectory(prefix="chalk-apply-") as tmp,
-        ):
-            report.started_at = time.time()
-            _apply(
-                report,
-                topo,
-                repo_url=repo_url,
-                path=path,
-                applier_options=options,
-                rollback_on_drift=rollback_on_drift,
-                workdir=tmp,
-            )
-    except Exception as exc:
-        report.error = f"{type(exc).__name__}: {exc}"
-        raise
-    finally:
-        report.finished_at = time.time()
-        report.outcome = decide_outcome(report)
-        publish_apply_report(report)
-        logger.info("chalk apply %s: %s", report.outcome.value, report.summary)
-    if report.outcome is not Outcome.PARITY:
-        raise DeployFailed(report)
-    return report
+
+
+@flow(name="chalk-apply")
+def chalk_apply_on_push(
+    sha: str,
+    repo_url: str,
+    ref: str | None = None,
+    topology: str = "topology.yaml",
+    strategy: Strategy = Strategy.CANARY,
+    rollback_on_drift: bool = True,
+    apply_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 900.0,
+    verify_timeout_s: Annotated[float, Field(gt=0, le=1800)] = 120.0,
+) -> ApplyReport:
+    """The push deployment's entrypoint: a push may say which sha of which repository, nothing more.
+
+    An event fills `sha`, `ref` and `repo_url`; everything that reaches the worker's files,
+    binaries and secrets is the worker's configuration: the topology is a file in
+    $CHALK_DR_TOPOLOGY_DIR (`topology` names it), the binary is $CHALK_DR_CHALK_BIN (else
+    `chalk` on PATH), and there is no local path and no topology mapping to pass. The repository
+    must be on the topology's `deploy.repositories`, `ref` (when given) its protected branch,
+    and `sha` reachable from that branch's tip, else the run is REFUSED (failed, nothing run);
+    a sha that is already deployed or older than the deployed one is SKIPPED (completed,
+    recorded), so pushes delivered out of order end with the newest deployed.
+    """
+    _check_sha(sha)
+    if not repo_url:  # a trigger templates a missing payload field as ""
+        raise PushRefused("the push names no repository (repo_url is empty): nothing to clone")
+    topo = _configured_topology(topology)
+    return _run(
+        topo,
+        sha=sha,
+        ref=ref or None,
+        repo_url=repo_url,
+        path=None,
+        strategy=Strategy(strategy),
+        no_promote=False,
+        branch=None,
+        rollback_on_drift=rollback_on_drift,
+        chalk_bin=_worker_chalk_bin(),
+        apply_timeout_s=apply_timeout_s,
+        verify_timeout_s=verify_timeout_s,
+    )

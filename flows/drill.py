@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from prefect import flow
-from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.artifacts import create_table_artifact
 from prefect.events import emit_event
@@ -27,28 +26,38 @@ from prefect.states import Completed
 from prefect.states import Failed
 
 from chalkdr.deploy import LastGood
+from chalkdr.drill import PAUSE_TAKES_EFFECT_MAX_AWS_S
 from chalkdr.drill import AbortAfter
 from chalkdr.drill import DrillSettings
 from chalkdr.drill import HoldSeconds
+from chalkdr.drill import LagReading
 from chalkdr.drill import LockWaitSeconds
 from chalkdr.drill import ObserveTimeout
 from chalkdr.drill import ProbeInterval
 from chalkdr.drill import Scenario
 from chalkdr.drill import SloOverrides
+from chalkdr.drill import abort_reason
 from chalkdr.drill import evaluate_slos
 from chalkdr.drill import new_drill_id
-from chalkdr.drill import rpo_exposure_s
+from chalkdr.drill import rpo_estimate
+from chalkdr.drill import steady_state_notes
 from chalkdr.errors import DrillAborted
 from chalkdr.errors import PreflightFailed
 from chalkdr.observe import Direction
 from chalkdr.observe import Milestones
 from chalkdr.observe import Observation
 from chalkdr.observe import milestones
+from chalkdr.population import PopulationOutage
+from chalkdr.population import Sample
+from chalkdr.population import population_outage
 from chalkdr.report import DrillReport
 from chalkdr.report import Journal
+from chalkdr.report import LagAtInjection
 from chalkdr.report import PhaseStatus
+from chalkdr.report import population_rows
 from chalkdr.report import render_markdown
 from chalkdr.report import timeline_rows
+from chalkdr.topology import ALB_ALIAS_TTL_S
 from chalkdr.topology import Topology
 from flows.runbook import RunContext
 from flows.runbook import execute_runbook
@@ -62,15 +71,14 @@ from tasks.faults import sweep_leftovers
 from tasks.faults import undo_fault
 from tasks.locks import kill_switch_reason
 from tasks.probes import await_steady_state
-from tasks.probes import delete_canaries
+from tasks.probes import canary_served
 from tasks.probes import measure_canary_replication
 from tasks.probes import observe_until
-from tasks.probes import read_canary
-from tasks.probes import read_replication_lags
 from tasks.route53 import discover_routing
 
 __all__ = ["DrillApproval", "drill"]
 
+KILL_SWITCH_EVERY_S = 1.0
 SETTLED_PROBES = 3  # active-active: consecutive answers from the healthy regions that settle it
 Drill = RunContext[DrillSettings, DrillReport]
 
@@ -89,7 +97,8 @@ class FaultRun:
 
     fault: Fault
     injected_at: float | None = None  # monotonic
-    held_canary: str | None = None  # replication-paused: a write made while replication is held
+    held_canary: str | None = None  # replication-paused: a write seen held back by the pause
+    held_written_at: float | None = None  # monotonic, when that write was made
 
 
 def publish_report(report: DrillReport) -> None:
@@ -185,27 +194,27 @@ def drill(
 
 
 def _runbook(ctx: Drill) -> None:
-    try:
-        sweep(ctx)
-        parity = preflight(ctx)
-        approve(ctx)
-        canary(ctx)
-        if ctx.settings.dry_run:
-            for name in ("inject", "observe", "hold", "failback"):
-                ctx.journal.skip(name, "dry run")
-            postflight(ctx, parity)
-            return
-        run = FaultRun(_make_fault(ctx))
-        try:
-            inject(ctx, run)
-            observe_failover(ctx, run)
-            hold(ctx, run)
-        finally:
-            undo_and_failback(ctx, run)
+    # The canaries are feature rows written through Chalk, keyed by the drill id; Chalk's
+    # clients cannot delete a row and chalk-dr does not reach behind Chalk to do it, so they stay
+    # (a few bytes per drill, in a feature class of their own).
+    sweep(ctx)
+    parity = preflight(ctx)
+    approve(ctx)
+    canary(ctx)
+    if ctx.settings.dry_run:
+        for name in ("inject", "observe", "hold", "failback"):
+            ctx.journal.skip(name, "dry run")
         postflight(ctx, parity)
-        judge(ctx)
+        return
+    run = FaultRun(_make_fault(ctx))
+    try:
+        inject(ctx, run)
+        observe_failover(ctx, run)
+        hold(ctx, run)
     finally:
-        _delete_canaries(ctx)
+        undo_and_failback(ctx, run)
+    postflight(ctx, parity)
+    judge(ctx)
 
 
 # -- the phases, in runbook order ---------------------------------------------------------------
@@ -214,7 +223,8 @@ def _runbook(ctx: Drill) -> None:
 def sweep(ctx: Drill) -> None:
     """Read the live routing from Route 53 and repair whatever a crashed drill left behind."""
     with ctx.journal.phase("sweep") as rec:
-        ctx.routing = discover_routing(ctx.topology, ctx.clients)  # as it is, not as configured
+        # as it is, not as configured; the ALB addresses as the clients' resolvers give them
+        ctx.routing = discover_routing(ctx.topology, ctx.clients, ctx.probes.resolver)
         ctx.report.swept = sweep_leftovers(ctx.topology, ctx.clients, ctx.routing)
         rec.detail["restored"] = len(ctx.report.swept)
 
@@ -230,11 +240,18 @@ def preflight(ctx: Drill) -> LastGood | None:
             interval_s=ctx.settings.probe_interval_seconds,
             expected_deployments=parity.deployment_ids if parity else None,
             expected_sha=parity.sha if parity else None,
+            # After a repair, resolvers may hold the repaired-away answer for a whole TTL.
+            stable_for_s=_ttl_s(ctx) if ctx.report.swept else 0.0,
         )
         rec.detail["problems"] = problems
+        notes = steady_state_notes(steady)
+        if notes:
+            rec.detail["notes"] = notes
+            for note in notes:
+                ctx.journal.event("preflight", "not checked", note)
         if problems:
             raise PreflightFailed(problems)
-        ctx.report.rpo.replication_lag_at_injection_ms = {n: lag.value for n, lag in steady.lags.items()}
+        ctx.report.rpo.lags_at_injection = _lags_now(steady.lags)
     return parity
 
 
@@ -271,11 +288,18 @@ def canary(ctx: Drill) -> None:
 
 
 def inject(ctx: Drill, run: FaultRun) -> None:
-    """Read the lags that decide RPO at the moment of the fault, then inject it."""
+    """Check the kill switch and steady state once more, read the lags that decide RPO at the
+    moment of the fault, then inject it."""
     with ctx.journal.phase("inject"):
-        # Approval may have taken a while since pre-flight: the lag that counts is the one now.
-        lags = read_replication_lags(ctx.topology, ctx.clients)
-        ctx.report.rpo.replication_lag_at_injection_ms = {n: lag.value for n, lag in lags.items()}
+        # Approval may have waited an hour since pre-flight: what counts is the state now.
+        if reason := kill_switch_reason():
+            raise DrillAborted(reason)
+        steady, problems = await_steady_state.fn(
+            ctx.probes, ctx.live_routing, timeout_s=0, interval_s=ctx.settings.probe_interval_seconds
+        )
+        if problems:
+            raise PreflightFailed(["just before injection: " + p for p in problems])
+        ctx.report.rpo.lags_at_injection = _lags_now(steady.lags)
         run.injected_at = time.monotonic()
         inject_fault(run.fault)
         ctx.journal.event("inject", "fault injected", run.fault.target, mono=run.injected_at)
@@ -285,13 +309,17 @@ def observe_failover(ctx: Drill, run: FaultRun) -> None:
     """Observe traffic leave the faulted region (or, for replication-paused, write a held canary)."""
     with ctx.journal.phase("observe") as rec:
         if not ctx.settings.scenario.moves_traffic:
-            run.held_canary = f"{ctx.report.drill_id}-held"
-            measure_canary_replication.fn(ctx.probes, run.held_canary, timeout_s=0)  # write, don't wait
-            ctx.journal.event("observe", "canary written during pause", run.held_canary)
+            _await_pause_effective(ctx, run)
             return
         assert run.injected_at is not None
         others = ctx.report.secondary_regions
-        obs, aborted = _observe(ctx, _failed_over(ctx), ctx.settings.observe_timeout_s(ctx.topology))
+        obs, aborted = _observe(
+            ctx,
+            _failed_over(ctx),
+            ctx.settings.observe_timeout_s(ctx.topology),
+            start=run.injected_at,
+            fast=_flip_window(ctx, failback=False),
+        )
         m = milestones(
             obs,
             start_mono=run.injected_at,
@@ -300,11 +328,17 @@ def observe_failover(ctx: Drill, run: FaultRun) -> None:
             target_regions=others,
         )
         ctx.report.failover = m
-        ctx.report.rto_s = m.settled_s if ctx.topology.active_active else m.first_good_answer_s
+        population = population_outage(_samples(obs, run.injected_at), ttl_s=_ttl_s(ctx))
+        ctx.report.failover_population = population
+        publish_population(ctx.report, population, "failover")
+        # Failover: the first good answer from the secondary (the earliest any client moves; the
+        # population says when the last one did). Active-active: until no client fails.
+        ctx.report.rto_s = population.recovered_s if ctx.topology.active_active else m.first_good_answer_s
         _milestone_events(ctx.journal, m, run.injected_at, "observe")
         rec.detail["observations"] = len(obs)
         if aborted:
             raise DrillAborted(aborted)
+        _refuse_unmeasurable(ctx, obs, run.injected_at)
         if ctx.report.rto_s is None:
             timeout_s = ctx.settings.observe_timeout_s(ctx.topology)
             raise DrillAborted(f"no good answer from {', '.join(others)} within {timeout_s:.0f} s")
@@ -317,7 +351,10 @@ def hold(ctx: Drill, run: FaultRun) -> None:
         if aborted:
             raise DrillAborted(aborted)
         if run.held_canary is not None:
-            held = not read_canary(ctx.probes, run.held_canary, ctx.report.secondary_regions)
+            served = [
+                r for r in ctx.report.secondary_regions if canary_served(ctx.probes, run.held_canary, r)
+            ]
+            held = not served
             ctx.report.rpo.writes_held_back = held
             ctx.journal.event("hold", "writes held back" if held else "writes replicated anyway")
 
@@ -338,14 +375,17 @@ def undo_and_failback(ctx: Drill, run: FaultRun) -> None:
                 _, missing = measure_canary_replication.fn(
                     ctx.probes, run.held_canary, timeout_s=timeout_s, write=False
                 )
-                report.rpo.exposure_s = None if missing else round(time.monotonic() - run.injected_at, 3)
+                assert run.held_written_at is not None
+                # The window a region loss would have lost: from the held write until it replicated.
+                exposure = time.monotonic() - run.held_written_at
+                report.rpo.exposure_s = None if missing else round(exposure, 3)
             elif not settings.failback:
                 rec.reason = "failback observation skipped (fault undone)"
             else:
                 _observe_failback(ctx, t_undo)
     finally:
         if settings.scenario.moves_traffic:
-            report.rpo.exposure_s = rpo_exposure_s(report.rpo)
+            report.rpo.exposure_s, report.rpo.estimate_from = rpo_estimate(report.rpo)
 
 
 def postflight(ctx: Drill, parity: LastGood | None) -> None:
@@ -379,6 +419,10 @@ def judge(ctx: Drill) -> None:
 # -- what the phases share ----------------------------------------------------------------------
 
 
+def _lags_now(lags: dict[str, LagReading]) -> dict[str, LagAtInjection]:
+    return {name: LagAtInjection(value=lag.value, unit=lag.unit) for name, lag in lags.items()}
+
+
 def _make_fault(ctx: Drill) -> Fault:
     s = ctx.settings
     return make_fault(
@@ -393,7 +437,12 @@ def _make_fault(ctx: Drill) -> Fault:
 
 
 def _observe(
-    ctx: Drill, done: Callable[[Sequence[Observation]], bool], timeout_s: float
+    ctx: Drill,
+    done: Callable[[Sequence[Observation]], bool],
+    timeout_s: float,
+    *,
+    start: float | None = None,
+    fast: tuple[float, float] | None = None,
 ) -> tuple[list[Observation], str | None]:
     return observe_until(
         ctx.probes,
@@ -401,45 +450,118 @@ def _observe(
         interval_s=ctx.settings.probe_interval_seconds,
         timeout_s=timeout_s,
         done=done,
-        abort=_abort_check(ctx),
-        drill_id=ctx.report.drill_id,
+        abort=_abort_check(ctx, time.monotonic() if start is None else start),
+        canary_id=ctx.report.drill_id,
+        fast=fast,
+        focus=ctx.report.primary_region,
     )
 
 
-def _abort_check(ctx: Drill) -> Callable[[Sequence[Observation]], str | None]:
-    others = ctx.report.secondary_regions
-    n = ctx.settings.abort_after_failed_probes
+def _abort_check(ctx: Drill, since: float) -> Callable[[Sequence[Observation]], str | None]:
+    settings = ctx.settings
+    # Queries may fail from the fault until the flip reaches clients: the configured worst case,
+    # plus a few probe intervals of slack, and no longer.
+    limit = settings.expected_failover_real_s(ctx.topology) + 3 * settings.probe_interval_seconds
+
+    # The kill switch is a Prefect Variable (an API round trip): read it at most once a second,
+    # so a slow API cannot stretch the fast polls around the flip.
+    last_read = [float("-inf")]
 
     def abort(obs: Sequence[Observation]) -> str | None:
-        if reason := kill_switch_reason():
-            return reason
-        if len(obs) < n:
-            return None
-        # Route 53's own verdict on the secondaries, not failed queries: right after the DNS flip,
-        # resolvers still hold the old answer for the TTL, so failures then are expected.
-        if all(all(o.health.get(r) is False for r in others) for o in obs[-n:]):
-            down = ", ".join(others)
-            return f"secondary failing too: Route 53 reports {down} unhealthy for {n} consecutive probes"
-        return None
+        now = time.monotonic()
+        if now - last_read[0] >= KILL_SWITCH_EVERY_S:
+            last_read[0] = now
+            if reason := kill_switch_reason():
+                return reason
+        return abort_reason(
+            obs,
+            secondaries=ctx.report.secondary_regions,
+            abort_after=settings.abort_after_failed_probes,
+            failing_limit_s=limit,
+            since_mono=since,
+        )
 
     return abort
 
 
+def _ttl_s(ctx: Drill) -> float:
+    """The failover record's TTL in this environment's real seconds (an alias: the ELB's 60 s)."""
+    return ALB_ALIAS_TTL_S / ctx.topology.time_scale
+
+
+def _flip_window(ctx: Drill, *, failback: bool) -> tuple[float, float]:
+    """Where the flip is expected, in real seconds after the fault (or the undo): from one
+    check before Route 53 can have decided, to the configured worst case plus a second. The
+    probe polls fast there (tasks/probes.observe_until)."""
+    hc = ctx.topology.route53.health_check
+    scale = ctx.topology.time_scale
+    earliest = max(0.0, (hc.failure_threshold - 2) * hc.request_interval / scale)
+    latest = ctx.settings.expected_failover_real_s(ctx.topology) + 1.0
+    return (earliest, latest) if not failback else (0.0, latest)
+
+
+def _samples(obs: Sequence[Observation], start: float) -> list[Sample]:
+    return [Sample(t=round(o.mono - start, 3), answer=o.answer, available=o.available) for o in obs]
+
+
+def publish_population(report: DrillReport, population: PopulationOutage, direction: str) -> None:
+    """The share of clients failing over time, as a table artifact beside the report."""
+    create_table_artifact(
+        table=population_rows(population),
+        key=f"drill-{report.environment}-{direction}-clients",
+        description=(
+            f"Drill {report.drill_id} {direction}: share of {population.clients} modelled clients failing "
+            f"(TTL {population.ttl_s:g} s); peak {100 * population.peak_share:.1f}%"
+        ),
+    )
+
+
+def _refuse_unmeasurable(ctx: Drill, obs: Sequence[Observation], injected_at: float) -> None:
+    """Failover routing: when the first look after the fault already saw the secondary, sooner
+    than Route 53's checkers can fail a check (FailureThreshold - 1 intervals), clients were there
+    before the fault, and no RTO can be claimed."""
+    if ctx.topology.active_active or not obs:
+        return
+    first = obs[0]
+    others = ctx.report.secondary_regions
+    hc = ctx.topology.route53.health_check
+    if ctx.settings.scenario is Scenario.HEALTH_CHECK_INVERTED:
+        return  # Route 53 applies an inverted verdict at once: an immediate flip is the expected one
+    too_soon = (hc.failure_threshold - 1) * hc.request_interval / ctx.topology.time_scale
+    if first.mono - injected_at < too_soon and (first.dns_answer in others or first.query.region in others):
+        ctx.report.rto_s = None
+        raise DrillAborted(
+            f"the failover name already answered from {first.query.region or first.dns_answer} "
+            f"{first.mono - injected_at:.2f} s after the fault, before Route 53 could have flipped "
+            f"({too_soon:.1f} s at the earliest): clients were elsewhere already; no RTO is claimed"
+        )
+
+
 def _failed_over(ctx: Drill) -> Callable[[Sequence[Observation]], bool]:
+    """Done once the probe is served by the secondaries and a whole TTL has passed since the
+    answer moved (so every client's cache has moved too: the population's curve is complete)."""
     primary, others = ctx.report.primary_region, ctx.report.secondary_regions
+    settle = _ttl_s(ctx) + 2 * ctx.settings.probe_interval_seconds
+
+    def moved_at(obs: Sequence[Observation]) -> float | None:
+        for x in obs:
+            if ctx.topology.active_active and x.health.get(primary) is False:
+                return x.mono
+            if not ctx.topology.active_active and x.dns_answer in others:
+                return x.mono
+        return None
 
     def done(obs: Sequence[Observation]) -> bool:
         o = obs[-1]
+        anchor = moved_at(obs)
+        if anchor is None or o.mono - anchor < settle:
+            return False
         if not ctx.topology.active_active:
             return o.query.ok and o.query.region in others and o.query.canary_value is not None
         # Active-active: the healthy regions were answering all along; done once Route 53 has
         # dropped the faulted region and the last few answers all came from the others.
         recent = obs[-SETTLED_PROBES:]
-        return (
-            len(recent) == SETTLED_PROBES
-            and o.health.get(primary) is False
-            and all(x.query.ok and x.query.region in others for x in recent)
-        )
+        return len(recent) == SETTLED_PROBES and all(x.query.ok and x.query.region in others for x in recent)
 
     return done
 
@@ -459,12 +581,17 @@ def _observe_failback(ctx: Drill, t_undo: float) -> None:
         timeout_s=timeout_s,
         done=back,
         abort=lambda _o: None,
-        drill_id=ctx.report.drill_id,
+        canary_id=ctx.report.drill_id,
+        fast=_flip_window(ctx, failback=True),
+        focus=primary,
     )
     m = milestones(
         obs, start_mono=t_undo, direction=Direction.FAILBACK, faulted_region=primary, target_regions=[primary]
     )
     ctx.report.failback = m
+    population = population_outage(_samples(obs, t_undo), ttl_s=_ttl_s(ctx))
+    ctx.report.failback_population = population
+    publish_population(ctx.report, population, "failback")
     _milestone_events(ctx.journal, m, t_undo, "failback")
     if m.first_good_answer_s is None:
         raise DrillAborted(f"traffic did not return to {primary} within {timeout_s:.0f} s after the undo")
@@ -481,8 +608,35 @@ def _milestone_events(journal: Journal[DrillReport], m: Milestones, start: float
             journal.event(phase, label, f"+{value:.2f} s", mono=start + value)
 
 
-def _delete_canaries(ctx: Drill) -> None:
-    try:
-        delete_canaries(ctx.probes, [ctx.report.drill_id, f"{ctx.report.drill_id}-held"])
-    except Exception as exc:  # noqa: BLE001 - cleanup must not mask the drill's own outcome
-        get_run_logger().warning("canary rows of %s not deleted: %s", ctx.report.drill_id, exc)
+def _await_pause_effective(ctx: Drill, run: FaultRun) -> None:
+    """Replication-paused: find the moment the pause holds writes back, from evidence.
+
+    AWS: "Tables may continue to be replicated for up to 5 minutes after action begins" (FIS
+    actions reference). So the drill writes a canary through Chalk, waits a window of three
+    pre-flight canary lags (at least one probe interval) for the secondaries to serve it, and
+    repeats until one is not served: that write is the held one, and what hold and failback
+    measure. No held write within the documented bound aborts the drill (the pause did nothing
+    observable, so no RPO claim can be made).
+    """
+    assert run.injected_at is not None
+    settings, report = ctx.settings, ctx.report
+    lag = report.rpo.canary_replication_lag_s or 0.0
+    window = max(3 * lag, settings.probe_interval_seconds)
+    budget = PAUSE_TAKES_EFFECT_MAX_AWS_S / ctx.topology.time_scale + window
+    n = 0
+    while True:
+        n += 1
+        canary_id = f"{report.drill_id}-held-{n}"
+        written = time.monotonic()
+        _, missing = measure_canary_replication.fn(ctx.probes, canary_id, timeout_s=window)
+        report.rpo.pause_probe_writes = n
+        if missing:
+            run.held_canary, run.held_written_at = canary_id, written
+            report.rpo.pause_effective_after_s = round(written - run.injected_at, 3)
+            ctx.journal.event("observe", "write held back by the pause", canary_id, mono=written)
+            return
+        if time.monotonic() - run.injected_at >= budget:
+            raise DrillAborted(
+                f"replication kept up for {budget:.0f} s after the pause began ({n} canary writes, "
+                "each replicated): the pause never took effect"
+            )

@@ -35,6 +35,7 @@ from prefect.flow_runs import pause_flow_run
 from prefect.futures import PrefectFuture
 from prefect.futures import wait
 from prefect.input import RunInput
+from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel
 from pydantic import ConfigDict
@@ -135,7 +136,7 @@ class ProvisionReport(BaseModel):
 
     environment: str
     mode: Mode
-    outcome: Literal["planned", "in-sync", "applied", "rejected", "failed"] = "planned"
+    outcome: Literal["planned", "drift", "in-sync", "applied", "rejected", "failed"] = "planned"
     plan: Plan
     approval: Approval | None = None
     applied: list[ChangeResult] = Field(default_factory=list)
@@ -407,7 +408,9 @@ def provision(
     wait_timeout_s: float = 3600.0,
     clients: AwsClients | None = None,
 ) -> ProvisionReport:
-    """Converge AWS to the topology's failover plumbing; `plan` mode changes nothing.
+    """Converge AWS to the topology's failover plumbing; `plan` mode changes nothing, and ends
+    Failed (outcome "drift", the plan as the message, the report as the result) unless AWS is
+    already converged: that is what makes a scheduled plan run a drift alarm.
 
     `topology` is a topology YAML path or the topology itself. With `require_approval` the run
     pauses with the plan until someone answers the approval form (approve, approver, comment)
@@ -434,7 +437,14 @@ def provision(
     report = ProvisionReport(environment=topo.environment, mode=mode, plan=plan)
     report.timings_s = timings  # assigned, not validated: pydantic would copy the dict
     if mode == "plan":
-        return report
+        if plan.empty and not plan.errors:
+            report.outcome = "in-sync"
+            return report
+        # A plan with changes (or errors) is drift: the run ends Failed so the hourly check alerts,
+        # with the plan as the reason and the report as the result.
+        report.outcome = "drift"
+        reason = "; ".join(plan.errors) if plan.errors else plan.summary()
+        return Failed(message=f"drift in {topo.environment}: {reason}", data=report)  # type: ignore[return-value]
     if plan.errors:
         raise PlanError(topo.environment, plan.errors)
     if plan.empty:

@@ -5,6 +5,8 @@ A runbook is a function of one `RunContext` whose phases are small functions of 
 topology, the validated settings, the journal (its report), the AWS clients and the probes, and
 the routing discovered from Route 53. `execute_runbook` runs it inside the environment's lock and
 turns the way it ends into the report's outcome, so no phase catches or formats another's errors.
+While it holds the lock, the run is recorded as the holder in the Variable `chalkdr-runbook-<env>`
+(tasks/locks.py): a run killed hard stays recorded, and the next holder's sweep marks it Crashed.
 """
 
 from __future__ import annotations
@@ -34,8 +36,10 @@ from chalkdr.report import RunReport
 from chalkdr.topology import Topology
 from chalkdr.topology import load_topology
 from chalkdr.topology import parse_topology
+from tasks.locks import claim_lock_record
 from tasks.locks import ensure_lock
 from tasks.locks import kill_switch_reason
+from tasks.locks import release_lock_record
 from tasks.probes import ProbeSet
 
 __all__ = ["LockBusy", "RunContext", "execute_runbook", "load_topology_parameter", "phase_events"]
@@ -43,7 +47,8 @@ __all__ = ["LockBusy", "RunContext", "execute_runbook", "load_topology_parameter
 S = TypeVar("S")
 R = TypeVar("R", bound=RunReport)
 # The shortest lease Prefect allows: a runbook killed hard blocks its environment for about a
-# minute (until the server revokes the lease), and the next run's sweep repairs what it left.
+# minute (until the server revokes the lease), and the next run's sweep repairs what it left and
+# marks the dead run Crashed.
 LOCK_LEASE_S = 60
 
 
@@ -104,9 +109,12 @@ def phase_events(kind: str, report: RunReport) -> Callable[[str, PhaseRecord], N
 
 
 @contextmanager
-def _environment_lock(journal: Journal[Any], name: str, wait_s: float) -> Iterator[None]:
-    with journal.phase("lock"):
-        if reason := kill_switch_reason():
+def _environment_lock(
+    journal: Journal[Any], name: str, wait_s: float, *, kill_switch: bool = True
+) -> Iterator[None]:
+    report = journal.report
+    with journal.phase("lock") as rec:
+        if kill_switch and (reason := kill_switch_reason()):
             raise DrillAborted(f"refused: {reason}")
         held = concurrency(
             ensure_lock(name),
@@ -119,12 +127,28 @@ def _environment_lock(journal: Journal[Any], name: str, wait_s: float) -> Iterat
             held.__enter__()
         except TimeoutError:
             raise LockBusy(
-                f"another drill, failover or failback of {journal.report.environment} holds the lock {name}"
+                f"another drill, failover or failback of {report.environment} holds the lock {name}"
             ) from None
+        try:
+            # Who holds the lock, in the backend: a run killed hard leaves its record behind,
+            # and the next holder's sweep marks it Crashed (tasks/locks.py).
+            me = claim_lock_record(report.environment, lock=name, kind=_kind(report), run_id=report.run_id)
+            rec.detail["holder"] = me.describe()
+        except BaseException:
+            held.__exit__(None, None, None)
+            raise
     try:
         yield
     finally:
-        held.__exit__(None, None, None)
+        try:
+            release_lock_record(report.environment, report.run_id)
+        finally:
+            held.__exit__(None, None, None)
+
+
+def _kind(report: RunReport) -> str:
+    """drill for a DrillReport, sweep for a SweepReport, ..."""
+    return type(report).__name__.removesuffix("Report").lower() or "runbook"
 
 
 def execute_runbook(
@@ -136,17 +160,19 @@ def execute_runbook(
     lock: str,
     wait_for_lock_s: float,
     publish: Callable[[R], None],
+    kill_switch: bool = True,
 ) -> R:
     """Run `runbook` inside the environment's lock; however it ends, record the outcome
     (completed, aborted with the reason, failed with the error) and publish the report.
 
     Only the lock phase's own wait can be "another run holds the lock": a TimeoutError from
-    anywhere else is a failure of the run, named as such.
+    anywhere else is a failure of the run, named as such. `kill_switch=False` is for runbooks
+    that only repair (the sweep): the kill switch stops faults, never their undo.
     """
     report = journal.report
     logger = get_run_logger()
     try:
-        with _environment_lock(journal, lock, wait_for_lock_s):
+        with _environment_lock(journal, lock, wait_for_lock_s, kill_switch=kill_switch):
             clients = AwsClients.for_topology(topology)
             probes = ProbeSet.for_topology(topology, clients)
             try:

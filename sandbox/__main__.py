@@ -34,7 +34,14 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def serve(state_dir: Path, time_scale: float, routing: str, environment: str = "demo") -> int:
+# The regions a world of N regions has, in order (the first is the primary).
+_REGIONS = (("us-east-1", "east"), ("us-west-2", "west"), ("eu-west-1", "eu"))
+
+
+def serve(
+    state_dir: Path, time_scale: float, routing: str, environment: str = "demo", regions: int = 2
+) -> int:
+    from sandbox.world import RegionSpec
     from sandbox.world import World
     from sandbox.world import WorldSpec
 
@@ -42,7 +49,13 @@ def serve(state_dir: Path, time_scale: float, routing: str, environment: str = "
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
     world = World(
-        WorldSpec(time_scale=time_scale, routing=routing, environment=environment), state_dir
+        WorldSpec(
+            time_scale=time_scale,
+            routing=routing,
+            environment=environment,
+            regions=tuple(RegionSpec(a, short) for a, short in _REGIONS[:regions]),
+        ),
+        state_dir,
     ).start()
     (state_dir / "ready").write_text(str(os.getpid()))
     try:
@@ -54,7 +67,14 @@ def serve(state_dir: Path, time_scale: float, routing: str, environment: str = "
     return 0
 
 
-def up(state_dir: Path, time_scale: float, routing: str, timeout_s: float, environment: str = "demo") -> int:
+def up(
+    state_dir: Path,
+    time_scale: float,
+    routing: str,
+    timeout_s: float,
+    environment: str = "demo",
+    regions: int = 2,
+) -> int:
     state_dir.mkdir(parents=True, exist_ok=True)
     pid_file = state_dir / "pid"
     if pid_file.exists() and _alive(int(pid_file.read_text() or 0)):
@@ -75,6 +95,8 @@ def up(state_dir: Path, time_scale: float, routing: str, timeout_s: float, envir
         routing,
         "--environment",
         environment,
+        "--regions",
+        str(regions),
     ]
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     pid_file.write_text(str(proc.pid))
@@ -124,12 +146,13 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--time-scale", type=float, default=10.0, help="AWS seconds per real second")
             p.add_argument("--routing", choices=["failover", "weighted"], default="failover")
             p.add_argument("--environment", default="demo", help="Chalk environment name in the topology")
+            p.add_argument("--regions", type=int, choices=[2, 3], default=2, help="regions in the world")
         p.add_argument("--timeout", type=float, default=30.0)
     args = parser.parse_args(argv)
     if args.command == "serve":
-        return serve(args.state_dir, args.time_scale, args.routing, args.environment)
+        return serve(args.state_dir, args.time_scale, args.routing, args.environment, args.regions)
     if args.command == "up":
-        return up(args.state_dir, args.time_scale, args.routing, args.timeout, args.environment)
+        return up(args.state_dir, args.time_scale, args.routing, args.timeout, args.environment, args.regions)
     return down(args.state_dir, args.timeout)
 
 

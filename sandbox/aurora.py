@@ -14,8 +14,20 @@ calls on moto's own objects, so DescribeGlobalClusters and DescribeDBClusters ke
   (AWS: it is "empty unless a switchover or failover operation is scheduled or in progress");
 - FailoverGlobalCluster follows the API reference: AllowDataLoss makes it a failover; without it
   (or with Switchover) it is a switchover; both together are InvalidParameterCombination;
-- every secondary publishes AuroraGlobalDBReplicationLag (AWS/RDS, DBClusterIdentifier,
-  Milliseconds) into its own region's CloudWatch; `POST /_sandbox/aurora/lag` pins it.
+- a secondary is refused as AWS refuses it: CreateDBCluster with GlobalClusterIdentifier for an
+  encrypted global database without KmsKeyId ("For encrypted cross-region replica, kmsKeyId
+  should be explicitly specified", InvalidParameterCombination), or with a database name, master
+  user name or password (each refused with its own message, as AWS answers them: "Cannot specify
+  database name for cross region replication cluster", "... user name ...", "... password ...";
+  all InvalidParameterCombination); a named DB subnet group must exist in the region;
+- a cluster with no DB instance cannot take over: a switchover or failover to it is refused
+  (InvalidDBClusterStateFault; AWS's wording is not published, the code is what an AWS-validated
+  LocalStack test records as the "invalid state" of a headless target);
+- every secondary publishes AuroraGlobalDBReplicationLag (AWS/RDS, Milliseconds) with the
+  dimensions DBClusterIdentifier and SourceRegion (Aurora's global-database labs: "the metrics
+  group named DBClusterIdentifier, SourceRegion"), into its own region's CloudWatch; a consumer
+  must find that dimension set (ListMetrics), not assume DBClusterIdentifier alone.
+  `POST /_sandbox/aurora/lag` pins it.
 
 Responses are serialized by moto's serializer against botocore's RDS model, so they parse as
 AWS's GlobalCluster XML.
@@ -55,6 +67,12 @@ __all__ = ["AuroraSim"]
 NAMESPACE = "AWS/RDS"
 LAG_METRIC = "AuroraGlobalDBReplicationLag"
 GLOBAL_REGION = "us-east-1"  # where moto keeps every global cluster
+# A secondary inherits these from the primary; AWS refuses each with its own message.
+_NOT_FOR_SECONDARIES = (
+    ("DatabaseName", "database name"),
+    ("MasterUsername", "user name"),
+    ("MasterUserPassword", "password"),
+)
 
 
 @dataclass
@@ -210,6 +228,35 @@ class AuroraSim(LoopingSim):
             return self._remove(call)
         if action == "DeleteDBCluster":
             return self._guard_delete(call)
+        if action == "CreateDBCluster" and call.form.get("GlobalClusterIdentifier"):
+            return self._guard_secondary(call)
+        return None
+
+    def _guard_secondary(self, call: AwsCall) -> Response | None:
+        """Refuse a cross-region secondary AWS would refuse (see the module docstring)."""
+        form = call.form
+        with self._lock:
+            gc = self._global_clusters().get(form.get("GlobalClusterIdentifier", ""))
+            writer = next((m for m in gc.members if m.is_writer), None) if gc is not None else None
+        if writer is None or _cluster_arn_parts(writer.db_cluster_arn) == (
+            call.region,
+            writer.db_cluster_identifier,
+        ):
+            return None  # the first member, or one in the writer's own region
+        for parameter, what in _NOT_FOR_SECONDARIES:
+            if form.get(parameter):
+                return query_error(
+                    "InvalidParameterCombination",
+                    f"Cannot specify {what} for cross region replication cluster",
+                )
+        if bool(getattr(writer, "storage_encrypted", False)) and not form.get("KmsKeyId"):
+            return query_error(
+                "InvalidParameterCombination",
+                "For encrypted cross-region replica, kmsKeyId should be explicitly specified",
+            )
+        group = form.get("DBSubnetGroupName")
+        if group and group not in self._backend(call.region).subnet_groups:
+            return query_error("DBSubnetGroupNotFoundFault", f"DBSubnetGroup {group} not found.", status=404)
         return None
 
     def _observe(self, call: AwsCall, status: int, body: bytes) -> bytes | None:
@@ -255,6 +302,12 @@ class AuroraSim(LoopingSim):
             busy = self._busy(gc)
             if busy is not None:
                 return busy
+            if not self._has_instance(target):
+                return query_error(
+                    "InvalidDBClusterStateFault",
+                    f"DBCluster {target.db_cluster_arn} has no DB instances: a global database cannot switch "
+                    "over or fail over to a cluster without a DB instance.",
+                )
             if target.is_writer:
                 return query_error(
                     "InvalidParameterValue",
@@ -289,6 +342,16 @@ class AuroraSim(LoopingSim):
                 to_arn=op.to_arn,
             )
             return self._reply(call.action, {"GlobalCluster": gc})
+
+    def _has_instance(self, cluster: DBCluster) -> bool:
+        parts = _cluster_arn_parts(cluster.db_cluster_arn)
+        if parts is None:
+            return False
+        region, ident = parts
+        return any(
+            getattr(i, "db_cluster_identifier", None) == ident
+            for i in self._backend(region).databases.values()
+        )
 
     def _busy(self, gc: GlobalCluster) -> Response | None:
         if gc.global_cluster_identifier.lower() in self._operations or gc.status != "available":
@@ -443,13 +506,18 @@ class AuroraSim(LoopingSim):
                     members.add(ident)
                     if current.is_writer:
                         continue
+                    writer = next((m for m in gc.members if m.is_writer), None)
+                    source_region = (_cluster_arn_parts(writer.db_cluster_arn) or ("",))[0] if writer else ""
                     lag = self._lag_overrides.get(ident)
                     if lag is None:
                         lag = max(1.0, self._baseline_lag * (1 + self._rng.uniform(-0.3, 0.3)))
                     by_region.setdefault(region, []).append(
                         {
                             "MetricName": LAG_METRIC,
-                            "Dimensions": [{"Name": "DBClusterIdentifier", "Value": ident}],
+                            "Dimensions": [
+                                {"Name": "DBClusterIdentifier", "Value": ident},
+                                {"Name": "SourceRegion", "Value": source_region},
+                            ],
                             "Timestamp": now,
                             "Value": lag,
                             "Unit": "Milliseconds",

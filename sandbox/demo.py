@@ -1,4 +1,5 @@
-"""`make demo`: a whole game day on a laptop — sandbox up, provision, drill, report, sandbox down.
+"""`make demo`: a whole game day on a laptop — sandbox up, provision, a dual-region `chalk apply`
+that proves parity, a drill, the report, sandbox down.
 
 The Prefect server is started (or reused) with its own PREFECT_HOME and stays up afterwards
 so the run, its artifacts and events can be inspected in the UI; `make stop` stops it. The
@@ -9,8 +10,12 @@ writes (AWS_ENDPOINT_URL, secrets by reference) and the topology file.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -49,6 +54,34 @@ def _load_env(path: Path) -> None:
             os.environ[key] = value
 
 
+def demo_project() -> tuple[Path, str]:
+    """A Chalk project to apply (chalk.yaml and one feature file) and the sha naming it.
+
+    A git repository with one commit when git is installed (so chalk-apply verifies the sha and
+    could roll back to it); otherwise a plain directory and a sha of its content, which
+    chalk-apply applies as a path while saying the sha cannot be verified. It lives outside the
+    chalk-dr checkout, which is a git work tree of its own.
+    """
+    project = Path(tempfile.mkdtemp(prefix="chalk-dr-demo-project-"))
+    (project / "chalk.yaml").write_text("project: chalk-dr-demo\n")
+    (project / "features.py").write_text("# the demo's feature definitions\n")
+    git = shutil.which("git")
+    if git is None:
+        digest = hashlib.sha1(b"".join(p.read_bytes() for p in sorted(project.iterdir())))
+        return project, digest.hexdigest()
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "chalk-dr demo",
+        "GIT_AUTHOR_EMAIL": "demo@chalk-dr.invalid",
+        "GIT_COMMITTER_NAME": "chalk-dr demo",
+        "GIT_COMMITTER_EMAIL": "demo@chalk-dr.invalid",
+    }
+    for args in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", "demo features"]):
+        subprocess.run([git, *args], cwd=project, env=env, check=True, capture_output=True)
+    head = subprocess.run([git, "rev-parse", "HEAD"], cwd=project, check=True, capture_output=True, text=True)
+    return project, head.stdout.strip()
+
+
 def run(state_dir: Path, home: Path, port: int) -> int:
     started = time.monotonic()
     api_url = ensure_prefect_server(home, port)
@@ -61,12 +94,18 @@ def run(state_dir: Path, home: Path, port: int) -> int:
         topology = str(state_dir / "topology.yaml")
         from chalkdr.report import DrillReport
         from chalkdr.report import render_markdown
+        from flows.chalk_apply import chalk_apply
         from flows.drill import drill
         from flows.provision import provision
 
         prov = provision(topology=topology, mode="apply", require_approval=False, return_state=True)
         if not prov.is_completed():
             print(f"provision failed: {prov.message}", file=sys.stderr)
+            return 1
+        project, sha = demo_project()
+        applied = chalk_apply(topology=topology, sha=sha, path=str(project), return_state=True)
+        if not applied.is_completed():
+            print(f"chalk apply failed: {applied.message}", file=sys.stderr)
             return 1
         t0 = time.monotonic()
         state = drill(topology=topology, hold_seconds=3.0, return_state=True)

@@ -323,7 +323,10 @@ class DynamoDbSim(LoopingSim):
                     f"Failed to create a the new replica of table with name: '{source.name}' because one "
                     "or more replicas already existed as tables.",
                 )
-            self._create_replica(gt, source, region, target)
+            refused = self._replica_prerequisites(source, region, spec or {})
+            if refused is not None:
+                return refused
+            self._create_replica(gt, source, region, target, kms_key=(spec or {}).get("KMSMasterKeyId"))
             return None
         if gt is None or target not in gt.replicas:
             return json_error("ValidationException", _REPLICA_NOT_FOUND)
@@ -333,7 +336,33 @@ class DynamoDbSim(LoopingSim):
             self._truth.record("dynamodb.replica", table=gt.name, region=target, status="DELETING")
         return None  # "Update": per-replica settings are not simulated; accepted as AWS does
 
-    def _create_replica(self, gt: _GlobalTable | None, source: Table, region: str, target: str) -> None:
+    def _replica_prerequisites(self, source: Table, region: str, spec: dict[str, Any]) -> Response | None:
+        """What AWS refuses before adding a replica (observed on AWS, globaltables prerequisites):
+
+        - a table encrypted with a customer managed KMS key: every new replica names its own key
+          ("One or more parameter values were invalid: KMSMasterKeyId must be specified for each
+          replica.");
+        - write capacity must be on-demand or auto scaled ("Table write capacity should either be
+          Pay-Per-Request or AutoScaled."): a provisioned table needs an Application Auto Scaling
+          target *and* a scaling policy on dynamodb:table:WriteCapacityUnits.
+        """
+        sse = source.sse_specification or {}
+        customer_key = _customer_managed(region, str(sse.get("KMSMasterKeyId") or ""))
+        if sse.get("Enabled") and customer_key and not spec.get("KMSMasterKeyId"):
+            return json_error(
+                "ValidationException",
+                "One or more parameter values were invalid: "
+                "KMSMasterKeyId must be specified for each replica.",
+            )
+        if source.billing_mode != "PAY_PER_REQUEST" and not _write_autoscaled(region, source.name):
+            return json_error(
+                "ValidationException", "Table write capacity should either be Pay-Per-Request or AutoScaled."
+            )
+        return None
+
+    def _create_replica(
+        self, gt: _GlobalTable | None, source: Table, region: str, target: str, *, kms_key: str | None = None
+    ) -> None:
         if gt is None:
             gt = self._tables[source.name] = _GlobalTable(source.name)
             gt.replicas[region] = _Replica(region, "ACTIVE", source)
@@ -373,7 +402,9 @@ class DynamoDbSim(LoopingSim):
             indexes=lsis,
             streams=dict(streams),
             billing_mode=source.billing_mode or "PROVISIONED",
-            sse_specification=None,
+            sse_specification={"Enabled": True, "SSEType": "KMS", "KMSMasterKeyId": kms_key}
+            if kms_key
+            else None,
             tags=[],
             deletion_protection_enabled=False,
             warm_throughput=None,
@@ -515,12 +546,14 @@ class DynamoDbSim(LoopingSim):
 
     # -- CloudWatch ------------------------------------------------------------------------------
 
-    def _latency_datum(self, link: Link, now: float) -> dict[str, Any]:
-        """ReplicationLatency for one link this period, in AWS milliseconds.
+    def _latency_datum(self, link: Link, now: float) -> dict[str, Any] | None:
+        """ReplicationLatency for one link this period, in AWS milliseconds, or None.
 
         Paused with writes waiting: the age of the oldest, so the lag visibly grows. Items
-        applied: their latency statistics. Idle: the nominal lag, because an idle replica is
-        caught up (repeating a drained backlog's peak would read as lag that no longer exists).
+        applied: their latency statistics. Idle: no datapoint at all. The metric is "the elapsed
+        time between when an item is written to a replica table, and when that item appears in
+        another replica" (V2globaltables_monitoring): with no item written there is nothing to
+        measure, and product code must read a gap as "no data", not as zero lag.
         """
         queue = self._queues.get(link)
         observed = self._observed.pop(link, [])
@@ -543,7 +576,7 @@ class DynamoDbSim(LoopingSim):
                 "Maximum": max(values),
             }
         else:
-            datum["Value"] = self._aws_ms(self._lag)
+            return None
         return datum
 
     def _aws_ms(self, real_s: float) -> float:
@@ -560,7 +593,9 @@ class DynamoDbSim(LoopingSim):
                 for source in active:
                     for target in active:
                         if source != target:
-                            by_source[source].append(self._latency_datum((gt.name, source, target), now))
+                            datum = self._latency_datum((gt.name, source, target), now)
+                            if datum is not None:
+                                by_source[source].append(datum)
         for region, data in by_source.items():
             self._cloudwatch.put(region, METRIC_NAMESPACE, data)
 
@@ -585,3 +620,31 @@ class DynamoDbSim(LoopingSim):
         else:
             self.resume(table, region)
         return json_reply({"table": table, "region": region, "paused": pause})
+
+
+def _write_autoscaled(region: str, table: str) -> bool:
+    """Whether Application Auto Scaling scales this table's write capacity (a target and a policy)."""
+    from moto.applicationautoscaling.models import applicationautoscaling_backends
+
+    backend = applicationautoscaling_backends[ACCOUNT_ID][region]
+    resource, dimension = f"table/{table}", "dynamodb:table:WriteCapacityUnits"
+    targets = backend.targets.get(dimension, {}) if isinstance(backend.targets, dict) else {}
+    has_target = resource in targets
+    has_policy = any(
+        p.resource_id == resource and p.scalable_dimension == dimension for p in backend.policies.values()
+    )
+    return has_target and has_policy
+
+
+def _customer_managed(region: str, key: str) -> bool:
+    """Whether `key` is a customer managed KMS key (not alias/aws/dynamodb, DynamoDB's own)."""
+    from moto.kms.models import kms_backends
+
+    if not key:
+        return False
+    kms = kms_backends[ACCOUNT_ID][region]
+    aws_managed = (
+        kms.get_key_id_from_alias("alias/aws/dynamodb") if kms.alias_exists("alias/aws/dynamodb") else None
+    )
+    key_id = key.rsplit("/", 1)[-1]
+    return key_id != aws_managed and key != "alias/aws/dynamodb"

@@ -1,22 +1,20 @@
-"""The sandbox's failover edge: one HTTP endpoint that plays the Route 53 failover name.
+"""The failover edge: the failover name for clients that cannot be pointed at a resolver.
 
-A client of the real system calls `https://chalk-failover.example.com`; its resolver asks
-Route 53, caches the answer (an ALB alias, TTL 60 s) and connects to that ALB until the TTL
-runs out. The edge does the same on the client's behalf: it resolves through `resolve()` (the
-world wires it to Route 53's TestDNSAnswer, which follows the sandbox's health checks), keeps
-the answer for `ttl_real_seconds`, re-resolves only on the first request after expiry, and
-forwards each request to the regional query server behind that answer. Failover as a client
-sees it, TTL lag included, is what a drill measures through this endpoint.
+Chalk's own Python client and curl resolve names with the operating system's resolver, which
+knows nothing of the sandbox's zone. The edge stands where the failover name would be for them:
+an HTTP endpoint on loopback that behaves as the network path of a real client does.
 
-Where a real client would get a connection error (the answer's server refuses connections,
-the name does not resolve), the edge answers 502 with a JSON body instead, so probes record a
-failed observation with a reason rather than a socket exception; a timeout answers 504.
-Every answer carries `X-Sandbox-Upstream: <answer>` so an observation can name its region.
+- It resolves the failover name through the sandbox's name server (sandbox/dns.py), caching the
+  answer for its TTL as a stub resolver does (a lookup that fails is not cached).
+- A client connection is pinned to the load-balancer address it was opened to: every request on
+  that keep-alive connection goes to the same upstream until the client closes it, as a TCP
+  connection to an ALB stays on that ALB after the DNS answer has changed (chalkpy's
+  `requests.Session` keeps such connections).
+- Requests go upstream with the failover name as Host (what the ALB's host rules match).
 
-With `busy=True` the edge behaves like a resolver shared by many clients: someone asks
-right after every expiry, so the cached answer is refreshed at expiry whether or not the
-drill's own probe happens to ask. The moment a new answer is cached is then independent of
-the drill, which makes the edge's `edge.answer` events a fair ground truth for RTO.
+With `busy=True` the edge plays a resolver shared by many clients: it re-resolves as soon as
+the TTL runs out, whether or not a request came in, so the moment its answer changes (the
+`edge.answer` ground-truth event) does not depend on when the drill's own probes arrive.
 """
 
 from __future__ import annotations
@@ -26,8 +24,13 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+import dns.exception
+import dns.nameserver
+import dns.rdatatype
+import dns.resolver
 import httpx
 from werkzeug.wrappers import Request
 from werkzeug.wrappers import Response
@@ -66,45 +69,65 @@ def _error(message: str, status: int, answer: str | None) -> Response:
     return resp
 
 
+@dataclass
+class _Pin:
+    """One client connection's upstream: the address it was opened to, and a kept-alive client."""
+
+    connection: tuple[str, str]  # (REMOTE_ADDR, REMOTE_PORT) of the client's TCP connection
+    address: str
+    http: httpx.Client
+
+
+def _dns_lookup(nameserver: str, name: str) -> tuple[tuple[str, ...], float]:
+    """The A records of `name` from the sandbox's name server, and their TTL (real seconds)."""
+    host, _, port = nameserver.rpartition(":")
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers = [dns.nameserver.Do53Nameserver(host, int(port))]
+    resolver.lifetime = resolver.timeout = 2.0
+    answer = resolver.resolve(name, dns.rdatatype.A, search=False)
+    return tuple(sorted(r.to_text() for r in answer)), float(answer.rrset.ttl if answer.rrset else 0)
+
+
 class FailoverEdge:
-    """A caching-resolver proxy for the failover name, on 127.0.0.1 (port chosen by the OS)."""
+    """The failover name `name`, served on 127.0.0.1 (port chosen by the OS), upstream on `port`."""
 
     def __init__(
         self,
         *,
-        resolve: Callable[[], str | None],
-        targets: Callable[[str], str | None],
-        ttl_real_seconds: float,
+        name: str,
+        upstream_port: int,
+        nameserver: str | None = None,
+        lookup: Callable[[str], tuple[tuple[str, ...], float]] | None = None,
         truth: GroundTruth | None = None,
         busy: bool = False,
     ) -> None:
+        if lookup is None and nameserver is None:
+            raise ValueError("give the sandbox's name server or a lookup")
+        self.name = name
+        self._lookup = lookup or (lambda n: _dns_lookup(str(nameserver), n))
+        self._upstream_port = upstream_port
+        self._truth = truth
         self._busy = busy
         self._busy_stop = threading.Event()
-        self._resolve = resolve
-        self._targets = targets
-        self._ttl = ttl_real_seconds
-        self._truth = truth
         self._lock = threading.Lock()
-        self._answer: str | None = None
+        self._answer: tuple[str, ...] | None = None
         self._expires = 0.0  # monotonic; 0 means nothing cached yet
-        self._first_pending: str | None = None  # a new answer whose first response is not yet served
-        self._http = httpx.Client(timeout=httpx.Timeout(10.0, connect=2.0), trust_env=False)
-        self._http_server = LoopbackServer(self._wsgi, name="sandbox-edge")
+        self._local = threading.local()  # the pin of the connection this handler thread serves
+        # Persistent client connections, each served by a thread of its own until it closes: that
+        # thread's pin is the connection's upstream (werkzeug alone would close every connection).
+        self._http_server = LoopbackServer(
+            self._wsgi, name="sandbox-edge", keep_alive=True, on_connection_close=self._release_pin
+        )
 
     @property
     def url(self) -> str:
         return self._http_server.url
 
     @property
-    def answer(self) -> str | None:
-        """The answer currently cached (what a client's resolver would hand out now)."""
+    def answer(self) -> tuple[str, ...] | None:
+        """The addresses currently cached (what a client's resolver would hand out now)."""
         with self._lock:
             return self._answer
-
-    def _other_clients(self) -> None:
-        while not self._busy_stop.wait(0.02):
-            with contextlib.suppress(Exception):  # a failed lookup is not cached; ask again
-                self._current_answer()
 
     def start(self) -> FailoverEdge:
         self._http_server.start()
@@ -115,66 +138,77 @@ class FailoverEdge:
     def stop(self) -> None:
         self._busy_stop.set()
         self._http_server.stop()
-        self._http.close()
 
-    def _current_answer(self) -> str | None:
-        """The cached answer, re-resolved when the TTL has run out (like a stub resolver's cache).
+    def _other_clients(self) -> None:
+        while not self._busy_stop.wait(0.02):
+            with contextlib.suppress(Exception):  # a failed lookup is not cached; ask again
+                self._current_answer()
 
-        The lock is held across resolve() so concurrent requests after expiry ask once, as a
-        caching resolver coalesces identical queries. A resolve() that raises is not cached.
-        """
+    def _current_answer(self) -> tuple[str, ...]:
+        """The cached answer, re-resolved when its TTL has run out. The lock is held across the
+        lookup, so concurrent requests after expiry ask once (a resolver coalesces queries)."""
         with self._lock:
             now = time.monotonic()
-            if self._expires and now < self._expires:
+            if self._expires and now < self._expires and self._answer is not None:
                 return self._answer
-            answer = self._resolve()
-            previous, first_resolution = self._answer, not self._expires
-            self._answer, self._expires = answer, now + self._ttl
-            if answer != previous or first_resolution:
-                self._first_pending = answer
-                if self._truth is not None:
-                    self._truth.record("edge.answer", answer=answer, previous=previous)
+            answer, ttl = self._lookup(self.name)
+            previous, first = self._answer, not self._expires
+            self._answer, self._expires = answer, now + ttl
+            if (answer != previous or first) and self._truth is not None:
+                self._truth.record(
+                    "edge.answer", answer=list(answer), previous=list(previous) if previous else None
+                )
             return answer
+
+    def _pin(self, environ: dict[str, Any]) -> _Pin:
+        connection = (str(environ.get("REMOTE_ADDR")), str(environ.get("REMOTE_PORT")))
+        pin: _Pin | None = getattr(self._local, "pin", None)
+        if pin is not None and pin.connection == connection:
+            return pin
+        if pin is not None:
+            pin.http.close()  # this thread serves a new client connection now
+        address = self._current_answer()[0]
+        pin = _Pin(
+            connection, address, httpx.Client(timeout=httpx.Timeout(10.0, connect=2.0), trust_env=False)
+        )
+        self._local.pin = pin
+        return pin
+
+    def _release_pin(self) -> None:
+        """The client closed its connection: so does the upstream connection it was pinned to."""
+        pin: _Pin | None = getattr(self._local, "pin", None)
+        self._local.pin = None
+        if pin is not None:
+            pin.http.close()
 
     def _wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         request = Request(environ)
         try:
-            answer = self._current_answer()
-        except Exception as exc:  # noqa: BLE001 - a failed lookup is the client's resolution error
-            return _error(f"failover name did not resolve: {exc}", 502, None)(environ, start_response)
-        response = self._forward(request, answer)
-        with self._lock:
-            first = self._first_pending is not None and self._first_pending == answer
-            if first:
-                self._first_pending = None
-        if first and self._truth is not None:
-            self._truth.record("edge.first_response", answer=answer, status=response.status_code)
-        return response(environ, start_response)
+            pin = self._pin(environ)
+        except (dns.exception.DNSException, OSError, IndexError) as exc:
+            return _error(f"{self.name} did not resolve: {exc}", 502, None)(environ, start_response)
+        return self._forward(request, pin)(environ, start_response)
 
-    def _forward(self, request: Request, answer: str | None) -> Response:
-        if answer is None:
-            return _error("failover name did not resolve (no answer)", 502, None)
-        base = self._targets(answer)
-        if base is None:
-            return _error(f"no server behind {answer}", 502, answer)
+    def _forward(self, request: Request, pin: _Pin) -> Response:
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP]
-        url = base.rstrip("/") + request.path
+        headers.append(("Host", f"{self.name}:{self._upstream_port}"))
+        url = f"http://{pin.address}:{self._upstream_port}{request.path}"
         query = request.query_string.decode("latin-1")
         try:
-            upstream = self._http.request(
+            upstream = pin.http.request(
                 request.method,
                 f"{url}?{query}" if query else url,
                 headers=headers,
                 content=request.get_data(),
             )
         except httpx.TimeoutException as exc:
-            return _error(f"upstream timed out: {exc}", 504, answer)
+            return _error(f"upstream timed out: {exc}", 504, pin.address)
         except httpx.TransportError as exc:
-            return _error(f"upstream connect error: {exc}", 502, answer)
+            return _error(f"upstream connect error: {exc}", 502, pin.address)
         resp = Response(upstream.content, status=upstream.status_code)
         resp.headers.clear()
         for key, value in upstream.headers.multi_items():
             if key.lower() not in _HOP_BY_HOP:
                 resp.headers.add(key, value)
-        resp.headers[UPSTREAM_HEADER] = answer
+        resp.headers[UPSTREAM_HEADER] = pin.address
         return resp

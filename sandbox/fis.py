@@ -10,7 +10,10 @@ when read and inject nothing. This simulator takes over an experiment once moto 
   their ISO-8601 `duration` (scaled by the sandbox clock), and ends `completed`; StopExperiment
   goes stopping -> stopped; every fault is undone on completion, stop and failure alike;
 - supported actions: `aws:dynamodb:global-table-pause-replication` (pauses replication to and
-  from the targeted replica through DynamoDbSim) and `aws:fis:wait`. Other documented FIS
+  from the targeted replica through DynamoDbSim) and `aws:fis:wait`. The pause is not instant:
+  "Tables may continue to be replicated for up to 5 minutes after action begins" (FIS actions
+  reference), so it takes effect `pause_delay_aws_s` (AWS seconds, scaled) after the action
+  starts, and the `fis.pause_effective` ground-truth event says when. Other documented FIS
   actions are accepted in templates, as on AWS, but an experiment using one fails with a reason
   saying the sandbox cannot inject it, rather than pretending it ran.
 """
@@ -172,6 +175,8 @@ class _ActionRun:
     end_time: float | None = None
     ends_at: float = 0.0  # monotonic
     undo: list[Callable[[], None]] = field(default_factory=list)
+    effective_at: float | None = None  # monotonic: when a pending fault (the pause) takes hold
+    inject: list[Callable[[], None]] = field(default_factory=list)  # what happens at effective_at
 
     def state(self) -> dict[str, Any]:
         out: dict[str, Any] = {"state": {"status": self.status, "reason": self.reason}}
@@ -203,7 +208,9 @@ class FisSim:
         truth: GroundTruth,
         dynamodb: DynamoDbSim,
         tick_s: float = 0.05,
+        pause_delay_aws_s: float = 30.0,
     ) -> None:
+        self._pause_delay_s = clock.real_seconds(pause_delay_aws_s)
         self._clock = clock
         self._truth = truth
         self._dynamodb = dynamodb
@@ -353,6 +360,10 @@ class FisSim:
 
     def _step(self, run: _Run, now: float) -> None:
         for action in run.actions.values():
+            if action.status == "running" and action.inject and now >= (action.effective_at or now):
+                while action.inject:
+                    action.inject.pop(0)()
+                self._truth.record("fis.pause_effective", id=run.id, action=action.name)
             if action.status == "running" and now >= action.ends_at:
                 self._undo(action)
                 action.status, action.reason, action.end_time = (
@@ -385,7 +396,10 @@ class FisSim:
             if region not in self._dynamodb.replica_regions(name):
                 return f"{arn} is not a replica of a DynamoDB global table."
             action.undo.append(functools.partial(self._dynamodb.resume, name, region, holder=holder))
-            self._dynamodb.pause(name, region, holder=holder, outbound=True)
+            action.inject.append(
+                functools.partial(self._dynamodb.pause, name, region, holder=holder, outbound=True)
+            )
+        action.effective_at = now + self._pause_delay_s
         return None
 
     @staticmethod

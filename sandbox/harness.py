@@ -66,13 +66,16 @@ class AwsSandbox:
         return self._server.endpoint_url
 
     def client(self, service: str, region: str = "us-east-1", *, attempts: int = 1) -> Any:
-        """A boto3 client for this endpoint; one attempt by default, so errors surface as they are."""
+        """A boto3 client for this endpoint; one attempt by default, so errors surface as they are.
+
+        botocore's `max_attempts` counts retries after the first attempt; `total_max_attempts`
+        counts every attempt, which is what `attempts` means here."""
         make: Any = boto3.client  # a plain str service name, not one of the stubs' literals
         return make(
             service,
             region_name=region,
             endpoint_url=self.endpoint,
-            config=Config(retries={"max_attempts": attempts, "mode": "standard"}),
+            config=Config(retries={"total_max_attempts": attempts, "mode": "standard"}),
             **CREDENTIALS,
         )
 

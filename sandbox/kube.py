@@ -31,6 +31,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
+from collections.abc import Callable
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC
@@ -126,8 +127,18 @@ class _Emulator(kmock.KubernetesEmulator):
     registry for apps/v1 deployments.
     """
 
+    verify_token: Callable[[str], str | None] | None = None  # None: every bearer accepted
+
     @override
     async def _handle(self, request: kmock.Request) -> Any:
+        if self.verify_token is not None:
+            scheme, _, token = str(request.headers.get("Authorization", "")).partition(" ")
+            problem = "no bearer token" if scheme.lower() != "bearer" else self.verify_token(token.strip())
+            if problem is not None:
+                # The API server's answer to a token its authenticator refuses: 401 Unauthorized.
+                raise kmock.KubernetesError(
+                    status=401, reason="Unauthorized", message=f"Unauthorized: {problem}"
+                )
         if request.resource == DEPLOYMENTS and request.name is not None:
             own = request.subresource == "scale" or (
                 request.subresource is None and request.method.value in ("PATCH", "PUT")
@@ -383,7 +394,9 @@ class RegionalKube:
         deployments: Mapping[str, int],
         ready_delay: float = 0.3,
         truth: GroundTruth | None = None,
+        verify_token: Callable[[str], str | None] | None = None,
     ) -> None:
+        self._verify_token = verify_token
         self.cluster_name = cluster_name
         self.namespace = namespace
         self._deployments = dict(deployments)
@@ -467,6 +480,7 @@ class RegionalKube:
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
         emu = _Emulator()
+        emu.verify_token = self._verify_token
         controller = _ReplicaController(
             emu,
             cluster=self.cluster_name,

@@ -11,10 +11,25 @@ shapes in botocore's model:
 - a replicator is created in the TARGET cluster's region (AWS: "the replicator is created in the
   AWS Region of the target cluster"), goes CREATING -> RUNNING, UPDATING -> RUNNING after
   UpdateReplicationInfo (guarded by CurrentVersion), and DELETING -> gone;
-- every RUNNING replicator publishes `ReplicationLatency` (Milliseconds) and `MessageLag` (Count)
-  in namespace AWS/Kafka by ReplicatorName into its region's CloudWatch, through the public API,
-  so the drill reads them exactly as it would on AWS. The operator can push them over a guard
-  with `POST /_sandbox/msk/lag`.
+- a replicator's prerequisites are checked as AWS documents them (msk-replicator-prepare-cluster):
+  IAM access control on both clusters, at least three brokers, and for a cross-region replicator
+  multi-VPC private connectivity with IAM on the source (UpdateConnectivity) and a cluster policy
+  on the source allowing `kafka.amazonaws.com` kafka:CreateVpcConnection, GetBootstrapBrokers and
+  DescribeClusterV2 (PutClusterPolicy). A replicator missing one is accepted, stays CREATING for
+  a while and ends FAILED with StateInfo `{code: InvalidInput.InvalidKafkaCluster, message}`, as
+  AWS's troubleshooting guide describes ("MSK Replicator state goes from CREATING to FAILED");
+  the IAM and broker-count messages are AWS's (re:Post knowledge center), the other two follow
+  their form since AWS does not publish them;
+- GetClusterPolicy of a cluster without a policy is NotFoundException (moto answers 200 with
+  empty strings); UpdateConnectivity and DescribeClusterV2 keep the connectivity settings;
+- a RUNNING replicator copies records (sandbox/kafka_log.py) from the source cluster's topics to
+  the target's under IDENTICAL names after its replication latency, from EARLIEST or LATEST as
+  configured, and synchronises the consumer groups' offsets;
+- every RUNNING replicator publishes `MessageLag` (Count: records not yet copied) in namespace
+  AWS/Kafka by ReplicatorName into its region's CloudWatch, and `ReplicationLatency`
+  (Milliseconds) only for periods in which it copied records, as latency is a property of
+  records that were replicated. The operator can pin both over a guard with
+  `POST /_sandbox/msk/lag`.
 """
 
 from __future__ import annotations
@@ -45,6 +60,7 @@ from sandbox.aws import AwsCall
 from sandbox.aws import SandboxAwsApp
 from sandbox.aws import json_reply
 from sandbox.clock import SandboxClock
+from sandbox.kafka_log import KafkaLog
 from sandbox.simulator import Loop
 from sandbox.simulator import LoopingSim
 from sandbox.truth import GroundTruth
@@ -107,9 +123,22 @@ class _Replicator:
     state: str
     due: float  # monotonic time of the next state change
     world: dict[str, FakeKafkaCluster]  # moto's cluster store at creation: a reset replaces it
-    latency_ms: float | None = None
-    message_lag: float | None = None
+    latency_ms: float | None = None  # an operator's pin
+    message_lag: float | None = None  # an operator's pin
     extra: dict[str, Any] = field(default_factory=dict)
+    failure: tuple[str, str] | None = None  # (code, message) it will end FAILED with
+    copied: dict[str, int] = field(default_factory=dict)  # topic -> next source offset to copy
+    latencies_ms: list[float] = field(default_factory=list)  # of records copied this metric period
+
+    @property
+    def topic_patterns(self) -> list[str]:
+        return list(self.replication_info[0]["topicReplication"].get("topicsToReplicate") or [])
+
+    @property
+    def group_patterns(self) -> list[str]:
+        return list(
+            self.replication_info[0]["consumerGroupReplication"].get("consumerGroupsToReplicate") or []
+        )
 
 
 _SERVERLESS = _ClusterConfig(
@@ -167,9 +196,13 @@ class MskSim(LoopingSim):
         baseline_message_lag: float = 8.0,
         account_id: str = ACCOUNT_ID,
         seed: int | None = None,
+        log: KafkaLog | None = None,
+        fail_after: float | None = None,
     ) -> None:
         self._clock = clock
         self._truth = truth
+        self.log = log or KafkaLog()
+        self._fail_after = fail_after if fail_after is not None else replicator_ready_after * 3
         self._activate_after = activate_after
         self._ready_after = replicator_ready_after
         self._delete_after = replicator_delete_after
@@ -182,6 +215,8 @@ class MskSim(LoopingSim):
         self._pending_clusters: dict[str, float] = {}  # cluster ARN -> monotonic time it turns ACTIVE
         self._configs: dict[str, _ClusterConfig] = {}
         self._replicators: dict[str, _Replicator] = {}  # by ARN
+        self._policies: dict[str, tuple[str, str]] = {}  # cluster ARN -> (policy JSON, version)
+        self._vpc_iam: dict[str, bool] = {}  # cluster ARN -> multi-VPC connectivity with IAM on
         super().__init__()
         app.intercept("kafka", self._intercept)
         app.observe("kafka", self._observe)
@@ -192,6 +227,7 @@ class MskSim(LoopingSim):
     def loops(self) -> list[Loop]:
         return [
             ("msk-state", self._advance, lambda: 0.05),
+            ("msk-replication", self._replicate, lambda: 0.02),
             ("msk-metrics", self._publish_metrics, lambda: self._metric_period),
         ]
 
@@ -232,7 +268,10 @@ class MskSim(LoopingSim):
                     continue
                 if rep.due > now:
                     continue
-                if rep.state in ("CREATING", "UPDATING"):
+                if rep.state == "CREATING" and rep.failure is not None:
+                    rep.state, rep.due = "FAILED", float("inf")
+                    self._record(rep)
+                elif rep.state in ("CREATING", "UPDATING"):
                     rep.state, rep.due = "RUNNING", float("inf")
                     self._record(rep)
                 elif rep.state == "DELETING":
@@ -243,6 +282,86 @@ class MskSim(LoopingSim):
 
     def _record(self, rep: _Replicator) -> None:
         self._truth.record("msk.replicator", name=rep.name, state=rep.state, arn=rep.arn, region=rep.region)
+
+    # -- the data path -------------------------------------------------------------------------
+
+    def _replicate(self) -> None:
+        """Copy what each RUNNING replicator's latency has let through; sync its groups' offsets."""
+        now = time.time()
+        with self._lock:
+            running = [r for r in self._replicators.values() if r.state in ("RUNNING", "UPDATING")]
+        for rep in running:
+            latency_s = self._latency_ms(rep) / 1000.0
+            for topic in self.log.topics(rep.source_arn):
+                if not _matches(topic, rep.topic_patterns):
+                    continue
+                start = rep.copied.setdefault(topic, self._starting_offset(rep, topic))
+                for record in self.log.read(rep.source_arn, topic, start):
+                    if record.produced_at + latency_s > now:
+                        break
+                    self.log.produce(
+                        rep.target_arn,
+                        topic,
+                        record.value,
+                        origin=(rep.source_arn, record.offset),
+                        produced_at=record.produced_at,
+                    )
+                    rep.copied[topic] = record.offset + 1
+                    rep.latencies_ms.append((now - record.produced_at) * 1000.0)
+                for group in self.log.groups(rep.source_arn, topic):
+                    if _matches(group, rep.group_patterns):
+                        self.log.sync_group(rep.source_arn, rep.target_arn, topic, group)
+
+    def _starting_offset(self, rep: _Replicator, topic: str) -> int:
+        position = rep.replication_info[0]["topicReplication"].get("startingPosition") or {}
+        return 0 if position.get("type") == "EARLIEST" else self.log.end_offset(rep.source_arn, topic)
+
+    def _latency_ms(self, rep: _Replicator) -> float:
+        if rep.latency_ms is not None:
+            return rep.latency_ms
+        return max(1.0, self._baseline_latency * (1 + self._rng.uniform(-0.25, 0.25)))
+
+    def _message_lag(self, rep: _Replicator) -> float:
+        if rep.message_lag is not None:
+            return rep.message_lag
+        return float(
+            sum(
+                self.log.end_offset(rep.source_arn, t)
+                - rep.copied.get(t, self.log.end_offset(rep.source_arn, t))
+                for t in self.log.topics(rep.source_arn)
+                if _matches(t, rep.topic_patterns)
+            )
+        )
+
+    def _prerequisite_failure(self, source: str, target: str) -> tuple[str, str] | None:
+        """What AWS's replicator would fail on (msk-replicator-prepare-cluster), or None."""
+        code = "InvalidInput.InvalidKafkaCluster"
+        for arn in (source, target):
+            cluster = self._cluster(arn)
+            config = self._configs.get(arn) or (self._config_from_moto(cluster) if cluster else None)
+            if config is None:
+                continue
+            if not config.iam:
+                return code, f"IAM Auth is not enabled for the Amazon MSK Cluster {arn}"
+            if not config.serverless and config.brokers < 3:
+                return code, f"The specified Amazon MSK Cluster has less than 3 brokers. Cluster ARN: {arn}"
+        if _region_of(source) == _region_of(target):
+            return None  # same-region replication needs neither multi-VPC nor a cluster policy
+        source_cluster = self._cluster(source)
+        source_config = self._configs.get(source) or (
+            self._config_from_moto(source_cluster) if source_cluster is not None else None
+        )
+        if source_config is not None and not source_config.serverless and not self._vpc_iam.get(source):
+            return code, (
+                "Multi-VPC private connectivity with IAM access control is not turned on for the source "
+                f"Amazon MSK Cluster {source}"
+            )
+        if not _policy_allows_replicator(self._policies.get(source, ("", ""))[0], source):
+            return code, (
+                "The source Amazon MSK Cluster has no cluster policy allowing kafka.amazonaws.com "
+                f"kafka:CreateVpcConnection, kafka:GetBootstrapBrokers and kafka:DescribeClusterV2: {source}"
+            )
+        return None
 
     # -- request routing ---------------------------------------------------------------------
 
@@ -282,6 +401,8 @@ class MskSim(LoopingSim):
                     self._configs[arn] = self._config_from_request(call.json(), v2=path.startswith("/api/v2"))
                     self._pending_clusters[arn] = time.monotonic() + self._activate_after
             return None
+        if call.method == "GET" and path.startswith("/api/v2/clusters/"):
+            return self._describe_v2(path[len("/api/v2/clusters/") :], body)
         if call.method == "DELETE" and path.startswith("/v1/clusters/"):
             # AWS answers a delete with the cluster DELETING (moto: its state before the delete).
             payload = json.loads(body or b"{}")
@@ -291,6 +412,25 @@ class MskSim(LoopingSim):
         return None
 
     # -- clusters ----------------------------------------------------------------------------
+
+    def _describe_v2(self, arn: str, body: bytes) -> bytes | None:
+        """DescribeClusterV2 shows multi-VPC connectivity where AWS does: under the broker node
+        group's ConnectivityInfo.VpcConnectivity.ClientAuthentication."""
+        try:
+            payload = json.loads(body or b"{}")
+            nodes = payload["clusterInfo"]["provisioned"]["brokerNodeGroupInfo"]
+        except (ValueError, KeyError, TypeError):
+            return None
+        with self._lock:
+            iam = self._vpc_iam.get(arn, False)
+        connectivity = nodes.setdefault("connectivityInfo", {})
+        connectivity["vpcConnectivity"] = {
+            "clientAuthentication": {
+                "sasl": {"iam": {"enabled": iam}, "scram": {"enabled": False}},
+                "tls": {"enabled": False},
+            }
+        }
+        return json.dumps(payload).encode()
 
     @staticmethod
     def _config_from_request(req: dict[str, Any], *, v2: bool) -> _ClusterConfig:
@@ -318,6 +458,10 @@ class MskSim(LoopingSim):
         )
 
     def _cluster_call(self, call: AwsCall, rest: str) -> Response | None:
+        if rest.endswith("/policy"):
+            return self._policy(call, rest[: -len("/policy")])
+        if rest.endswith("/connectivity") and call.method == "PUT":
+            return self._update_connectivity(call, rest[: -len("/connectivity")])
         if rest.endswith("/bootstrap-brokers"):
             return (
                 self._bootstrap_brokers(call, rest[: -len("/bootstrap-brokers")])
@@ -330,6 +474,69 @@ class MskSim(LoopingSim):
             # moto raises KeyError (HTTP 500, which botocore retries); AWS says NotFound.
             return _error("NotFoundException", 404, f"Cluster {rest} not found.", "clusterArn")
         return None
+
+    def _policy(self, call: AwsCall, arn: str) -> Response | None:
+        """PutClusterPolicy / GetClusterPolicy / DeleteClusterPolicy on the simulator's own store."""
+        if self._backend(call.region).clusters.get(arn) is None:
+            return _error("NotFoundException", 404, f"Cluster {arn} not found.", "clusterArn")
+        with self._lock:
+            if call.method == "PUT":
+                try:
+                    body = call.json()
+                    json.loads(body["policy"])
+                except (ValueError, KeyError, TypeError):
+                    return _error(
+                        "BadRequestException", 400, "policy must be a JSON policy document.", "policy"
+                    )
+                current = self._policies.get(arn)
+                if body.get("currentVersion") is not None and (
+                    current is None or current[1] != body["currentVersion"]
+                ):
+                    return _error(
+                        "BadRequestException", 400, "currentVersion does not match.", "currentVersion"
+                    )
+                version = _new_version()
+                self._policies[arn] = (body["policy"], version)
+                return _ok({"currentVersion": version})
+            if call.method == "GET":
+                if arn not in self._policies:
+                    return _error(
+                        "NotFoundException", 404, f"Cluster {arn} has no cluster policy.", "clusterArn"
+                    )
+                policy, version = self._policies[arn]
+                return _ok({"currentVersion": version, "policy": policy})
+            if call.method == "DELETE":
+                self._policies.pop(arn, None)
+                return _ok({})
+        return None
+
+    def _update_connectivity(self, call: AwsCall, arn: str) -> Response:
+        """UpdateConnectivity: multi-VPC private connectivity (VpcConnectivity.ClientAuthentication)."""
+        cluster = self._backend(call.region).clusters.get(arn)
+        if cluster is None:
+            return _error("NotFoundException", 404, f"Cluster {arn} not found.", "clusterArn")
+        try:
+            body = call.json()
+        except ValueError:
+            return _error("BadRequestException", 400, "The request body is not valid JSON.")
+        if not body.get("currentVersion"):
+            return _error("BadRequestException", 400, "currentVersion is required.", "currentVersion")
+        vpc = ((body.get("connectivityInfo") or {}).get("vpcConnectivity") or {}).get(
+            "clientAuthentication"
+        ) or {}
+        iam = bool(((vpc.get("sasl") or {}).get("iam") or {}).get("enabled"))
+        config = self._configs.get(arn) or self._config_from_moto(cluster)
+        if iam and not config.iam:
+            return _error(
+                "BadRequestException",
+                400,
+                "Multi-VPC IAM connectivity needs IAM access control enabled on the cluster.",
+                "connectivityInfo",
+            )
+        with self._lock:
+            self._vpc_iam[arn] = iam
+        self._truth.record("msk.connectivity", arn=arn, vpc_iam=iam)
+        return _ok({"clusterArn": arn, "clusterOperationArn": f"{arn}/operation/{uuid.uuid4()}"})
 
     def _bootstrap_brokers(self, call: AwsCall, arn: str) -> Response:
         cluster = self._backend(call.region).clusters.get(arn)
@@ -491,6 +698,9 @@ class MskSim(LoopingSim):
                     "ConflictException", 409, f"A replicator named {name} already exists.", "replicatorName"
                 )
             rep = self._new_replicator(call.region, req, arns, info)
+            rep.failure = self._prerequisite_failure(source, target)
+            if rep.failure is not None:
+                rep.due = time.monotonic() + self._fail_after
             tags = req.get("tags") or {}
             if tags:
                 self._backend(call.region).tag_resource(rep.arn, tags)
@@ -573,6 +783,8 @@ class MskSim(LoopingSim):
                 "tags": self._backend(rep.region).list_tags_for_resource(rep.arn),
                 **rep.extra,
             }
+            if rep.state == "FAILED" and rep.failure is not None:
+                payload["stateInfo"] = {"code": rep.failure[0], "message": rep.failure[1]}
             if rep.description is not None:
                 payload["replicatorDescription"] = rep.description
         return _ok(payload)
@@ -753,34 +965,57 @@ class MskSim(LoopingSim):
             for rep in self._replicators.values():
                 if rep.state not in ("RUNNING", "UPDATING"):  # replication goes on during an update
                     continue
-                latency = rep.latency_ms
-                if latency is None:
-                    latency = max(
-                        1.0, self._baseline_latency + self._rng.uniform(-0.25, 0.25) * self._baseline_latency
-                    )
-                lag = rep.message_lag
-                if lag is None:
-                    lag = float(
-                        max(0, round(self._baseline_lag + self._rng.uniform(-1.0, 1.0) * self._baseline_lag))
-                    )
                 dims = [{"Name": "ReplicatorName", "Value": rep.name}]
-                by_region.setdefault(rep.region, []).extend(
-                    [
+                data = by_region.setdefault(rep.region, [])
+                data.append(
+                    {
+                        "MetricName": "MessageLag",
+                        "Dimensions": dims,
+                        "Timestamp": now,
+                        "Value": self._message_lag(rep),
+                        "Unit": "Count",
+                    }
+                )
+                copied, rep.latencies_ms = rep.latencies_ms, []
+                if rep.latency_ms is not None or copied:
+                    data.append(
                         {
                             "MetricName": "ReplicationLatency",
                             "Dimensions": dims,
                             "Timestamp": now,
-                            "Value": latency,
+                            "Value": rep.latency_ms if rep.latency_ms is not None else max(copied),
                             "Unit": "Milliseconds",
-                        },
-                        {
-                            "MetricName": "MessageLag",
-                            "Dimensions": dims,
-                            "Timestamp": now,
-                            "Value": lag,
-                            "Unit": "Count",
-                        },
-                    ]
-                )
+                        }
+                    )
         for region, data in by_region.items():
             self._cloudwatch.put(region, NAMESPACE, data)
+
+
+def _matches(name: str, patterns: list[str]) -> bool:
+    """MSK Replicator's topic / consumer-group lists: names or Java regular expressions."""
+    return any(re.fullmatch(p, name) for p in patterns)
+
+
+_REPLICATOR_ACTIONS = {"kafka:CreateVpcConnection", "kafka:GetBootstrapBrokers", "kafka:DescribeClusterV2"}
+
+
+def _policy_allows_replicator(policy: str, cluster_arn: str) -> bool:
+    """Whether a cluster policy lets MSK Replicator (service kafka.amazonaws.com) reach the cluster."""
+    try:
+        doc = json.loads(policy) if policy else {}
+    except ValueError:
+        return False
+    allowed: set[str] = set()
+    statements = doc.get("Statement") or []
+    for st in statements if isinstance(statements, list) else [statements]:
+        if st.get("Effect") != "Allow":
+            continue
+        principal = (st.get("Principal") or {}).get("Service")
+        services = principal if isinstance(principal, list) else [principal]
+        resources = st.get("Resource")
+        resources = resources if isinstance(resources, list) else [resources]
+        if "kafka.amazonaws.com" not in services or not any(r in (cluster_arn, "*") for r in resources):
+            continue
+        actions = st.get("Action")
+        allowed |= set(actions if isinstance(actions, list) else [actions])
+    return "kafka:*" in allowed or allowed >= _REPLICATOR_ACTIONS

@@ -10,8 +10,19 @@ that DNS failover depends on, as AWS documents it:
 - the endpoint is healthy when MORE than 18% of the checkers say so; Disabled makes a check
   healthy without probing, and Inverted then flips the verdict (Disabled + Inverted is AWS's
   documented way to force a check unhealthy);
-- TestDNSAnswer answers simple, failover, weighted, latency and multivalue records from those
-  verdicts (see `route`);
+- DNS answers (the sandbox's name server, sandbox/dns.py, asks `resolve`) and TestDNSAnswer are
+  one evaluation: simple, failover, weighted, latency and multivalue records, routed by those
+  verdicts (see `route`). An alias to a load balancer is answered with the load balancer's IP
+  addresses and the ELB's TTL (60 s), as Route 53 answers it ("an IP address or a domain name for
+  the AWS resource", TestDNSAnswer's RecordDataEntry); TestDNSAnswer "only supports querying
+  public hosted zones" (API reference), so a private zone is refused (InvalidInput: AWS documents
+  the limit, not the error text), and the name server answers public zones only;
+- the API is throttled as AWS's current guide describes (throttling-api-requests): every request
+  takes a token from the account's bucket (50 burst, 10 per second) and from its operation's
+  bucket (GetHealthCheckStatus and GetHealthCheckLastFailureReason 4 burst, 1 per second;
+  CreateHealthCheck 50, 0.5/s; DeleteHealthCheck 15, 3/s; others 50, 10/s); an empty bucket is
+  HTTP 400 `Throttling` "Rate exceeded" (the same body the older "five requests per second per
+  account" limit used). Real seconds: an API's rate limit is not one of the scaled durations;
 - CreateHealthCheck honours CallerReference idempotency; UpdateHealthCheck changes only what it
   names (moto drops Regions), applies ResetElements and bumps HealthCheckVersion.
 
@@ -44,6 +55,7 @@ from typing import Any
 from urllib.parse import unquote
 from urllib.parse import urlsplit
 
+import dns.rcode as dns_rcode
 import httpx
 from moto.core.model import ServiceModel
 from moto.core.parse import PROTOCOL_PARSERS
@@ -66,11 +78,13 @@ from sandbox.aws import SandboxAwsApp
 from sandbox.aws import xml_error
 from sandbox.clock import SandboxClock
 from sandbox.clock import Ticker
+from sandbox.dns import DnsAnswer
 from sandbox.truth import GroundTruth
 
 __all__ = [
     "CHECKER_REGION_HEADER",
     "DEFAULT_CHECKER_REGIONS",
+    "DnsResolutionFailed",
     "Resolver",
     "Route53Sim",
     "RoutedRecord",
@@ -80,8 +94,28 @@ __all__ = [
     "route",
 ]
 
-# Given (host = FQDN or IP, port, health check type): the base URL to probe, or None (no route).
+# Given (host = FQDN or IP, port, health check type): the base URL to probe, or None (no route);
+# raises DnsResolutionFailed when the FQDN has no A record (AWS: "DNS resolution failed").
 Resolver = Callable[[str, int, str], str | None]
+
+
+class DnsResolutionFailed(Exception):
+    """A checker's DNS request for FullyQualifiedDomainName found no A record."""
+
+
+# A load balancer's DNS name -> its addresses (None: not a load balancer the sandbox knows).
+AliasAddresses = Callable[[str], tuple[str, ...] | None]
+ELB_TTL_S = 60  # an alias to a load balancer is answered with the ELB's TTL
+# Route 53's API token buckets (burst, refill per second); throttling-api-requests.html.
+ACCOUNT_BUCKET = (50.0, 10.0)
+OPERATION_BUCKETS = {
+    "GetHealthCheckStatus": (4.0, 1.0),
+    "GetHealthCheckLastFailureReason": (4.0, 1.0),
+    "CreateHealthCheck": (50.0, 0.5),
+    "DeleteHealthCheck": (15.0, 3.0),
+    "CreateHostedZone": (40.0, 2.0),
+}
+DEFAULT_OPERATION_BUCKET = (50.0, 10.0)
 
 DEFAULT_CHECKER_REGIONS = (
     "us-east-1",
@@ -115,6 +149,10 @@ _TIMED_OUT = (
     "dns-failover-router-firewall-rules.html"
 )
 _REFUSED = "Failure: Connection refused. The endpoint rejected the TCP connection."
+# HealthCheckConfig.FullyQualifiedDomainName: "If there's no resource record set with a type of A
+# for the name that you specify for FullyQualifiedDomainName, the health check fails with a "DNS
+# resolution failed" error."
+_DNS_FAILED = "Failure: DNS resolution failed."
 _NO_RESPONSE = (
     "Failure: Response timed out. The endpoint did not return an HTTP status code within "
     "2 seconds after the connection was established."
@@ -171,6 +209,8 @@ class RoutedRecord:
     weight: int | None = None
     region: str | None = None  # latency routing
     multivalue: bool = False
+    alias: bool = False  # `values` is the alias target's name
+    ttl: int = 300
 
 
 def route(
@@ -355,7 +395,64 @@ def _routed(record: RecordSet) -> RoutedRecord:
         weight=None if record.weight is None else int(record.weight),
         region=record.region,
         multivalue=bool(record.multi_value_answer),
+        alias=bool(record.alias_target),
+        ttl=int(record.ttl or 300),
     )
+
+
+def _within(name: str, zone: str) -> bool:
+    return name == zone or name.endswith("." + zone)
+
+
+_OPERATIONS = (
+    ("POST", re.compile(rf"^{_API}/healthcheck/?$"), "CreateHealthCheck"),
+    ("GET", re.compile(rf"^{_API}/healthcheck/[^/]+/status/?$"), "GetHealthCheckStatus"),
+    (
+        "GET",
+        re.compile(rf"^{_API}/healthcheck/[^/]+/lastfailurereason/?$"),
+        "GetHealthCheckLastFailureReason",
+    ),
+    ("DELETE", re.compile(rf"^{_API}/healthcheck/[^/]+/?$"), "DeleteHealthCheck"),
+    ("POST", re.compile(rf"^{_API}/hostedzone/?$"), "CreateHostedZone"),
+)
+
+
+_RESOURCE_ID = re.compile(r"/(hostedzone|healthcheck|change|delegationset|trafficpolicy|tags/\w+)/[^/]+")
+
+
+def _operation(call: AwsCall) -> str:
+    """The Route 53 operation a request is (for its throttling bucket); others by method and path."""
+    for method, pattern, name in _OPERATIONS:
+        if call.method == method and pattern.match(call.path):
+            return name
+    template = _RESOURCE_ID.sub(r"/\1/{id}", call.path)
+    return f"{call.method} {template}"
+
+
+class _Buckets:
+    """Token buckets on the monotonic clock: the account's and one per operation."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._state: dict[str, tuple[float, float]] = {}  # bucket -> (tokens, last refill)
+
+    def take(self, operation: str) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            account = self._level("account", ACCOUNT_BUCKET, now)
+            per_op = self._level(operation, OPERATION_BUCKETS.get(operation, DEFAULT_OPERATION_BUCKET), now)
+            if account < 1 or per_op < 1:
+                return False
+            self._state["account"] = (account - 1, now)
+            self._state[operation] = (per_op - 1, now)
+            return True
+
+    def _level(self, name: str, bucket: tuple[float, float], now: float) -> float:
+        burst, rate = bucket
+        tokens, last = self._state.get(name, (burst, now))
+        tokens = min(burst, tokens + (now - last) * rate)
+        self._state[name] = (tokens, now)
+        return tokens
 
 
 # --- the checkers ------------------------------------------------------------------------------
@@ -423,12 +520,16 @@ class Route53Sim:
         clock: SandboxClock,
         truth: GroundTruth,
         resolve: Resolver,
+        alias_addresses: AliasAddresses = lambda _name: None,
         resolver_region: str = "us-east-1",
         rng: random.Random | None = None,
+        throttle: bool = True,
     ) -> None:
         self._clock = clock
         self._truth = truth
         self._resolve = resolve
+        self._alias_addresses = alias_addresses
+        self._buckets = _Buckets() if throttle else None
         self._resolver_region = resolver_region
         self._rng = rng or random.Random()
         self._lock = threading.RLock()
@@ -583,7 +684,10 @@ class Route53Sim:
         return scaled(_AWS_CONNECT_TIMEOUT), scaled(_AWS_RESPONSE_TIMEOUT)
 
     def _probe(self, probe: _Probe) -> tuple[bool, str]:
-        base = self._resolve(probe.host, probe.port, probe.kind)
+        try:
+            base = self._resolve(probe.host, probe.port, probe.kind)
+        except DnsResolutionFailed:
+            return False, _DNS_FAILED
         if base is None:
             return False, _TIMED_OUT
         connect, respond = self._timeouts()
@@ -628,6 +732,11 @@ class Route53Sim:
     # the API
 
     def _intercept(self, call: AwsCall) -> Response | None:
+        # Every request, for benchmarks that report a caller's Route 53 request rate.
+        self._truth.record("route53.call", operation=_operation(call))
+        if self._buckets is not None and not self._buckets.take(_operation(call)):
+            self._truth.record("route53.throttled", operation=_operation(call))
+            return xml_error("Throttling", "Rate exceeded", 400)
         path = call.path
         if path.rstrip("/") == f"{_API}/healthcheck" and call.method == "POST":
             return self._create_health_check(call)
@@ -747,30 +856,9 @@ class Route53Sim:
                 zone: FakeZone = self._backend().get_hosted_zone(zone_id)
             except Route53ClientError:
                 return xml_error("NoSuchHostedZone", f"No hosted zone found with ID: {zone_id}", 404)
-            wanted = _dns_name(name)
-            named = [r for r in zone.rrsets if _dns_name(r.name) == wanted]
-            data: tuple[str, ...] = ()
-            if not named:
-                code = "NXDOMAIN"
-            else:
-                chosen = route(
-                    [_routed(r) for r in named if r.type == kind],
-                    self._record_healthy,
-                    self._rng,
-                    resolver_region=self._resolver_region,
-                )
-                code, data = "NOERROR", tuple(v for record in chosen for v in record.values)
-            key = (zone.resource_id, wanted, kind)
-            if self._answers.get(key) != (code, data):
-                self._answers[key] = (code, data)
-                self._truth.record(
-                    "route53.dns_answer",
-                    record=wanted,
-                    type=kind,
-                    zone_id=zone.resource_id,
-                    answer=list(data),
-                    response_code=code,
-                )
+            if zone.private_zone:
+                return xml_error("InvalidInput", "TestDNSAnswer only supports querying public hosted zones.")
+            code, data, _ttl = self._evaluate(zone, _dns_name(name), kind)
         return _render(
             "TestDNSAnswer",
             {
@@ -782,6 +870,73 @@ class Route53Sim:
                 "Protocol": "UDP",
             },
         )
+
+    def resolve(self, name: str, kind: str) -> DnsAnswer:
+        """The authoritative answer for (name, type) from the public hosted zone holding `name`,
+        for the sandbox's name server; REFUSED outside every public zone."""
+        with self._lock:
+            zones = [z for z in self._backend().zones.values() if not z.private_zone]
+            holding = [z for z in zones if _within(name, _dns_name(z.name))]
+            if not holding:
+                return DnsAnswer.refused()
+            zone = max(holding, key=lambda z: len(z.name))  # the most specific zone answers
+            code, data, ttl_aws = self._evaluate(zone, name, kind)
+        rcode = dns_rcode.NXDOMAIN if code == "NXDOMAIN" else dns_rcode.NOERROR
+        return DnsAnswer(rcode, data, max(1, round(self._clock.real_seconds(ttl_aws))))
+
+    def _evaluate(self, zone: FakeZone, wanted: str, kind: str) -> tuple[str, tuple[str, ...], int]:
+        """(response code, values, TTL in AWS seconds) as Route 53 would answer now; the lock is held."""
+        named = [r for r in zone.rrsets if _dns_name(r.name) == wanted]
+        if not named:
+            code, data, ttl = "NXDOMAIN", (), 0
+        else:
+            chosen = route(
+                [_routed(r) for r in named if r.type == kind],
+                self._record_healthy,
+                self._rng,
+                resolver_region=self._resolver_region,
+            )
+            data, ttl = self._values(zone, chosen, kind)
+            code = "NOERROR"
+        key = (zone.resource_id, wanted, kind)
+        if self._answers.get(key) != (code, data):
+            self._answers[key] = (code, data)
+            self._truth.record(
+                "route53.dns_answer",
+                record=wanted,
+                type=kind,
+                zone_id=zone.resource_id,
+                answer=list(data),
+                response_code=code,
+            )
+        return code, data, ttl
+
+    def _values(
+        self, zone: FakeZone, chosen: Sequence[RoutedRecord], kind: str
+    ) -> tuple[tuple[str, ...], int]:
+        """The answer's values and TTL (AWS seconds): an alias to a load balancer becomes its
+        addresses (the ELB's TTL); an alias to another record of the zone, that record's answer
+        (with that record's TTL)."""
+        values: list[str] = []
+        ttls: list[int] = []
+        for record in chosen:
+            if not record.alias:
+                values += record.values
+                ttls.append(record.ttl)
+                continue
+            target = record.values[0]
+            addresses = self._alias_addresses(target)
+            if addresses is not None:
+                values += addresses
+                ttls.append(ELB_TTL_S)
+            elif _within(target, _dns_name(zone.name)) and target not in record.values[1:]:
+                _code, inner, inner_ttl = self._evaluate(zone, target, kind)
+                values += inner
+                ttls.append(inner_ttl)
+            else:
+                values.append(target)  # an AWS resource the sandbox does not run: its name
+                ttls.append(ELB_TTL_S)
+        return tuple(values), min(ttls) if ttls else ELB_TTL_S
 
     def _record_healthy(self, record: RoutedRecord) -> bool:
         if record.health_check_id is None:

@@ -17,6 +17,7 @@ from prefect.cache_policies import NO_CACHE
 
 from chalkdr.classify import aws_call
 from chalkdr.clients import AwsClients
+from chalkdr.plan import Action
 from chalkdr.plan import Change
 from chalkdr.plan import ChangeResult
 from chalkdr.plan import GlobalClusterSpec
@@ -61,6 +62,8 @@ def _db_cluster(clients: AwsClients, region: str, cluster_id: str) -> ObservedDb
         status=raw.get("Status", "unknown"),
         # AWS names the global cluster by identifier; some answers carry its ARN instead.
         global_cluster_id=gid.rsplit(":", 1)[-1] if gid else None,
+        storage_encrypted=bool(raw.get("StorageEncrypted", False)),
+        instances=len(raw.get("DBClusterMembers") or []),
     )
 
 
@@ -131,35 +134,63 @@ def ensure_global_cluster(apply: ApplyContext, change: Change) -> ChangeResult:
 
 @task(task_run_name="ensure-secondary-cluster-{change.region}", cache_policy=NO_CACHE)
 def ensure_secondary_cluster(apply: ApplyContext, change: Change) -> ChangeResult:
-    """CreateDBCluster in the secondary's region as a member of the global cluster; await available.
-
-    A new member is a headless secondary (storage replication only): DB instances, subnet group
-    and KMS key for an encrypted source are not in the topology and stay Chalk's to add.
-    """
+    """CreateDBCluster in the secondary's region as a member of the global cluster (in the
+    region's subnet group and security groups, with the region's KMS key when the global database
+    is encrypted), await available, then CreateDBInstance so the secondary can serve and be
+    promoted; await the instance. An UPDATE adds only the missing instance."""
     spec = change.typed_spec(SecondaryClusterSpec)
-    params: dict[str, Any] = {
-        "DBClusterIdentifier": spec.id,
-        "GlobalClusterIdentifier": spec.global_cluster_id,
-        "Engine": spec.engine,
-        "Tags": tag_list(spec.tags),
-    }
-    if spec.engine_version:
-        params["EngineVersion"] = spec.engine_version
-    with aws_call("rds", "CreateDBCluster", f"{spec.region}/{spec.id}"):
-        created = apply.clients.rds(spec.region).create_db_cluster(**params)["DBCluster"]
+    rds = apply.clients.rds(spec.region)
     trail = apply.trail("aurora")
-    arn = created.get("DBClusterArn") or spec.id
-    trail.record(
-        "create-secondary-cluster",
-        arn,
-        spec.region,
-        "rds:CreateDBCluster",
-        global_cluster=spec.global_cluster_id,
-    )
+    arn = change.current_id or spec.id
+    if change.action is Action.CREATE:
+        params: dict[str, Any] = {
+            "DBClusterIdentifier": spec.id,
+            "GlobalClusterIdentifier": spec.global_cluster_id,
+            "Engine": spec.engine,
+            "DBSubnetGroupName": spec.subnet_group,
+            "VpcSecurityGroupIds": list(spec.security_group_ids),
+            "Tags": tag_list(spec.tags),
+        }
+        if spec.engine_version:
+            params["EngineVersion"] = spec.engine_version
+        if spec.kms_key_id:
+            params["KmsKeyId"] = spec.kms_key_id
+        with aws_call("rds", "CreateDBCluster", f"{spec.region}/{spec.id}"):
+            created = rds.create_db_cluster(**params)["DBCluster"]
+        arn = created.get("DBClusterArn") or spec.id
+        trail.record(
+            "create-secondary-cluster",
+            arn,
+            spec.region,
+            "rds:CreateDBCluster",
+            global_cluster=spec.global_cluster_id,
+        )
 
     def status() -> str | None:
         cluster = _db_cluster(apply.clients, spec.region, spec.id)
         return cluster.status if cluster else None
 
     _wait_available(f"Aurora cluster {spec.id} in {spec.region}", status, apply.waits)
+    with aws_call("rds", "CreateDBInstance", f"{spec.region}/{spec.instance_id}"):
+        instance = rds.create_db_instance(
+            DBInstanceIdentifier=spec.instance_id,
+            DBClusterIdentifier=spec.id,
+            DBInstanceClass=spec.instance_class,
+            Engine=spec.engine,
+            Tags=tag_list(spec.tags),  # type: ignore[arg-type]
+        )["DBInstance"]
+    trail.record(
+        "create-secondary-instance",
+        instance.get("DBInstanceArn") or spec.instance_id,
+        spec.region,
+        "rds:CreateDBInstance",
+        instance_class=spec.instance_class,
+    )
+
+    def instance_status() -> str | None:
+        with aws_call("rds", "DescribeDBInstances", f"{spec.region}/{spec.instance_id}"):
+            found = rds.describe_db_instances(DBInstanceIdentifier=spec.instance_id)["DBInstances"]
+        return found[0].get("DBInstanceStatus") if found else None
+
+    _wait_available(f"Aurora instance {spec.instance_id} in {spec.region}", instance_status, apply.waits)
     return change.result(trail.records, resource_id=arn)

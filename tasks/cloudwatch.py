@@ -41,6 +41,9 @@ def _alarm(region: str, raw: Mapping[str, Any]) -> ObservedAlarm:
         threshold=raw.get("Threshold"),
         comparison_operator=raw.get("ComparisonOperator"),
         treat_missing_data=raw.get("TreatMissingData"),
+        alarm_actions=tuple(raw.get("AlarmActions", [])),
+        ok_actions=tuple(raw.get("OKActions", [])),
+        insufficient_data_actions=tuple(raw.get("InsufficientDataActions", [])),
     )
 
 
@@ -72,6 +75,10 @@ def ensure_alarm(apply: ApplyContext, change: Change) -> ChangeResult:
         "Threshold": float(spec.threshold),
         "ComparisonOperator": spec.comparison_operator,
         "TreatMissingData": spec.treat_missing_data,
+        # PutMetricAlarm replaces the whole configuration: the spec carries every action to keep.
+        "AlarmActions": list(spec.alarm_actions),
+        "OKActions": list(spec.ok_actions),
+        "InsufficientDataActions": list(spec.insufficient_data_actions),
     }
     if change.action is Action.CREATE:
         params["Tags"] = tag_list(spec.tags)

@@ -40,7 +40,37 @@ def _describe(clients: AwsClients, region: str, table: str) -> dict[str, Any] | 
             raise
 
 
-def _observed(region: str, raw: Mapping[str, Any]) -> ObservedTable:
+def _customer_managed(clients: AwsClients, region: str, key_arn: str | None) -> bool:
+    """KMS DescribeKey: whether the table's key is the customer's (KeyManager CUSTOMER)."""
+    if not key_arn:
+        return False
+    with aws_call("kms", "DescribeKey", key_arn):
+        meta = clients.client("kms", region).describe_key(KeyId=key_arn)["KeyMetadata"]
+    return meta.get("KeyManager") == "CUSTOMER"
+
+
+def _write_autoscaled(clients: AwsClients, region: str, table: str) -> bool:
+    """Application Auto Scaling: a scalable target and a scaling policy on the table's write capacity."""
+    aas = clients.client("application-autoscaling", region)
+    scope = {
+        "ServiceNamespace": "dynamodb",
+        "ResourceIds": [f"table/{table}"],
+        "ScalableDimension": "dynamodb:table:WriteCapacityUnits",
+    }
+    with aws_call("application-autoscaling", "DescribeScalableTargets", f"{region}/{table}"):
+        targets = aas.describe_scalable_targets(**scope)["ScalableTargets"]
+    if not targets:
+        return False
+    with aws_call("application-autoscaling", "DescribeScalingPolicies", f"{region}/{table}"):
+        policies = aas.describe_scaling_policies(
+            ServiceNamespace="dynamodb",
+            ResourceId=f"table/{table}",
+            ScalableDimension="dynamodb:table:WriteCapacityUnits",
+        )["ScalingPolicies"]
+    return bool(policies)
+
+
+def _observed(region: str, raw: Mapping[str, Any], **prerequisites: Any) -> ObservedTable:
     replicas = raw.get("Replicas") or []
     return ObservedTable(
         table=raw["TableName"],
@@ -53,6 +83,7 @@ def _observed(region: str, raw: Mapping[str, Any]) -> ObservedTable:
             r["RegionName"]: r.get("ReplicaStatus", "") for r in replicas if r["RegionName"] != region
         },
         global_table_version=raw.get("GlobalTableVersion"),
+        **prerequisites,
     )
 
 
@@ -62,8 +93,21 @@ def read_tables(clients: AwsClients, region: str, tables: Sequence[str]) -> list
     found = []
     for name in dict.fromkeys(tables):
         raw = _describe(clients, region, name)
-        if raw is not None:
-            found.append(_observed(region, raw))
+        if raw is None:
+            continue
+        sse = raw.get("SSEDescription") or {}
+        key = sse.get("KMSMasterKeyArn") if sse.get("Status") in ("ENABLED", "UPDATING") else None
+        billing = (raw.get("BillingModeSummary") or {}).get("BillingMode") or "PROVISIONED"
+        found.append(
+            _observed(
+                region,
+                raw,
+                kms_key_arn=key,
+                kms_customer_managed=_customer_managed(clients, region, key),
+                billing_mode=billing,
+                write_autoscaled=billing == "PROVISIONED" and _write_autoscaled(clients, region, name),
+            )
+        )
     return found
 
 
@@ -106,8 +150,12 @@ def ensure_replicas(apply: ApplyContext, change: Change) -> ChangeResult:
         if region in seen.replica_regions:
             continue  # added meanwhile (a concurrent or earlier interrupted run): converged
         with aws_call("dynamodb", "UpdateTable", f"{source}/{spec.table} +replica {region}"):
+            create: dict[str, Any] = {"RegionName": region}
+            if region in spec.replica_kms_keys:
+                create["KMSMasterKeyId"] = spec.replica_kms_keys[region]
             apply.clients.dynamodb(source).update_table(
-                TableName=spec.table, ReplicaUpdates=[{"Create": {"RegionName": region}}]
+                TableName=spec.table,
+                ReplicaUpdates=[{"Create": create}],  # type: ignore[list-item]
             )
         replica_arn = seen.arn.replace(f":{source}:", f":{region}:", 1)
         trail.record(

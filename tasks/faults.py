@@ -1,22 +1,32 @@
 """Tasks that inject a drill's fault, undo it, and sweep leftovers of drills that crashed.
 
 Every fault first leaves a durable marker on the resource it is about to change (a tag or an
-annotation carrying the drill id and the original value), then changes it. The undo restores
-from that marker and removes it, so the same undo works in-process (finally / rollback) and
-from the next drill's sweep after a hard kill. Undo is idempotent: running it twice is safe.
+annotation carrying the drill id, the flow run id and the original value), then changes it. The
+undo restores from that marker and removes it, so the same undo works in-process (finally /
+rollback) and from the next runbook's sweep after a hard kill. Undo is idempotent: running it
+twice is safe, so it is retried on transient failures (throttling, 5xx, connection trouble) with
+backoff; a permanent failure is raised and leaves the marker in place for the next sweep. The
+sweep names the flow run each marker belongs to, and marks that run Crashed when it is dead but
+still shown live (tasks/locks.py).
 """
 
 from __future__ import annotations
 
 import json
+import random
+import time
 from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
+from dataclasses import field
 from typing import Any
 from typing import Protocol
+from typing import TypeVar
 
 from prefect import get_run_logger
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
 
 from chalkdr.audit import AuditRecord
 from chalkdr.classify import aws_call
@@ -24,19 +34,79 @@ from chalkdr.classify import classify_kube_error
 from chalkdr.clients import AwsClients
 from chalkdr.drill import Routing
 from chalkdr.drill import Scenario
+from chalkdr.errors import ChalkDrError
 from chalkdr.errors import PermanentAwsError
+from chalkdr.errors import TransientAwsError
+from chalkdr.errors import TransientKubeError
+from chalkdr.settings import DEFAULT_RETRIES
+from chalkdr.settings import RetrySettings
 from chalkdr.topology import RegionConfig
 from chalkdr.topology import Topology
 from tasks.audit import emit_audit_event
+from tasks.locks import crash_dead_runs
 
-__all__ = ["Fault", "make_fault", "sweep_leftovers"]
+__all__ = ["Fault", "SweepIncomplete", "make_fault", "sweep_leftovers", "undo_with_retries"]
 
 DRILL_TAG = "chalk-dr:drill-id"
+FLOW_RUN_TAG = "chalk-dr:flow-run-id"
 FAULT_TAG = "chalk-dr:fault"
 MANAGED_TAG = "chalk-dr:managed"
 ANNOTATION_DRILL = "chalk-dr/drill-id"
+ANNOTATION_FLOW_RUN = "chalk-dr/flow-run-id"
 ANNOTATION_REPLICAS = "chalk-dr/original-replicas"
 RUNNING_FIS_STATES = {"pending", "initiating", "running"}
+_T = TypeVar("_T")
+
+
+class SweepIncomplete(ChalkDrError):
+    """A sweep could not repair everything: what it repaired, and what it could not (each with its
+    error). The markers of what it could not repair stay, so the next sweep tries again."""
+
+    def __init__(self, repaired: Sequence[str], failures: Sequence[str]) -> None:
+        self.repaired, self.failures = list(repaired), list(failures)
+        done = "; ".join(self.repaired) or "nothing"
+        super().__init__(
+            f"sweep incomplete: could not repair {'; '.join(self.failures)} (markers kept for the next "
+            f"sweep); repaired: {done}"
+        )
+
+
+@dataclass(frozen=True)
+class Repaired:
+    """One thing an undo or a sweep put back, and the flow run whose marker said it was changed."""
+
+    line: str
+    flow_run_id: str | None = None
+
+
+def _owner(drill_id: str | None, flow_run_id: str | None) -> str:
+    parts = [f"drill {drill_id}" if drill_id else "", f"flow run {flow_run_id}" if flow_run_id else ""]
+    return " (" + ", ".join(p for p in parts if p) + ")" if any(parts) else ""
+
+
+def undo_with_retries(what: str, undo: Callable[[], _T], *, settings: RetrySettings = DEFAULT_RETRIES) -> _T:
+    """`undo()`, retried with the settings' backoff while it fails transiently; the last
+    transient error, or the first permanent one, is raised. Only for idempotent undos."""
+    delays = list(settings.task_retry_delays_s)[: settings.task_retries]
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return undo()
+        except (TransientAwsError, TransientKubeError) as exc:
+            if attempt > len(delays):
+                raise
+            jitter = 1 + random.uniform(-settings.task_retry_jitter_factor, settings.task_retry_jitter_factor)
+            delay = delays[attempt - 1] * jitter
+            get_run_logger().warning(
+                "%s failed transiently (attempt %d of %d), retrying in %.1f s: %s",
+                what,
+                attempt,
+                len(delays) + 1,
+                delay,
+                exc,
+            )
+            time.sleep(delay)
 
 
 class Fault(Protocol):
@@ -70,6 +140,7 @@ class InvertHealthCheck:
     region: str
     drill_id: str
     scenario: Scenario = Scenario.HEALTH_CHECK_INVERTED
+    flow_run_id: str | None = field(default_factory=flow_run.get_id)  # the run the marker names
 
     @property
     def target(self) -> str:
@@ -81,7 +152,11 @@ class InvertHealthCheck:
             r53.change_tags_for_resource(
                 ResourceType="healthcheck",
                 ResourceId=self.health_check_id,
-                AddTags=[{"Key": DRILL_TAG, "Value": self.drill_id}, {"Key": FAULT_TAG, "Value": "inverted"}],
+                AddTags=[
+                    {"Key": DRILL_TAG, "Value": self.drill_id},
+                    {"Key": FAULT_TAG, "Value": "inverted"},
+                    *([{"Key": FLOW_RUN_TAG, "Value": self.flow_run_id}] if self.flow_run_id else []),
+                ],
             )
         _set_inverted(self.clients, self.health_check_id, True)
         _audit(
@@ -94,10 +169,10 @@ class InvertHealthCheck:
         )
 
     def undo(self) -> list[str]:
-        restored = _restore_health_check(self.clients, self.health_check_id)
+        restored = _restore_health_check(self.clients, self.health_check_id, _owner(self.drill_id, None))
         if restored:
             _audit("route53", "restore-health-check", self.target, self.region, "route53:UpdateHealthCheck")
-        return restored
+        return [r.line for r in restored]
 
 
 def _set_inverted(clients: AwsClients, health_check_id: str, inverted: bool) -> None:
@@ -107,17 +182,24 @@ def _set_inverted(clients: AwsClients, health_check_id: str, inverted: bool) -> 
         r53.update_health_check(HealthCheckId=health_check_id, HealthCheckVersion=version, Inverted=inverted)
 
 
-def _restore_health_check(clients: AwsClients, health_check_id: str) -> list[str]:
+def _restore_health_check(
+    clients: AwsClients, health_check_id: str, owner: str = "", flow_run_id: str | None = None
+) -> list[Repaired]:
+    """Inverted back to false, then the marker removed (a failure in between keeps the marker)."""
     r53 = clients.route53()
     restored = []
     with aws_call("route53", "GetHealthCheck", health_check_id):
         config = r53.get_health_check(HealthCheckId=health_check_id)["HealthCheck"]["HealthCheckConfig"]
     if config.get("Inverted"):
         _set_inverted(clients, health_check_id, False)
-        restored.append(f"route53 health check {health_check_id}: Inverted reset to false")
+        restored.append(
+            Repaired(f"route53 health check {health_check_id}: Inverted reset to false{owner}", flow_run_id)
+        )
     with aws_call("route53", "ChangeTagsForResource", health_check_id):
         r53.change_tags_for_resource(
-            ResourceType="healthcheck", ResourceId=health_check_id, RemoveTagKeys=[DRILL_TAG, FAULT_TAG]
+            ResourceType="healthcheck",
+            ResourceId=health_check_id,
+            RemoveTagKeys=[DRILL_TAG, FAULT_TAG, FLOW_RUN_TAG],
         )
     return restored
 
@@ -130,6 +212,7 @@ class ScaleQueryServersDown:
     region: RegionConfig
     drill_id: str
     scenario: Scenario = Scenario.QUERY_SERVERS_DOWN
+    flow_run_id: str | None = field(default_factory=flow_run.get_id)  # the run the marker names
 
     @property
     def target(self) -> str:
@@ -153,7 +236,11 @@ class ScaleQueryServersDown:
                 e.namespace,
                 {
                     "metadata": {
-                        "annotations": {ANNOTATION_DRILL: self.drill_id, ANNOTATION_REPLICAS: str(replicas)}
+                        "annotations": {
+                            ANNOTATION_DRILL: self.drill_id,
+                            ANNOTATION_FLOW_RUN: self.flow_run_id,
+                            ANNOTATION_REPLICAS: str(replicas),
+                        }
                     }
                 },
                 _request_timeout=kube.request_timeout,
@@ -174,10 +261,11 @@ class ScaleQueryServersDown:
         restored = _restore_deployment(self.clients, self.region)
         if restored:
             _audit("eks", "restore-deployment", self.target, self.region.aws_region, "apps/v1:patch scale")
-        return restored
+        return [r.line for r in restored]
 
 
-def _restore_deployment(clients: AwsClients, region: RegionConfig) -> list[str]:
+def _restore_deployment(clients: AwsClients, region: RegionConfig) -> list[Repaired]:
+    """Replicas back to the marker's original count, then the marker removed."""
     e = region.eks
     kube = clients.kube(e.cluster_name, region.aws_region)
     apps = kube.apps()
@@ -200,13 +288,25 @@ def _restore_deployment(clients: AwsClients, region: RegionConfig) -> list[str]:
         apps.patch_namespaced_deployment(
             e.query_server_deployment,
             e.namespace,
-            {"metadata": {"annotations": {ANNOTATION_DRILL: None, ANNOTATION_REPLICAS: None}}},
+            {
+                "metadata": {
+                    "annotations": {
+                        ANNOTATION_DRILL: None,
+                        ANNOTATION_FLOW_RUN: None,
+                        ANNOTATION_REPLICAS: None,
+                    }
+                }
+            },
             _request_timeout=kube.request_timeout,
         )
     except Exception as exc:
         raise classify_kube_error(exc, operation="restore", resource=resource) from exc
+    owner = _owner(annotations.get(ANNOTATION_DRILL), annotations.get(ANNOTATION_FLOW_RUN))
     return [
-        f"deployment {resource}: replicas restored to {original} (drill {annotations.get(ANNOTATION_DRILL)})"
+        Repaired(
+            f"deployment {resource}: replicas restored to {original}{owner}",
+            annotations.get(ANNOTATION_FLOW_RUN),
+        )
     ]
 
 
@@ -220,6 +320,7 @@ class FisExperiment:
     template_factory: Callable[[], str]  # returns the experiment template id (may create it)
     scenario: Scenario = Scenario.FIS_EXPERIMENT
     experiment_id: str | None = None
+    flow_run_id: str | None = field(default_factory=flow_run.get_id)  # the run the marker names
 
     @property
     def target(self) -> str:
@@ -232,7 +333,11 @@ class FisExperiment:
             exp = fis.start_experiment(
                 experimentTemplateId=template_id,
                 clientToken=f"{self.drill_id}-{template_id}"[:64],
-                tags={DRILL_TAG: self.drill_id, MANAGED_TAG: "true"},
+                tags={
+                    DRILL_TAG: self.drill_id,
+                    MANAGED_TAG: "true",
+                    **({FLOW_RUN_TAG: self.flow_run_id} if self.flow_run_id else {}),
+                },
             )["experiment"]
         self.experiment_id = exp["id"]
         _audit(
@@ -245,18 +350,26 @@ class FisExperiment:
         restored = _stop_experiment(self.clients, self.region, self.experiment_id)
         if restored:
             _audit("fis", "stop-experiment", self.target, self.region, "fis:StopExperiment")
-        return restored
+        return [r.line for r in restored]
 
 
-def _stop_experiment(clients: AwsClients, region: str, experiment_id: str) -> list[str]:
+def _stop_experiment(clients: AwsClients, region: str, experiment_id: str) -> list[Repaired]:
     fis = clients.fis(region)
     with aws_call("fis", "GetExperiment", experiment_id):
-        state = fis.get_experiment(id=experiment_id)["experiment"]["state"]["status"]
+        exp = fis.get_experiment(id=experiment_id)["experiment"]
+    state = exp["state"]["status"]
     if state not in RUNNING_FIS_STATES:
         return []
     with aws_call("fis", "StopExperiment", experiment_id):
         fis.stop_experiment(id=experiment_id)
-    return [f"FIS experiment {experiment_id} in {region}: stopped (was {state})"]
+    tags = exp.get("tags") or {}
+    owner = _owner(tags.get(DRILL_TAG), tags.get(FLOW_RUN_TAG))
+    return [
+        Repaired(
+            f"FIS experiment {experiment_id} in {region}: stopped (was {state}){owner}",
+            tags.get(FLOW_RUN_TAG),
+        )
+    ]
 
 
 def _pause_replication_template(
@@ -346,39 +459,92 @@ def inject_fault(fault: Fault) -> str:
 
 @task(name="undo-fault", cache_policy=NO_CACHE)
 def undo_fault(fault: Fault) -> list[str]:
-    restored = fault.undo()
-    get_run_logger().info(
-        "fault %s undone: %s", fault.scenario.value, "; ".join(restored) or "nothing to restore"
-    )
+    """Undo the fault, retrying transient failures with backoff (in the task body, not with task
+    retries, so a retry never rolls back an enclosing transaction: PREFECT-NOTES.md). A permanent
+    failure is raised, and the fault's marker stays for the next sweep."""
+    logger = get_run_logger()
+    try:
+        restored = undo_with_retries(f"undo of {fault.scenario.value} on {fault.target}", fault.undo)
+    except Exception:
+        logger.exception(
+            "undo of %s on %s failed: its marker stays, and the next sweep (the sweep flow runs hourly "
+            "and when a drill fails) repairs it",
+            fault.scenario.value,
+            fault.target,
+        )
+        raise
+    logger.info("fault %s undone: %s", fault.scenario.value, "; ".join(restored) or "nothing to restore")
     return restored
 
 
 @task(name="sweep-leftovers", cache_policy=NO_CACHE)
 def sweep_leftovers(topology: Topology, clients: AwsClients, routing: Routing) -> list[str]:
-    """Undo whatever an earlier, crashed drill left behind; returns what was restored."""
-    restored: list[str] = []
-    r53 = clients.route53()
-    ids = [r.health_check_id for r in routing.routes.values() if r.health_check_id]
-    for hc_id in ids:
-        with aws_call("route53", "ListTagsForResource", hc_id):
-            tags = r53.list_tags_for_resource(ResourceType="healthcheck", ResourceId=hc_id)["ResourceTagSet"][
-                "Tags"
-            ]
-        with aws_call("route53", "GetHealthCheck", hc_id):
-            inverted = r53.get_health_check(HealthCheckId=hc_id)["HealthCheck"]["HealthCheckConfig"].get(
-                "Inverted"
-            )
-        if any(t["Key"] == DRILL_TAG for t in tags) or inverted:
-            restored += _restore_health_check(clients, hc_id)
+    """Undo whatever an earlier, crashed runbook left behind, and mark the dead runs Crashed.
+
+    Returns what was restored, then one line per run marked (or found ended already). Every
+    repair is retried on transient failures; when one still fails, the others are repaired all
+    the same and SweepIncomplete is raised naming it (its marker stays for the next sweep).
+    """
+    logger = get_run_logger()
+    restored: list[Repaired] = []
+    failures: list[str] = []
+
+    def attempt(what: str, repair: Callable[[], list[Repaired]]) -> None:
+        try:
+            restored.extend(undo_with_retries(f"sweep of {what}", repair))
+        except Exception as exc:  # noqa: BLE001 - one failed repair must not stop the others; all are reported
+            logger.error("sweep of %s failed: %s", what, exc)
+            failures.append(f"{what}: {exc}")
+
+    for hc_id in [r.health_check_id for r in routing.routes.values() if r.health_check_id]:
+        attempt(f"route53 health check {hc_id}", lambda hc_id=hc_id: _sweep_health_check(clients, hc_id))
     for region in topology.regions:
-        restored += _restore_deployment(clients, region)
-        fis = clients.fis(region.aws_region)
-        with aws_call("fis", "ListExperiments", region.aws_region):
-            experiments = fis.list_experiments()["experiments"]
-        for exp in experiments:
-            if DRILL_TAG in (exp.get("tags") or {}) and exp["state"]["status"] in RUNNING_FIS_STATES:
-                restored += _stop_experiment(clients, region.aws_region, exp["id"])
-    for line in restored:
-        get_run_logger().warning("swept: %s", line)
-        _audit("drill", "sweep", line.split(":")[0], "-", "sweep", detail=json.dumps(line))
+        e = region.eks
+        attempt(
+            f"deployment {region.aws_region}/{e.namespace}/{e.query_server_deployment}",
+            lambda region=region: _restore_deployment(clients, region),
+        )
+        attempt(
+            f"FIS experiments in {region.aws_region}",
+            lambda region=region: _sweep_experiments(clients, region.aws_region),
+        )
+    for r in restored:
+        logger.warning("swept: %s", r.line)
+        _audit("drill", "sweep", r.line.split(":")[0], "-", "sweep", detail=json.dumps(r.line))
+    by_run: dict[str, list[str]] = {}
+    for r in restored:
+        if r.flow_run_id:
+            by_run.setdefault(r.flow_run_id, []).append(r.line)
+    lines = [r.line for r in restored] + crash_dead_runs(topology.environment, by_run)
+    if failures:
+        raise SweepIncomplete(lines, failures)
+    return lines
+
+
+def _sweep_health_check(clients: AwsClients, hc_id: str) -> list[Repaired]:
+    r53 = clients.route53()
+    with aws_call("route53", "ListTagsForResource", hc_id):
+        tags = {
+            t["Key"]: t["Value"]
+            for t in r53.list_tags_for_resource(ResourceType="healthcheck", ResourceId=hc_id)[
+                "ResourceTagSet"
+            ]["Tags"]
+        }
+    with aws_call("route53", "GetHealthCheck", hc_id):
+        inverted = r53.get_health_check(HealthCheckId=hc_id)["HealthCheck"]["HealthCheckConfig"].get(
+            "Inverted"
+        )
+    if DRILL_TAG not in tags and not inverted:
+        return []
+    owner = _owner(tags.get(DRILL_TAG), tags.get(FLOW_RUN_TAG))
+    return _restore_health_check(clients, hc_id, owner, tags.get(FLOW_RUN_TAG))
+
+
+def _sweep_experiments(clients: AwsClients, region: str) -> list[Repaired]:
+    with aws_call("fis", "ListExperiments", region):
+        experiments = clients.fis(region).list_experiments()["experiments"]
+    restored: list[Repaired] = []
+    for exp in experiments:
+        if DRILL_TAG in (exp.get("tags") or {}) and exp["state"]["status"] in RUNNING_FIS_STATES:
+            restored += _stop_experiment(clients, region, exp["id"])
     return restored

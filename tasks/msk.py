@@ -36,23 +36,51 @@ def _not_found(exc: ClientError) -> bool:
     return exc.response.get("Error", {}).get("Code") == "NotFoundException"
 
 
-def _cluster(region: str, info: Mapping[str, Any]) -> ObservedMskCluster:
+def _iam(auth: Mapping[str, Any] | None) -> bool:
+    return bool((((auth or {}).get("Sasl") or {}).get("Iam") or {}).get("Enabled"))
+
+
+def _cluster(region: str, info: Mapping[str, Any], policy: str | None) -> ObservedMskCluster:
+    """DescribeClusterV2's ClusterInfo: placement, and what MSK Replicator requires of it."""
     subnets: list[str] = []
     groups: list[str] = []
-    if info.get("Provisioned"):
-        node = info["Provisioned"].get("BrokerNodeGroupInfo", {})
+    brokers, iam, vpc_iam = 0, False, False
+    provisioned, serverless = info.get("Provisioned"), info.get("Serverless")
+    if provisioned:
+        node = provisioned.get("BrokerNodeGroupInfo", {})
         subnets, groups = list(node.get("ClientSubnets", [])), list(node.get("SecurityGroups", []))
-    elif info.get("Serverless"):
-        for vpc in info["Serverless"].get("VpcConfigs", []):
-            subnets += vpc.get("SubnetIds", [])
-            groups += vpc.get("SecurityGroupIds", [])
+        brokers = int(provisioned.get("NumberOfBrokerNodes", 0))
+        iam = _iam(provisioned.get("ClientAuthentication"))
+        vpc = (node.get("ConnectivityInfo") or {}).get("VpcConnectivity") or {}
+        vpc_iam = _iam(vpc.get("ClientAuthentication"))
+    elif serverless:
+        for vpc_config in serverless.get("VpcConfigs", []):
+            subnets += vpc_config.get("SubnetIds", [])
+            groups += vpc_config.get("SecurityGroupIds", [])
+        iam = _iam(serverless.get("ClientAuthentication"))
     return ObservedMskCluster(
         arn=info["ClusterArn"],
         region=region,
         state=info.get("State", "UNKNOWN"),
         subnet_ids=tuple(subnets),
         security_group_ids=tuple(groups),
+        serverless=bool(serverless) and not provisioned,
+        brokers=brokers,
+        iam_enabled=iam,
+        vpc_iam_enabled=vpc_iam,
+        policy=policy,
     )
+
+
+def _cluster_policy(clients: AwsClients, region: str, arn: str) -> str | None:
+    """GetClusterPolicy's document, or None when the cluster has no policy (NotFoundException)."""
+    with aws_call("kafka", "GetClusterPolicy", arn):
+        try:
+            return str(clients.kafka(region).get_cluster_policy(ClusterArn=arn).get("Policy") or "") or None
+        except ClientError as exc:
+            if _not_found(exc):
+                return None
+            raise
 
 
 def _replicator(region: str, raw: Mapping[str, Any]) -> ObservedReplicator:
@@ -96,13 +124,15 @@ def read_msk(
     kafka = clients.kafka(region.aws_region)
     with aws_call("kafka", "DescribeClusterV2", region.msk_cluster_arn):
         try:
-            cluster = _cluster(
-                region.aws_region, kafka.describe_cluster_v2(ClusterArn=region.msk_cluster_arn)["ClusterInfo"]
-            )
+            info = kafka.describe_cluster_v2(ClusterArn=region.msk_cluster_arn)["ClusterInfo"]
         except ClientError as exc:
             if not _not_found(exc):
                 raise
-            cluster = None
+            info = None
+    cluster = None
+    if info is not None:
+        policy = _cluster_policy(clients, region.aws_region, region.msk_cluster_arn)
+        cluster = _cluster(region.aws_region, info, policy)
     replicators: list[ObservedReplicator] = []
     params: dict[str, Any] = {"ReplicatorNameFilter": replicator_prefix}
     while True:

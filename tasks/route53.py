@@ -21,6 +21,7 @@ from prefect.cache_policies import NO_CACHE
 from chalkdr.classify import aws_call
 from chalkdr.clients import ROUTE53_CONTROL_REGION
 from chalkdr.clients import AwsClients
+from chalkdr.dns import Resolver
 from chalkdr.drill import RegionRoute
 from chalkdr.drill import Routing
 from chalkdr.drill import health_verdict
@@ -50,7 +51,6 @@ __all__ = [
     "ensure_health_check",
     "ensure_records",
     "read_alb",
-    "read_dns_region",
     "read_records_named",
     "read_route53",
     "read_route53_health",
@@ -98,6 +98,7 @@ def read_alb(clients: AwsClients, region: RegionConfig) -> ObservedAlb | None:
         arn=lb["LoadBalancerArn"],
         dns_name=lb["DNSName"],
         canonical_hosted_zone_id=lb["CanonicalHostedZoneId"],
+        scheme=lb.get("Scheme", "internet-facing"),
     )
 
 
@@ -182,10 +183,10 @@ def read_route53(clients: AwsClients, topology: Topology) -> ObservedRoute53:
     )
     prefixes = tuple(caller_reference_prefix(topology.environment, r.aws_region) for r in topology.regions)
     with ThreadPoolExecutor(max_workers=_ROUTE53_CONCURRENCY, thread_name_prefix="read-route53") as pool:
-        zone = pool.submit(_zone_name, clients, zone_id)
+        zone = pool.submit(_zone, clients, zone_id)
         checks = pool.submit(_health_checks, clients, prefixes)
         listings = [pool.submit(read_records_named, clients, zone_id, name) for name in names]
-        zone_name = zone.result()
+        zone_name, private = zone.result()
         raw_checks, tags = checks.result()
         records: list[ObservedRecord] = []
         for listing in listings:
@@ -197,19 +198,22 @@ def read_route53(clients: AwsClients, topology: Topology) -> ObservedRoute53:
     return ObservedRoute53(
         zone_id=zone_id,
         zone_name=zone_name,
+        private_zone=private,
         health_checks=tuple(_health_check(c, tags.get(c["Id"], {})) for c in raw_checks),
         records=tuple(records) if zone_name is not None else (),
     )
 
 
-def _zone_name(clients: AwsClients, zone_id: str) -> str | None:
+def _zone(clients: AwsClients, zone_id: str) -> tuple[str | None, bool]:
+    """(zone name, whether it is private); (None, False) when the zone does not exist."""
     with aws_call("route53", "GetHostedZone", zone_id):
         try:
-            return str(clients.route53().get_hosted_zone(Id=zone_id)["HostedZone"]["Name"])
+            zone = clients.route53().get_hosted_zone(Id=zone_id)["HostedZone"]
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") != "NoSuchHostedZone":
                 raise
-            return None
+            return None, False
+    return str(zone["Name"]), bool(zone.get("Config", {}).get("PrivateZone", False))
 
 
 def _health_checks(
@@ -458,17 +462,25 @@ def delete_stale_health_checks(apply: ApplyContext, change: Change) -> ChangeRes
 # -- observation (drills, incidents) -------------------------------------------------------
 
 
-def discover_routing(topology: Topology, clients: AwsClients) -> Routing:
-    """The failover name's records as Route 53 has them, each mapped to its region by ALB DNS name.
+def discover_routing(topology: Topology, clients: AwsClients, resolver: Resolver) -> Routing:
+    """The failover name's records as Route 53 has them, each mapped to its region by ALB DNS name,
+    and the addresses each region's ALB name resolves to through the clients' resolver.
 
     Drills and the incident flow observe the routing that is live, not the one the topology
-    says should be: a provision run that never happened shows up here as a missing route.
+    says should be: a provision run that never happened shows up here as a missing route. A DNS
+    answer for the failover name is addresses (an alias to an ALB is answered with the ALB's
+    addresses), so those addresses are how an answer is attributed to a region.
     """
     alb_dns: dict[str, str] = {}
+    addresses: dict[str, tuple[str, ...]] = {}
     for r in topology.regions:
         alb = read_alb.fn(clients, r)
         if alb is not None:
-            alb_dns[normalize_dns(alb.dns_name).removeprefix("dualstack.")] = r.aws_region
+            dns = normalize_dns(alb.dns_name).removeprefix("dualstack.")
+            alb_dns[dns] = r.aws_region
+            found = resolver.resolve(dns)
+            if found.ok:
+                addresses[r.aws_region] = found.addresses
     name = topology.route53.failover_record
     routes: dict[str, RegionRoute] = {}
     for rec in read_records_named(clients, topology.route53.zone_id, name):
@@ -488,7 +500,7 @@ def discover_routing(topology: Topology, clients: AwsClients) -> Routing:
             role=str(role),
             set_identifier=rec.set_identifier or "",
         )
-    return Routing(record=name, routes=routes)
+    return Routing(record=name, routes=routes, addresses=addresses)
 
 
 def read_route53_health(clients: AwsClients, routing: Routing) -> dict[str, bool | None]:
@@ -503,12 +515,3 @@ def read_route53_health(clients: AwsClients, routing: Routing) -> dict[str, bool
             ]
         out[region] = health_verdict([o.get("StatusReport", {}).get("Status", "") for o in obs])
     return out
-
-
-def read_dns_region(topology: Topology, clients: AwsClients, routing: Routing) -> str | None:
-    with aws_call("route53", "TestDNSAnswer", routing.record):
-        resp = clients.route53().test_dns_answer(
-            HostedZoneId=topology.route53.zone_id, RecordName=routing.record, RecordType="A"
-        )
-    data = resp.get("RecordData") or []
-    return routing.region_of_answer(data[0] if data else None)

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 REGIONS = ("us-east-1", "us-west-2")
+EXAMPLE_TOPOLOGY = Path(__file__).resolve().parents[1] / "deployments" / "topology.example.yaml"
 
 
 @pytest.fixture(autouse=True)
@@ -201,3 +207,167 @@ def world_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     yield make
     for world in worlds:
         stop_world(world)
+
+
+@dataclass
+class ChalkRegions:
+    """One Chalk environment served from every region of the example topology, in this process,
+    built from the sandbox's pieces: per region a ChalkRegion whose query servers listen on its
+    ALB's addresses and whose API server listens on an address of its own (all on one port), and
+    a name server that answers the regional hostnames with those ALB addresses.
+
+    `data` is the example topology pointed at them (a fresh environment name; the client secret in
+    the environment variable `secret_env`). The query servers answer the probe query
+    (`user.1` -> `user.name`) from a per-region online store; uploads land in `uploads`.
+    """
+
+    data: dict[str, Any]
+    environment: Any  # sandbox.chalk.ChalkEnvironment
+    truth: Any  # sandbox.truth.GroundTruth
+    regions: dict[str, Any]  # aws region -> sandbox.chalk.ChalkRegion
+    query: dict[str, Any]  # aws region -> sandbox.query_server.QueryServer
+    api: dict[str, Any]  # aws region -> sandbox.api_server.ApiServer
+    dns: Any  # sandbox.dns.DnsServer
+    port: int
+    secret_env: str
+    serving: dict[str, bool] = field(default_factory=dict)
+    uploads: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    reads: dict[str, list[str]] = field(default_factory=dict)  # online-store keys each region's queries read
+
+    @property
+    def secret(self) -> str:
+        return str(self.environment.client_secret)
+
+    def api_url(self, region: str) -> str:
+        return f"http://{self.api[region].addresses[0]}:{self.port}"
+
+    def state(self, region: str) -> dict[str, Any]:
+        """The region's API server's view: deployment served, apply faults left."""
+        import httpx
+
+        resp = httpx.get(f"{self.api_url(region)}/_sandbox/state", timeout=5, trust_env=False)
+        resp.raise_for_status()
+        return dict(resp.json())
+
+    def served(self, region: str) -> str:
+        return str(self.state(region)["deployment_id"])
+
+    def fault(self, region: str, mode: str, count: int = 1) -> None:
+        import httpx
+
+        httpx.post(
+            f"{self.api_url(region)}/_sandbox/apply-faults",
+            json={"mode": mode, "count": count},
+            timeout=5,
+            trust_env=False,
+        ).raise_for_status()
+
+    def stop(self) -> None:
+        for server in (*self.query.values(), *self.api.values()):
+            server.stop()
+        self.dns.stop()
+
+
+def start_chalk_regions() -> ChalkRegions:
+    import dns.rcode
+
+    from sandbox.api_server import ApiServer
+    from sandbox.chalk import ChalkEnvironment
+    from sandbox.chalk import ChalkRegion
+    from sandbox.chalk import served_hosts
+    from sandbox.dns import DnsAnswer
+    from sandbox.dns import DnsServer
+    from sandbox.net import region_address
+    from sandbox.net import sockets_on_one_port
+    from sandbox.query_server import QueryServer
+    from sandbox.truth import GroundTruth
+
+    data = copy.deepcopy(yaml.safe_load(EXAMPLE_TOPOLOGY.read_text()))
+    env = f"t{uuid.uuid4().hex[:10]}"
+    secret_env = f"CHALK_TEST_{env.upper()}_CLIENT_SECRET"
+    environment = ChalkEnvironment(
+        environment_id=env, client_id=f"client-{env}", client_secret=f"s3cret-{uuid.uuid4().hex}"
+    )
+    truth = GroundTruth()
+    entries = {e["aws_region"]: e for e in data["regions"]}
+    alb = {r: (region_address(i, 1), region_address(i, 2)) for i, r in enumerate(entries)}
+    api_address = {r: region_address(i, 10) for i, r in enumerate(entries)}
+    sockets = {
+        sock.getsockname()[0]: sock
+        for sock in sockets_on_one_port([*(a for pair in alb.values() for a in pair), *api_address.values()])
+    }
+    port = int(next(iter(sockets.values())).getsockname()[1])
+    hostnames = {e["query_hostname"]: alb[r] for r, e in entries.items()}
+
+    def authority(name: str, kind: str) -> DnsAnswer:
+        if name not in hostnames:
+            return DnsAnswer(dns.rcode.NXDOMAIN)
+        return DnsAnswer(dns.rcode.NOERROR, hostnames[name] if kind == "A" else (), 60)
+
+    name_server = DnsServer(authority).start()
+    world = ChalkRegions(
+        data=data,
+        environment=environment,
+        truth=truth,
+        regions={},
+        query={},
+        api={},
+        dns=name_server,
+        port=port,
+        secret_env=secret_env,
+    )
+    for region, entry in entries.items():
+        store = {"user.1": {"user.id": 1, "user.name": "Ada"}}
+        world.serving[region] = True
+        world.uploads[region] = []
+        world.reads[region] = []
+
+        def read_item(pk: str, store: dict[str, Any] = store, reads: list[str] = world.reads[region]) -> Any:
+            reads.append(pk)
+            return dict(store.get(pk, {}))
+
+        chalk = ChalkRegion(
+            region=region,
+            resource_group=entry["resource_group"],
+            is_serving=lambda region=region: world.serving[region],  # type: ignore[misc]
+            read_item=read_item,
+            publish=world.uploads[region].extend,
+            truth=truth,
+        )
+        world.regions[region] = chalk
+        world.query[region] = QueryServer(
+            region=chalk,
+            environment=environment,
+            hosts=served_hosts(entry["query_hostname"], data["route53"]["failover_record"]),
+            sockets=[sockets[a] for a in alb[region]],
+        ).start()
+        # By address too: the chalk CLI resolves with the operating system, which does not know
+        # the test's names (as in the sandbox world).
+        world.api[region] = ApiServer(
+            region=chalk,
+            environment=environment,
+            hosts=served_hosts(api_address[region]),
+            engine_url=f"http://{entry['query_hostname']}:{port}",
+            sockets=[sockets[api_address[region]]],
+        ).start()
+        entry["query_url"] = f"http://{entry['query_hostname']}:{port}"
+        entry["api_server"] = world.api_url(region)
+    primary = next(r for r, e in entries.items() if e.get("primary"))
+    data["environment"] = env
+    data["chalk"] = {
+        "environment_id": env,
+        "api_server": world.api_url(primary),
+        "client_id": environment.client_id,
+        "client_secret": {"env": secret_env},
+    }
+    data["dns"] = {"nameservers": [name_server.nameserver]}
+    return world
+
+
+@pytest.fixture
+def chalk_regions(monkeypatch: pytest.MonkeyPatch) -> Iterator[ChalkRegions]:
+    """Chalk in every region of the example topology, for this test alone (see ChalkRegions)."""
+    world = start_chalk_regions()
+    monkeypatch.setenv(world.secret_env, world.secret)
+    yield world
+    world.stop()

@@ -59,6 +59,7 @@ _SETTINGS = (
     "threshold",
     "comparison_operator",
     "treat_missing_data",
+    "alarm_actions",
 )
 
 
@@ -79,10 +80,14 @@ class _AlarmSettings(PlanModel):
     threshold: float | None = None
     comparison_operator: str | None = None
     treat_missing_data: str | None = None
+    alarm_actions: tuple[str, ...] = ()
+    ok_actions: tuple[str, ...] = ()
+    insufficient_data_actions: tuple[str, ...] = ()
 
     def settings(self) -> dict[str, Any]:
         out = {name: getattr(self, name) for name in _SETTINGS}
         out["dimensions"] = dict(sorted(self.dimensions.items()))
+        out["alarm_actions"] = sorted(self.alarm_actions)
         out["threshold"] = None if self.threshold is None else float(self.threshold)
         out["treat_missing_data"] = self.treat_missing_data or "missing"  # AWS's default
         return out
@@ -119,10 +124,13 @@ class ObservedAlarms(PlanModel):
 
 
 def _alarm(topology: Topology, slug: str, region: str, metric: tuple[str, str], **fields: Any) -> AlarmSpec:
-    account = topology.region(region).msk_cluster_arn.split(":")[4]  # the account the topology names
+    cfg = topology.region(region)
+    account = cfg.msk_cluster_arn.split(":")[4]  # the account the topology names
+    topic = cfg.alarm_topic_arn
     return AlarmSpec(
         name=f"{alarm_prefix(topology.environment)}{slug}",
         region=region,
+        alarm_actions=(topic,) if topic and not topology.silent_alarms else (),
         namespace=metric[0],
         metric_name=metric[1],
         account_id=account,
@@ -178,7 +186,12 @@ def desired(topology: Topology, observed: ObservedState, findings: Findings) -> 
                 f"aurora-{r.aurora_cluster_id}-replication-lag",
                 r.aws_region,
                 ("AWS/RDS", "AuroraGlobalDBReplicationLag"),
-                dimensions={"DBClusterIdentifier": r.aurora_cluster_id},
+                # AWS publishes the metric under both dimensions (the secondary and the region it
+                # replicates from); an alarm naming only one matches no series and never fires.
+                dimensions={
+                    "DBClusterIdentifier": r.aurora_cluster_id,
+                    "SourceRegion": topology.primary.aws_region,
+                },
                 threshold=aurora_ms,
                 description=(
                     f"chalk-dr {env}: Aurora secondary {r.aurora_cluster_id} replication lag above "
@@ -186,7 +199,21 @@ def desired(topology: Topology, observed: ObservedState, findings: Findings) -> 
                 ),
             )
         )
+    if topology.silent_alarms:
+        findings.warnings.append("cloudwatch: silent_alarms is set: the replication-lag alarms notify nobody")
     return specs
+
+
+def _keeping_operator_actions(spec: AlarmSpec, current: ObservedAlarm) -> AlarmSpec:
+    """PutMetricAlarm replaces an alarm's whole configuration, actions included: the spec carries
+    the actions an operator added (alarm, OK, insufficient-data) so that an update keeps them."""
+    return spec.model_copy(
+        update={
+            "alarm_actions": tuple(dict.fromkeys([*current.alarm_actions, *spec.alarm_actions])),
+            "ok_actions": current.ok_actions,
+            "insufficient_data_actions": current.insufficient_data_actions,
+        }
+    )
 
 
 def changes(desired: DesiredState, observed: ObservedState, findings: Findings) -> list[Change]:
@@ -200,7 +227,8 @@ def changes(desired: DesiredState, observed: ObservedState, findings: Findings) 
             created = [metric, FieldDiff(field="threshold", new=float(spec.threshold))]
             out.append(Change.of(spec, Action.CREATE, created))
             continue
-        out.append(Change.of(spec, *compare(current.settings(), spec.settings())))
+        merged = _keeping_operator_actions(spec, current)
+        out.append(Change.of(merged, *compare(current.settings(), merged.settings())))
     for region, alarms in observed.alarms.alarms.items():
         for alarm in alarms:
             if (region, alarm.name) not in wanted:

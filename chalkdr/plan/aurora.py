@@ -58,8 +58,20 @@ class GlobalClusterSpec(_AuroraMember):
 
 
 class SecondaryClusterSpec(_AuroraMember):
+    """A secondary that can serve: the cluster in its region's VPC, encrypted with a key of its
+    region when the global database is encrypted, and one DB instance (a cluster without an
+    instance replicates storage but cannot serve reads or be promoted)."""
+
     kind: Literal["aurora-secondary-cluster"] = "aurora-secondary-cluster"
     global_cluster_id: str
+    subnet_group: str
+    security_group_ids: tuple[str, ...]
+    kms_key_id: str | None
+    instance_class: str
+
+    @property
+    def instance_id(self) -> str:
+        return f"{self.id}-1"
 
 
 class ObservedDbCluster(PlanModel):
@@ -70,6 +82,8 @@ class ObservedDbCluster(PlanModel):
     engine_version: str | None = None
     status: str
     global_cluster_id: str | None = None
+    storage_encrypted: bool = False
+    instances: int = 0  # DBClusterMembers
 
 
 class ObservedGlobalCluster(PlanModel):
@@ -97,6 +111,48 @@ def desired(topology: Topology, observed: ObservedState, findings: Findings) -> 
         )
         return []
     engine, version = primary.engine, primary.engine_version
+    secondaries = []
+    for i, r in enumerate(topology.regions):
+        if r is primary_cfg:
+            continue
+        cfg, where = r.aurora, f"regions[{i}].aurora"
+        missing = [
+            f"{where}.{name}"
+            for name, value in (
+                ("subnet_group", cfg.subnet_group),
+                ("security_group_ids", cfg.security_group_ids),
+                ("instance_class", cfg.instance_class),
+                ("kms_key_id", cfg.kms_key_id if primary.storage_encrypted else "not needed"),
+            )
+            if not value
+        ]
+        if missing:
+            why = (
+                "; the global database is encrypted, so AWS needs a KMS key in this region "
+                "(For encrypted cross-region replica, kmsKeyId should be explicitly specified)"
+                if not cfg.kms_key_id and primary.storage_encrypted
+                else ""
+            )
+            findings.errors.append(
+                f"{r.aws_region}: the Aurora secondary {r.aurora_cluster_id} needs {', '.join(missing)} "
+                f"(CreateDBCluster in this region's VPC, CreateDBInstance to serve){why}"
+            )
+            continue
+        assert cfg.subnet_group is not None and cfg.instance_class is not None
+        secondaries.append(
+            SecondaryClusterSpec(
+                id=r.aurora_cluster_id,
+                region=r.aws_region,
+                global_cluster_id=gid,
+                engine=engine,
+                engine_version=version,
+                tags=MANAGED_TAGS,
+                subnet_group=cfg.subnet_group,
+                security_group_ids=tuple(cfg.security_group_ids),
+                kms_key_id=cfg.kms_key_id if primary.storage_encrypted else None,
+                instance_class=cfg.instance_class,
+            )
+        )
     return [
         GlobalClusterSpec(
             id=gid,
@@ -107,17 +163,7 @@ def desired(topology: Topology, observed: ObservedState, findings: Findings) -> 
             engine_version=version,
             tags=MANAGED_TAGS,
         ),
-        *(
-            SecondaryClusterSpec(
-                id=r.aurora_cluster_id,
-                region=r.aws_region,
-                global_cluster_id=gid,
-                engine=engine,
-                engine_version=version,
-                tags=MANAGED_TAGS,
-            )
-            for r in topology.secondaries
-        ),
+        *secondaries,
     ]
 
 
@@ -170,8 +216,17 @@ def _secondary_change(
     cluster = observed.clusters.get(spec.region)
     members = observed.global_cluster.members if observed.global_cluster is not None else {}
     if cluster is None:
-        return Change.of(spec, Action.CREATE, [FieldDiff(field="global_cluster", new=spec.global_cluster_id)])
+        diffs = [
+            FieldDiff(field="global_cluster", new=spec.global_cluster_id),
+            FieldDiff(field="subnet_group", new=spec.subnet_group),
+            FieldDiff(field="instances", new=f"{spec.instance_id} ({spec.instance_class})"),
+        ]
+        return Change.of(spec, Action.CREATE, diffs)
     if cluster.arn in members:
+        if cluster.instances == 0:
+            # A headless secondary (e.g. an interrupted apply): add the instance it needs to serve.
+            diff = FieldDiff(field="instances", old=0, new=f"{spec.instance_id} ({spec.instance_class})")
+            return Change.of(spec, Action.UPDATE, [diff], current_id=cluster.arn)
         return Change.of(spec, Action.NOOP, current_id=cluster.arn)
     findings.errors.append(
         f"{spec.region}: Aurora cluster {spec.id} exists as a standalone cluster; AWS cannot attach an "

@@ -36,6 +36,7 @@ class GlobalTableSpec(Spec):
     table: str
     regions: tuple[str, ...]  # every region that must hold a replica, the source included
     tags: dict[str, str]
+    replica_kms_keys: dict[str, str] = Field(default_factory=dict)  # region -> its KMS key for the replica
 
 
 class ObservedTable(PlanModel):
@@ -46,6 +47,12 @@ class ObservedTable(PlanModel):
     replica_regions: tuple[str, ...] = ()  # the OTHER regions, as DescribeTable lists them
     replica_status: dict[str, str] = Field(default_factory=dict)
     global_table_version: str | None = None
+    # What AWS checks before it adds a replica (DynamoDB Developer Guide, global tables
+    # prerequisites; UpdateTable ReplicaUpdates): the table's encryption and its write capacity.
+    kms_key_arn: str | None = None  # SSEDescription.KMSMasterKeyArn (None: owned by DynamoDB)
+    kms_customer_managed: bool = False  # KMS DescribeKey KeyManager == CUSTOMER
+    billing_mode: str = "PROVISIONED"  # BillingModeSummary.BillingMode; absent means PROVISIONED
+    write_autoscaled: bool = False  # an Application Auto Scaling target and policy on write capacity
 
 
 class ObservedDynamoDb(PlanModel):
@@ -62,10 +69,43 @@ def online_store_tables(topology: Topology) -> list[str]:
 
 def desired(topology: Topology, observed: ObservedState, findings: Findings) -> list[Spec]:
     regions = tuple(r.aws_region for r in topology.regions)
+    keys = {r.aws_region: r.online_store_kms_key for r in topology.secondaries if r.online_store_kms_key}
     return [
-        GlobalTableSpec(table=t, region=topology.primary.aws_region, regions=regions, tags=MANAGED_TAGS)
+        GlobalTableSpec(
+            table=t,
+            region=topology.primary.aws_region,
+            regions=regions,
+            tags=MANAGED_TAGS,
+            replica_kms_keys=keys,
+        )
         for t in online_store_tables(topology)
     ]
+
+
+def _prerequisites(
+    spec: GlobalTableSpec, source: ObservedTable, missing: list[str], findings: Findings
+) -> bool:
+    """What UpdateTable would refuse, named before any call; True when a replica can be added."""
+    ok = True
+    if source.kms_customer_managed:
+        for r in missing:
+            if r not in spec.replica_kms_keys:
+                ok = False
+                findings.errors.append(
+                    f"{r}: DynamoDB table {spec.table} is encrypted with a customer managed KMS key "
+                    f"({source.kms_key_arn}); AWS needs a KMS key in {r} for its replica "
+                    "(KMSMasterKeyId must be specified for each replica): set online_store_kms_key "
+                    f"for region {r} in the topology"
+                )
+    if source.billing_mode != "PAY_PER_REQUEST" and not source.write_autoscaled:
+        ok = False
+        findings.errors.append(
+            f"{spec.region}: DynamoDB table {spec.table} has provisioned write capacity without auto "
+            "scaling; AWS adds replicas only to tables whose write capacity is on-demand or auto "
+            "scaled (Table write capacity should either be Pay-Per-Request or AutoScaled): switch "
+            "it to on-demand or register a scalable target and policy on WriteCapacityUnits"
+        )
+    return ok
 
 
 def _change(spec: GlobalTableSpec, observed: ObservedDynamoDb, findings: Findings) -> Change | None:
@@ -89,6 +129,8 @@ def _change(spec: GlobalTableSpec, observed: ObservedDynamoDb, findings: Finding
             )
     if not missing:
         return Change.of(spec, Action.NOOP, current_id=source.arn)
+    if not _prerequisites(spec, source, missing, findings):
+        return None
     new = sorted(set(spec.regions) | set(present))
     diff = FieldDiff(field="replica_regions", old=sorted(present), new=new)
     return Change.of(spec, Action.UPDATE, [diff], current_id=source.arn)

@@ -6,6 +6,8 @@ A replicator lives in its target cluster's region. Its clusters and service role
 
 from __future__ import annotations
 
+import fnmatch
+import json
 from typing import TYPE_CHECKING
 from typing import Literal
 
@@ -34,11 +36,77 @@ __all__ = [
     "ReplicatorSpec",
     "changes",
     "desired",
+    "policy_missing_actions",
     "replicator_name",
     "replicator_names",
 ]
 
 _IMMUTABLE = ("source_cluster_arn", "target_cluster_arn", "service_execution_role_arn")
+REPLICATOR_POLICY_ACTIONS = (
+    "kafka:CreateVpcConnection",
+    "kafka:GetBootstrapBrokers",
+    "kafka:DescribeClusterV2",
+)
+_MIN_BROKERS = 3
+
+
+def _covers(resource: object, cluster_arn: str | None) -> bool:
+    """Whether a statement's Resource (a string or a list; `*` and `?` wildcards) names the cluster."""
+    if cluster_arn is None:
+        return True
+    patterns = resource if isinstance(resource, list) else [resource]
+    return any(isinstance(p, str) and fnmatch.fnmatchcase(cluster_arn, p) for p in patterns)
+
+
+def policy_missing_actions(policy: str | None, cluster_arn: str | None = None) -> list[str]:
+    """The actions a source cluster's policy does not allow the replicator service
+    (kafka.amazonaws.com) to call on `cluster_arn` (when given: a statement naming another
+    cluster does not count); all of them when there is no policy or it does not parse."""
+    try:
+        doc = json.loads(policy) if policy else {}
+    except ValueError:
+        doc = {}
+    allowed: set[str] = set()
+    statements = doc.get("Statement") if isinstance(doc, dict) else None
+    for st in statements if isinstance(statements, list) else [statements] if statements else []:
+        if not isinstance(st, dict) or st.get("Effect") != "Allow":
+            continue
+        principal = st.get("Principal") or {}
+        services = principal.get("Service") if isinstance(principal, dict) else None
+        if "kafka.amazonaws.com" not in (services if isinstance(services, list) else [services]):
+            continue
+        if not _covers(st.get("Resource", "*"), cluster_arn):
+            continue
+        actions = st.get("Action")
+        for action in actions if isinstance(actions, list) else [actions]:
+            allowed.add(str(action).lower())
+    wildcard = {"kafka:*", "*"} & allowed
+    return [a for a in REPLICATOR_POLICY_ACTIONS if not wildcard and a.lower() not in allowed]
+
+
+def _replicator_problems(cluster: ObservedMskCluster, *, source: bool, cross_region: bool) -> list[str]:
+    """What MSK Replicator would fail on for this cluster (CREATING, then FAILED with
+    InvalidInput.InvalidKafkaCluster), named before any call."""
+    problems = []
+    if cluster.state != "ACTIVE":
+        problems.append(f"is {cluster.state}; a replicator needs ACTIVE clusters")
+    if not cluster.iam_enabled:
+        problems.append("has IAM access control off (a replicator authenticates with IAM)")
+    if not cluster.serverless and cluster.brokers < _MIN_BROKERS:
+        problems.append(f"has {cluster.brokers} brokers; a replicator needs at least {_MIN_BROKERS}")
+    if source and cross_region and not cluster.serverless:
+        if not cluster.vpc_iam_enabled:
+            problems.append(
+                "has multi-VPC private connectivity with IAM off (kafka:UpdateConnectivity "
+                "VpcConnectivity.ClientAuthentication.Sasl.Iam), which a cross-region replicator uses"
+            )
+        missing = policy_missing_actions(cluster.policy, cluster.arn)
+        if missing:
+            problems.append(
+                "has no cluster policy allowing kafka.amazonaws.com "
+                f"{', '.join(missing)} (kafka:PutClusterPolicy)"
+            )
+    return problems
 
 
 def replicator_name(topology: Topology, target_region: str) -> str:
@@ -79,6 +147,13 @@ class ObservedMskCluster(PlanModel):
     state: str
     subnet_ids: tuple[str, ...] = ()
     security_group_ids: tuple[str, ...] = ()
+    # What MSK Replicator needs of a cluster (MSK Developer Guide, msk-replicator-prepare-cluster),
+    # read from DescribeClusterV2 and GetClusterPolicy.
+    serverless: bool = False
+    brokers: int = 0
+    iam_enabled: bool = False  # ClientAuthentication.Sasl.Iam
+    vpc_iam_enabled: bool = False  # ConnectivityInfo.VpcConnectivity.ClientAuthentication.Sasl.Iam
+    policy: str | None = None  # the cluster policy document (None: no policy)
 
     def endpoint(self) -> MskEndpoint:
         return MskEndpoint(
@@ -130,14 +205,18 @@ def desired(topology: Topology, observed: ObservedState, findings: Findings) -> 
         target = clusters.get(target_cfg.aws_region)
         name = replicator_name(topology, target_cfg.aws_region)
         problems = []
-        for cfg, cluster in ((source_cfg, source), (target_cfg, target)):
+        cross_region = source_cfg.aws_region != target_cfg.aws_region
+        for cfg, cluster, is_source in ((source_cfg, source, True), (target_cfg, target, False)):
+            side = "source" if is_source else "target"
             if cluster is None:
-                problems.append(f"MSK cluster {cfg.msk_cluster_arn} not found (kafka:DescribeClusterV2)")
-            elif cluster.state != "ACTIVE":
                 problems.append(
-                    f"MSK cluster {cfg.msk_cluster_arn} is {cluster.state}; "
-                    "a replicator needs ACTIVE clusters"
+                    f"{side} MSK cluster {cfg.msk_cluster_arn} not found (kafka:DescribeClusterV2)"
                 )
+                continue
+            problems += [
+                f"{side} MSK cluster {cfg.msk_cluster_arn} {p}"
+                for p in _replicator_problems(cluster, source=is_source, cross_region=cross_region)
+            ]
         if problems or source is None or target is None:
             findings.errors.extend(f"{target_cfg.aws_region}: replicator {name}: {p}" for p in problems)
             continue

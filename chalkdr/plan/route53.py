@@ -222,11 +222,13 @@ class ObservedAlb(PlanModel):
     arn: str
     dns_name: str
     canonical_hosted_zone_id: str
+    scheme: str = "internet-facing"  # or "internal": private addresses only
 
 
 class ObservedRoute53(PlanModel):
     zone_id: str
     zone_name: str | None  # None: the hosted zone does not exist
+    private_zone: bool = False
     health_checks: tuple[ObservedHealthCheck, ...] = ()  # those with this environment's reference
     records: tuple[ObservedRecord, ...] = ()  # every A record under the names the topology uses
     albs: dict[str, ObservedAlb] = Field(default_factory=dict)  # region -> its ALB (absent: not found)
@@ -253,6 +255,14 @@ def _health_checks(
                 "the health check and alias records need its DNS name"
             )
             continue
+        if alb.scheme == "internal":
+            findings.errors.append(
+                f"{r.aws_region}: ALB {alb.name} is internal (Scheme internal): Route 53 health checkers "
+                "are on the internet and cannot reach private addresses (Route 53 Developer Guide, "
+                "'Values that you specify when you create or update health checks'); use an "
+                "internet-facing ALB or a CloudWatch-alarm health check"
+            )
+            continue
         name = health_check_name(topology.environment, r.aws_region)
         specs.append(
             HealthCheckSpec(
@@ -265,7 +275,9 @@ def _health_checks(
                     request_interval=hc.request_interval,
                 ),
                 type=hc.protocol,
-                fqdn=normalize_dns(alb.dns_name),
+                # The regional hostname, not the ALB's name: Route 53 sends it as Host and SNI,
+                # which is what an ALB's host rules and certificate are for.
+                fqdn=normalize_dns(r.query_hostname),
                 port=hc.port,
                 resource_path=hc.path,
                 request_interval=hc.request_interval,
@@ -311,6 +323,13 @@ def _records(topology: Topology, observed: ObservedRoute53, findings: Findings) 
     zone = observed.zone_name
     if zone is None:
         findings.errors.append(f"route53: hosted zone {r53.zone_id} not found (route53:GetHostedZone)")
+        return []
+    if observed.private_zone:
+        findings.errors.append(
+            f"route53: hosted zone {normalize_dns(zone)} is private: Route 53 health checkers resolve "
+            "each check's domain name through public DNS and TestDNSAnswer does not answer for "
+            "private zones, so the failover name and the regional hostnames need a public hosted zone"
+        )
         return []
     names = [r53.failover_record, *(r.query_hostname for r in topology.regions)]
     outside = [n for n in names if not _within_zone(n, zone)]

@@ -1,6 +1,10 @@
-"""chalk-apply's pure logic: CLI contract, failure classification, parity, secrets, the report."""
+"""chalk-apply's pure logic: CLI contract, failure classification, where code may come from, the
+order of pushes, parity and the report."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import pytest
 
@@ -10,46 +14,55 @@ from chalkdr.deploy import Outcome
 from chalkdr.deploy import RegionApply
 from chalkdr.deploy import RegionStatus
 from chalkdr.deploy import RollbackReport
+from chalkdr.deploy import ShaOrder
 from chalkdr.deploy import Strategy
+from chalkdr.deploy import allowed_repositories
 from chalkdr.deploy import chalk_apply_command
 from chalkdr.deploy import chalk_cli_env
 from chalkdr.deploy import classify_cli_failure
 from chalkdr.deploy import decide_outcome
 from chalkdr.deploy import evaluate_parity
+from chalkdr.deploy import git_env
+from chalkdr.deploy import order_skip_reason
 from chalkdr.deploy import parse_deployment_id
-from chalkdr.errors import CredentialsError
-from chalkdr.secrets import redact
-from chalkdr.secrets import redact_url
-from chalkdr.secrets import resolve_secret
-from chalkdr.topology import SecretRef
+from chalkdr.deploy import parse_repository
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 OLD = "fedcba9876543210fedcba9876543210fedcba98"
 
-# What the stand-in CLI (and, for the line we rely on, the real one) prints.
-SUCCESS_OUTPUT = """Deploying to environment demo via http://127.0.0.1:40404
-✓ Authenticated
-✓ Uploaded feature code
-✓ Built deployment
-Deployment ID: cabc123def456ghi789jkl012
-✓ Deployment cabc123def456ghi789jkl012 is live in environment demo
-"""
+# What `chalk apply --json` prints on stdout (progress goes to stderr).
+SUCCESS_OUTPUT = (
+    '{"deployment_id": "cabc123def456ghi789jkl012", "deployment_url": "https://chalk.ai/x", '
+    '"status": "success", "response": {"id": "cabc123def456ghi789jkl012", "isPreview": false}}\n'
+)
 
 
 class TestParseDeploymentId:
-    def test_the_cli_line(self) -> None:
+    """`chalk apply --json` prints {deployment_id, deployment_url, status, response} (the shape
+    chalk-ai/deploy-action reads); the id is never scraped from the human-readable lines."""
+
+    def test_json_line(self) -> None:
         assert parse_deployment_id(SUCCESS_OUTPUT) == "cabc123def456ghi789jkl012"
 
-    def test_colours_and_decorations_are_ignored(self) -> None:
-        assert parse_deployment_id("\x1b[32m✓\x1b[0m Deployment ID:  \x1b[1mcxyz\x1b[0m\n") == "cxyz"
+    def test_indented_json(self) -> None:
+        doc = {"deployment_id": "cpretty", "status": "success", "response": {"id": "cpretty"}}
+        assert parse_deployment_id("building...\n" + json.dumps(doc, indent=2) + "\n") == "cpretty"
 
-    def test_last_id_wins(self) -> None:
-        assert parse_deployment_id("Deployment ID: cfirst\nretrying\nDeployment ID: csecond\n") == "csecond"
+    def test_last_document_wins(self) -> None:
+        out = '{"deployment_id": "cfirst"}\nretrying\n{"deployment_id": "csecond"}\n'
+        assert parse_deployment_id(out) == "csecond"
 
-    def test_json_output(self) -> None:
-        assert parse_deployment_id('{"deployment_id": "cjson1", "status": "ok"}') == "cjson1"
-
-    @pytest.mark.parametrize("output", ["", "✓ Built deployment\n", "the deployment id will follow\n"])
+    @pytest.mark.parametrize(
+        "output",
+        [
+            "",
+            "✓ Built deployment\n",
+            "Deployment ID: cabc123\n",  # the text line the old parser scraped
+            '{"status": "success"}',
+            '{"deployment_id": ""}',
+            "{not json",
+        ],
+    )
     def test_absent(self, output: str) -> None:
         assert parse_deployment_id(output) is None
 
@@ -109,6 +122,7 @@ class TestCommandAndEnvironment:
             "--force",
             "--await",
             "--no-spinners",
+            "--json",
         ]
         assert chalk_apply_command("chalk", no_promote=True, branch="feat x") == [
             "chalk",
@@ -116,6 +130,7 @@ class TestCommandAndEnvironment:
             "--force",
             "--await",
             "--no-spinners",
+            "--json",
             "--branch",
             "feat x",  # one argument, whatever it contains: no shell
             "--no-promote",
@@ -125,70 +140,134 @@ class TestCommandAndEnvironment:
         base = {
             "PATH": "/usr/bin",
             "HOME": "/root",
-            "CHALK_ENVIRONMENT": "stale",
+            "LANG": "C.UTF-8",
+            "HTTPS_PROXY": "http://proxy:3128",
+            "CHALK_ACTIVE_ENVIRONMENT": "stale",
             "CHALK_DEMO_WEST_CLIENT_SECRET": "west-secret",
+            "AWS_SECRET_ACCESS_KEY": "aws",
+            "PREFECT_API_KEY": "pnu_x",
             "OTHER_SECRET": "x",
         }
         env = chalk_cli_env(
             base,
-            environment_id="prod-east",
-            api_server="https://api.example.com/",
+            environment_id="prod",
+            api_server="https://prod-east.api.example.com/",
             client_id="cid",
             client_secret="east-secret",
-            strip=["OTHER_SECRET"],
         )
+        # What the real CLI reads (CHALK_ACTIVE_ENVIRONMENT, not CHALK_ENVIRONMENT, which it ignores)
+        # and an allow-list of the worker's environment; no other secret reaches the child.
         assert env == {
             "PATH": "/usr/bin",
             "HOME": "/root",
-            "CHALK_ENVIRONMENT": "prod-east",
-            "CHALK_API_SERVER": "https://api.example.com",
+            "LANG": "C.UTF-8",
+            "HTTPS_PROXY": "http://proxy:3128",
+            "CHALK_ACTIVE_ENVIRONMENT": "prod",
+            "CHALK_API_SERVER": "https://prod-east.api.example.com",
             "CHALK_CLIENT_ID": "cid",
             "CHALK_CLIENT_SECRET": "east-secret",
         }
-        assert base["CHALK_ENVIRONMENT"] == "stale"  # the worker's own environment is untouched
+        assert base["CHALK_ACTIVE_ENVIRONMENT"] == "stale"  # the worker's own environment is untouched
 
 
-class TestSecrets:
-    def test_env_reference(self) -> None:
-        ref = SecretRef(env="CHALK_X_SECRET")
-        assert resolve_secret(ref, environ={"CHALK_X_SECRET": "s3cr3t"}) == "s3cr3t"
+class TestRepositories:
+    @pytest.mark.parametrize(
+        ("url", "key"),
+        [
+            ("https://github.com/Acme/Features.git", ("https", "github.com", "acme/features")),
+            ("https://GITHUB.com/acme/features/", ("https", "github.com", "acme/features")),
+            ("git@github.com:acme/features.git", ("ssh", "github.com", "acme/features")),
+            ("ssh://git@github.com/acme/features", ("ssh", "github.com", "acme/features")),
+            ("https://git.example.com:8443/Team/Repo.git", ("https", "git.example.com:8443", "Team/Repo")),
+            ("file:///srv/git/features", ("file", "", "/srv/git/features")),
+        ],
+    )
+    def test_normalised_for_comparison(self, url: str, key: tuple[str, str, str]) -> None:
+        assert parse_repository(url).key == key
 
-    @pytest.mark.parametrize("environ", [{}, {"CHALK_X_SECRET": ""}])
-    def test_missing_or_empty_env(self, environ: dict[str, str]) -> None:
-        with pytest.raises(CredentialsError, match="env:CHALK_X_SECRET"):
-            resolve_secret(SecretRef(env="CHALK_X_SECRET"), environ=environ)
+    @pytest.mark.parametrize(
+        ("url", "reason"),
+        [
+            ("https://x-access-token:ghs_abc@github.com/acme/features.git", "credentials"),
+            ("https://ghs_abc@github.com/acme/features.git", "credentials"),
+            ("ssh://git:pw@github.com/acme/features.git", "credentials"),
+            ("http://github.com/acme/features.git", "plain http"),
+            ("git://github.com/acme/features.git", "transport 'git'"),
+            ("ext::ssh -o ProxyCommand=evil host", "whitespace"),
+            ("ext::evil", "transport 'ext'"),
+            ("fd::17", "transport 'fd'"),
+            ("https://github.com/acme/../evil/features.git", "not a plain owner/name path"),
+            ("https://github.com/acme/features.git?ref=x", "no query"),
+            ("relative/path", "transport"),
+            ("", "empty"),
+        ],
+    )
+    def test_refused(self, url: str, reason: str) -> None:
+        with pytest.raises(ValueError, match=reason) as info:
+            parse_repository(url)
+        assert "ghs_abc" not in str(info.value) and "pw" not in str(info.value).split()
 
-    def test_prefect_block_through_injected_lookup(self) -> None:
-        seen: list[str] = []
+    def test_owner_name_is_that_github_repository_over_https_or_ssh(self) -> None:
+        allowed = {r.key for r in allowed_repositories("acme/features")}
+        assert parse_repository("https://github.com/acme/features.git").key in allowed
+        assert parse_repository("git@github.com:ACME/features.git").key in allowed
+        assert parse_repository("https://github.com/acme/features-fork.git").key not in allowed
+        assert parse_repository("https://gitlab.com/acme/features.git").key not in allowed
 
-        def lookup(name: str) -> str:
-            seen.append(name)
-            return "from-block"
+    def test_a_local_repository_by_its_real_path(self, tmp_path: Path) -> None:
+        real = tmp_path / "repo"
+        real.mkdir()
+        link = tmp_path / "link"
+        link.symlink_to(real)
+        assert parse_repository(str(link)).key == parse_repository(str(real)).key == ("file", "", str(real))
 
-        assert resolve_secret(SecretRef(prefect_secret="chalk-west"), prefect_secret=lookup) == "from-block"
-        assert seen == ["chalk-west"]
 
-    def test_block_lookup_failure_does_not_leak_the_cause(self) -> None:
-        def lookup(name: str) -> str:
-            raise ValueError("value was hunter2")
+class TestGitEnvironment:
+    def test_one_transport_no_prompts_no_worker_secrets(self) -> None:
+        base = {
+            "PATH": "/usr/bin",
+            "HOME": "/home/w",
+            "SSH_AUTH_SOCK": "/run/agent",
+            "https_proxy": "http://proxy:3128",
+            "AWS_SECRET_ACCESS_KEY": "aws",
+            "PREFECT_API_KEY": "pnu_x",
+            "CHALK_DR_PROD_CLIENT_SECRET": "chalk",
+            "GIT_ALLOW_PROTOCOL": "ext:file:https",  # a worker's own setting does not widen it
+        }
+        env = git_env(base, transport="https")
+        assert env == {
+            "PATH": "/usr/bin",
+            "HOME": "/home/w",
+            "SSH_AUTH_SOCK": "/run/agent",
+            "https_proxy": "http://proxy:3128",
+            "GIT_SSH_COMMAND": "ssh -o BatchMode=yes",
+            "GIT_ALLOW_PROTOCOL": "https",
+            "GIT_TERMINAL_PROMPT": "0",
+            "GCM_INTERACTIVE": "never",
+        }
 
-        with pytest.raises(CredentialsError) as info:
-            resolve_secret(SecretRef(prefect_secret="chalk-west"), prefect_secret=lookup)
-        assert "hunter2" not in str(info.value)
-        assert info.value.__cause__ is None and info.value.__suppress_context__
+    def test_the_workers_ssh_command_is_kept(self) -> None:
+        env = git_env({"GIT_SSH_COMMAND": "ssh -i /keys/deploy -o BatchMode=yes"}, transport="ssh")
+        assert env["GIT_SSH_COMMAND"] == "ssh -i /keys/deploy -o BatchMode=yes"
 
-    def test_block_without_lookup(self) -> None:
-        with pytest.raises(CredentialsError, match="prefect-secret:chalk-west"):
-            resolve_secret(SecretRef(prefect_secret="chalk-west"))
 
-    def test_redact(self) -> None:
-        assert redact("token=abc123 and abc123abc", ["abc123", None, ""]) == "token=*** and ***abc"
-        assert redact("xx-longsecret-xx", ["long", "longsecret"]) == "xx-***-xx"
-
-    def test_redact_url(self) -> None:
-        url = "https://x-access-token:ghs_abc@github.com/acme/features.git"
-        assert redact_url(url) == "https://***@github.com/acme/features.git"
-        assert redact_url("/srv/repo") == "/srv/repo"
+class TestPushOrder:
+    @pytest.mark.parametrize(
+        ("order", "skipped"),
+        [
+            (ShaOrder.FIRST, False),
+            (ShaOrder.NEWER, False),
+            (ShaOrder.UNKNOWN, False),  # nothing to order against: applied, and the report says so
+            (ShaOrder.SAME, True),
+            (ShaOrder.OLDER, True),
+            (ShaOrder.DIVERGED, True),
+        ],
+    )
+    def test_only_a_newer_sha_moves_the_environment(self, order: ShaOrder, skipped: bool) -> None:
+        reason = order_skip_reason(SHA, OLD, order)
+        assert (reason is not None) is skipped
+        if reason:
+            assert SHA[:12] in reason
 
 
 def _regions() -> dict[str, str | None]:
@@ -300,3 +379,18 @@ class TestOutcomeAndReport:
         assert "Not rolled back: no last good sha recorded for prod" in md
         assert "2023-11-14 22:13:20.000Z" in md
         assert "| duration | 12.50 s |" in md
+
+    def test_refused_and_skipped_runs_say_why_and_nothing_ran(self) -> None:
+        refused = _report(
+            refused="repository https://github.com/evil/x.git is not one this environment deploys from"
+        )
+        refused.outcome = decide_outcome(refused)
+        assert refused.outcome is Outcome.REFUSED
+        assert "refused, nothing run: repository https://github.com/evil/x.git" in refused.summary
+        assert "**Refused:** repository" in refused.render_markdown()
+        skipped = _report(skipped="0123456789ab is older than the deployed fedcba987654", previous_sha=OLD)
+        skipped.order = ShaOrder.OLDER
+        skipped.outcome = decide_outcome(skipped)
+        md = skipped.render_markdown()
+        assert skipped.outcome is Outcome.SKIPPED and "skipped, nothing run" in skipped.summary
+        assert f"| deployed before | `{OLD}` |" in md and "| order | older |" in md

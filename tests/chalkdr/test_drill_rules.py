@@ -8,9 +8,12 @@ from chalkdr.drill import LagReading
 from chalkdr.drill import RegionRoute
 from chalkdr.drill import Routing
 from chalkdr.drill import SteadyState
+from chalkdr.drill import abort_reason
 from chalkdr.drill import evaluate_slos
 from chalkdr.drill import health_verdict
+from chalkdr.drill import rpo_estimate
 from chalkdr.drill import rpo_exposure_s
+from chalkdr.drill import steady_state_notes
 from chalkdr.drill import steady_state_problems
 from chalkdr.observe import Direction
 from chalkdr.observe import Observation
@@ -19,6 +22,7 @@ from chalkdr.observe import milestones
 from chalkdr.query import QueryAnswer
 from chalkdr.report import DrillReport
 from chalkdr.report import Journal
+from chalkdr.report import LagAtInjection
 from chalkdr.report import PhaseStatus
 from chalkdr.report import RpoEvidence
 from chalkdr.report import render_markdown
@@ -123,9 +127,14 @@ def test_routing_maps_alias_answers_to_regions() -> None:
                 set_identifier="w",
             ),
         },
+        addresses={EAST: ("127.0.10.1", "127.0.10.2"), WEST: ("127.0.11.1",)},
     )
-    assert routing.region_of_answer("dualstack.B.us-west-2.elb.amazonaws.com.") == WEST
-    assert routing.region_of_answer("unknown") is None and routing.region_of_answer(None) is None
+    # An alias to an ALB is answered with addresses; they, not names, say which region answered.
+    assert routing.region_of_answer(["127.0.11.1"]) == WEST
+    assert routing.region_of_answer(["127.0.10.2", "127.0.10.1"]) == EAST
+    assert routing.region_of_answer(["127.0.10.1", "127.0.11.1"]) is None  # spans regions
+    assert routing.region_of_answer(["10.9.9.9"]) is None and routing.region_of_answer([]) is None
+    assert routing.region_of("127.0.10.2") == EAST and routing.region_of(None) is None
 
 
 def _steady(**overrides: object) -> SteadyState:
@@ -164,8 +173,22 @@ class TestSteadyState:
         assert "us-west-2: Route 53 health check is unhealthy" in problems
         assert "failover name resolves to us-west-2, expected us-east-1" in problems
         assert any("replication lag 9000 ms exceeds the guard 5000" in p for p in problems)
-        assert "regions serve different deployments: us-east-1=c1, us-west-2=c2" in problems
         assert "us-west-2: query-server capacity 1/2 ready" in problems
+        # Chalk gives each region's deployment its own id: different ids are not a problem by
+        # themselves, and without a proven apply pre-flight says it could not judge parity.
+        assert not any("different deployments" in p for p in problems)
+        (note,) = steady_state_notes(s)
+        assert note.startswith("deployment parity not checked") and "us-east-1=c1, us-west-2=c2" in note
+
+    def test_parity_is_judged_against_the_last_proven_apply(self) -> None:
+        served = {
+            EAST: QueryAnswer(ok=True, status_code=200, latency_s=0.01, deployment_id="c1"),
+            WEST: QueryAnswer(ok=True, status_code=200, latency_s=0.01, deployment_id="c9"),
+        }
+        s = _steady(served=served, expected_deployments={EAST: "c1", WEST: "c2"}, expected_sha="abc123")
+        (problem,) = [p for p in steady_state_problems(s) if "parity" in p]
+        assert problem.startswith("us-west-2 serves deployment c9, but the last proven apply (sha abc123)")
+        assert steady_state_notes(s) == []
 
     def test_missing_lag_data_only_matters_when_required(self) -> None:
         s = _steady(lags={"aurora:x": LagReading(value=None, limit=5000, unit="ms")})
@@ -186,12 +209,20 @@ def test_slo_verdicts() -> None:
     assert [(s.name, s.passed) for s in v] == [("RPO", False)]
 
 
-def test_rpo_exposure_is_the_worst_evidence() -> None:
-    rpo = RpoEvidence(
-        canary_replication_lag_s=0.4, replication_lag_at_injection_ms={"dynamodb:t->w": 2500, "aurora:x": 9e9}
-    )
-    assert rpo_exposure_s(rpo) == 2.5
-    assert rpo_exposure_s(RpoEvidence()) is None
+def test_rpo_estimate_is_the_worst_evidence_of_every_store_and_names_it() -> None:
+    lags = {
+        "dynamodb:t->w": LagAtInjection(value=2500, unit="ms"),
+        "msk:r:latency": LagAtInjection(value=3800, unit="ms"),
+        "msk:r:message-lag": LagAtInjection(value=90000, unit="messages"),  # a count, not time
+        "aurora:x": LagAtInjection(value=None, unit="ms"),  # no datapoint: not evidence
+    }
+    rpo = RpoEvidence(canary_replication_lag_s=0.4, lags_at_injection=lags)
+    assert rpo_estimate(rpo) == (3.8, "msk:r:latency") and rpo_exposure_s(rpo) == 3.8
+    aurora = {**lags, "aurora:x": LagAtInjection(value=9000, unit="ms")}
+    assert rpo_estimate(RpoEvidence(lags_at_injection=aurora)) == (9.0, "aurora:x")
+    only_canary = RpoEvidence(canary_replication_lag_s=0.4)
+    assert rpo_estimate(only_canary) == (0.4, "canary write served by the secondaries")
+    assert rpo_estimate(RpoEvidence()) == (None, None)
 
 
 def test_journal_records_phase_outcomes_and_renders() -> None:
@@ -238,3 +269,80 @@ def test_parity_follows_the_last_proven_apply_when_there_is_one() -> None:
         "us-west-2 serves deployment c-west, but the last proven apply (sha abc) deployed c-older there: "
         "regions out of parity"
     ]
+
+
+class TestClientViewAndRoutes:
+    def test_clients_still_on_the_secondary_block_the_drill(self) -> None:
+        s = _steady(client_view=[WEST, WEST, EAST], expected_client_regions=[EAST])
+        (problem,) = steady_state_problems(s)
+        assert problem == (
+            "clients are not on us-east-1 yet: 2 of 3 queries through the failover name were answered by "
+            "us-west-2"
+        )
+
+    def test_failed_client_queries_count_as_not_there(self) -> None:
+        s = _steady(client_view=[None, EAST, EAST], expected_client_regions=[EAST])
+        assert any("answered by no answer" in p for p in steady_state_problems(s))
+
+    def test_clients_on_the_expected_regions_are_steady(self) -> None:
+        s = _steady(client_view=[EAST, WEST, EAST], expected_client_regions=[EAST, WEST])
+        assert steady_state_problems(s) == []
+
+    def test_a_region_without_a_routed_health_check_is_named(self) -> None:
+        (problem,) = steady_state_problems(_steady(unrouted=[WEST]))
+        assert problem.startswith("us-west-2: the failover name has no record with a health check")
+
+
+def _probe(t: float, *, ok: bool, west: bool | None = True) -> Observation:
+    return Observation(
+        mono=100 + t,
+        wall=1_700_000_000 + t,
+        health={EAST: False, WEST: west},
+        query=QueryProbe(ok=ok, region=WEST if ok else None),
+    )
+
+
+class TestAbortReasons:
+    def _reason(self, obs: list[Observation], **kw: object) -> str | None:
+        args: dict[str, object] = {
+            "secondaries": [WEST],
+            "abort_after": 3,
+            "failing_limit_s": 5.0,
+            "since_mono": 100.0,
+        }
+        args.update(kw)
+        return abort_reason(obs, **args)  # type: ignore[arg-type]
+
+    def test_a_normal_failover_goes_on(self) -> None:
+        obs = [_probe(t, ok=t >= 2) for t in (0, 1, 2, 3)]
+        assert self._reason(obs) is None
+
+    def test_route53_reporting_the_secondary_unhealthy_aborts(self) -> None:
+        obs = [_probe(t, ok=False, west=False) for t in (0, 1, 2)]
+        assert "secondary failing too" in (self._reason(obs) or "")
+        assert self._reason(obs[:2]) is None  # not yet abort_after observations
+
+    def test_an_unreadable_verdict_on_the_secondary_aborts(self) -> None:
+        obs = [_probe(t, ok=True, west=None) for t in (0, 1, 2)]
+        assert "unreadable for 3 consecutive probes" in (self._reason(obs) or "")
+        mixed = [_probe(0, ok=True, west=None), _probe(1, ok=True), _probe(2, ok=True, west=None)]
+        assert self._reason(mixed) is None
+
+    def test_queries_failing_beyond_the_worst_case_abort_even_with_healthy_checks(self) -> None:
+        obs = [_probe(t * 0.5, ok=False) for t in range(12)]  # 5.5 s of failures, limit 5 s
+        reason = self._reason(obs) or ""
+        assert reason.startswith("queries through the failover name have failed for 5.5 s")
+        assert self._reason(obs[:10]) is None  # 4.5 s: within the limit
+
+    def test_a_good_answer_restarts_the_failure_clock(self) -> None:
+        obs = [_probe(t * 0.5, ok=t == 6) for t in range(12)]
+        assert self._reason(obs) is None
+
+
+def test_a_verdict_not_read_yet_is_not_an_unreadable_one() -> None:
+    unread = [
+        Observation(mono=100 + t, wall=1_700_000_000 + t, health={EAST: False}, query=QueryProbe(ok=True))
+        for t in range(5)
+    ]
+    reason = abort_reason(unread, secondaries=[WEST], abort_after=3, failing_limit_s=9, since_mono=100)
+    assert reason is None

@@ -44,5 +44,12 @@ def test_weighted_records_and_failover_to_the_healthy_region(
     assert report.outcome is PhaseStatus.COMPLETED, report.outcome_reason
     assert report.routing == "weighted"
     assert report.failover is not None and report.failover.settled_s is not None
-    assert report.rto_s == report.failover.settled_s
+    # Active-active: the RTO is when the last client (of the modelled population) is served
+    # again; about half of them were on the faulted region of two.
+    population = report.failover_population
+    assert population is not None and population.recovered_s is not None
+    assert report.rto_s == population.recovered_s
+    assert 0.3 <= population.peak_share <= 0.7, population.peak_share
+    ttl = 60 / weighted_world.topology.time_scale
+    assert population.max_outage_s <= report.expected_failover_s + ttl
     assert report.failback is not None and report.failback.first_good_answer_s is not None

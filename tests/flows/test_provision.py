@@ -187,7 +187,7 @@ def run(
 
 
 def report_of(state: State[Any]) -> ProvisionReport:
-    report = state.result()
+    report = state.result(raise_on_failure=False)
     assert isinstance(report, ProvisionReport)
     return report
 
@@ -249,9 +249,10 @@ def health_check(world: World, region: str) -> dict[str, Any]:
 def test_plan_mode_makes_no_mutating_calls(fresh: World) -> None:
     world = fresh
     state, calls = run(world, mode="plan")
-    assert state.is_completed(), state.message
+    # A fresh world is all drift: the plan run fails (the hourly check alerts) with the plan as reason.
+    assert state.is_failed() and state.message.startswith(f"drift in {world.env_name}: "), state.message
     report = report_of(state)
-    assert report.outcome == "planned" and report.applied == []
+    assert report.outcome == "drift" and report.applied == []
     assert calls.calls and calls.mutating == []
     assert report.plan.count(Action.CREATE) == 14 and report.plan.errors == ()
     md = artifact(f"provision-plan-{world.env_name}")
@@ -299,9 +300,10 @@ def test_apply_creates_everything_and_retries_a_throttle(fresh: World) -> None:
     )
     assert made["route53:ChangeResourceRecordSets"] == 3  # the failover name, two regional names
 
-    # Route 53: one check per region on its ALB, with the topology's settings, tagged
+    # Route 53: one check per region on its regional hostname (sent as Host and SNI, which the
+    # ALB's host rules and certificate need), with the topology's settings, tagged
     hc = world.topology["route53"]["health_check"]
-    albs = {r["aws_region"]: r["alb"] for r in world.topology["regions"]}
+    regions = {r["aws_region"]: r for r in world.topology["regions"]}
     for region in (EAST, WEST):
         check = health_check(world, region)
         cfg = check["HealthCheckConfig"]
@@ -311,10 +313,8 @@ def test_apply_creates_everything_and_retries_a_throttle(fresh: World) -> None:
             hc["failure_threshold"],
         )
         assert sorted(cfg["Regions"]) == sorted(hc["regions"])
-        lb = world.aws("elbv2", region).describe_load_balancers(LoadBalancerArns=[albs[region]])[
-            "LoadBalancers"
-        ][0]
-        assert cfg["FullyQualifiedDomainName"] == lb["DNSName"].lower()
+        assert cfg["FullyQualifiedDomainName"] == regions[region]["query_hostname"]
+        assert "IPAddress" not in cfg  # Route 53 resolves the name itself, as the clients do
         tags = world.aws("route53").list_tags_for_resource(ResourceType="healthcheck", ResourceId=check["Id"])
         assert {"Key": "chalk-dr:managed", "Value": "true"} in tags["ResourceTagSet"]["Tags"]
     # failover alias records, PRIMARY/SECONDARY, unique SetIdentifiers, each with its check
@@ -330,9 +330,10 @@ def test_apply_creates_everything_and_retries_a_throttle(fresh: World) -> None:
     sets = world.aws("route53").list_resource_record_sets(HostedZoneId=world.zone_id)["ResourceRecordSets"]
     regional = {s["Name"] for s in sets if s["Name"].endswith(".query.example.com.") and "AliasTarget" in s}
     assert regional == {"demo-east.query.example.com.", "demo-west.query.example.com."}
-    # DynamoDB: the replica exists, ACTIVE, and tagged
+    # DynamoDB: the replica exists, ACTIVE, encrypted with its own region's key, and tagged
     west_table = world.aws("dynamodb", WEST).describe_table(TableName=TABLE)["Table"]
     assert west_table["TableStatus"] == "ACTIVE"
+    assert west_table["SSEDescription"]["KMSMasterKeyArn"] == regions[WEST]["online_store_kms_key"]
     west_tags = world.aws("dynamodb", WEST).list_tags_of_resource(ResourceArn=west_table["TableArn"])["Tags"]
     assert {"Key": "chalk-dr:managed", "Value": "true"} in west_tags
     # MSK Replicator in the target region, RUNNING, with offset sync
@@ -350,6 +351,18 @@ def test_apply_creates_everything_and_retries_a_throttle(fresh: World) -> None:
     (gc,) = world.aws("rds", EAST).describe_global_clusters(GlobalClusterIdentifier=gid)["GlobalClusters"]
     members = {m["DBClusterArn"].rsplit(":", 1)[-1]: m["IsWriter"] for m in gc["GlobalClusterMembers"]}
     assert members == {"chalk-meta-east": True, "chalk-meta-west": False}
+    # ...in the secondary's VPC with its region's key, and with an instance, so it can serve
+    west_aurora = regions[WEST]["aurora"]
+    (secondary,) = world.aws("rds", WEST).describe_db_clusters(DBClusterIdentifier="chalk-meta-west")[
+        "DBClusters"
+    ]
+    assert secondary["DBSubnetGroup"] == west_aurora["subnet_group"]
+    assert secondary["KmsKeyId"] == west_aurora["kms_key_id"]
+    (member,) = secondary["DBClusterMembers"]
+    (instance,) = world.aws("rds", WEST).describe_db_instances(
+        DBInstanceIdentifier=member["DBInstanceIdentifier"]
+    )["DBInstances"]
+    assert instance["DBInstanceClass"] == west_aurora["instance_class"]
     # CloudWatch: five lag alarms with the guards' thresholds, prefixed and tagged
     alarms = {
         a["AlarmName"]: a
@@ -361,6 +374,14 @@ def test_apply_creates_everything_and_retries_a_throttle(fresh: World) -> None:
     assert len(alarms) == 5
     aurora = alarms[f"chalkdr-{world.env_name}-aurora-chalk-meta-west-replication-lag"]
     assert aurora["MetricName"] == "AuroraGlobalDBReplicationLag" and aurora["Threshold"] == 5000
+    assert {d["Name"]: d["Value"] for d in aurora["Dimensions"]} == {
+        "DBClusterIdentifier": "chalk-meta-west",
+        "SourceRegion": EAST,
+    }
+    # every alarm notifies its own region's SNS topic
+    for a in alarms.values():
+        region = a["AlarmArn"].split(":")[3]
+        assert a["AlarmActions"] == [regions[region]["alarm_topic_arn"]], a["AlarmName"]
     tags = world.aws("cloudwatch", WEST).list_tags_for_resource(ResourceARN=aurora["AlarmArn"])["Tags"]
     assert {"Key": "chalk-dr:managed", "Value": "true"} in tags
     # Evidence: the audit table lists every mutating call
@@ -376,6 +397,10 @@ def test_second_apply_is_a_noop_with_zero_mutating_calls(converged: World) -> No
     assert report.outcome == "in-sync" and report.plan.empty and report.applied == []
     assert calls.calls and calls.mutating == []
     assert "0 change(s) made" in (artifact(f"provision-audit-{world.env_name}").description or "")
+    # ...and the hourly drift check over a converged world is green.
+    state, calls = run(world, mode="plan")
+    assert state.is_completed(), state.message
+    assert report_of(state).outcome == "in-sync" and calls.mutating == []
 
 
 def test_out_of_band_drift_shows_as_updates_and_is_repaired(converged: World) -> None:
@@ -392,6 +417,7 @@ def test_out_of_band_drift_shows_as_updates_and_is_repaired(converged: World) ->
     )
 
     state, calls = run(world, mode="plan")
+    assert state.is_failed() and "drift" in (state.message or "")
     plan = report_of(state).plan
     assert calls.mutating == []
     assert {(c.kind, c.action) for c in plan.pending} == {

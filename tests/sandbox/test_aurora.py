@@ -65,15 +65,35 @@ def error_code(exc: pytest.ExceptionInfo[ClientError]) -> str:
 
 
 def create_member(world: AwsSandbox, region: str, ident: str, global_id: str, *, primary: bool) -> str:
+    """A member cluster with one DB instance (a headless secondary cannot take over)."""
+    # A secondary names no master user: "Cannot specify user name ... for cross region replication cluster".
     extra = {"MasterUsername": "chalk", "MasterUserPassword": "correct-horse-battery"} if primary else {}
-    cluster = world.client("rds", region).create_db_cluster(
+    rds = world.client("rds", region)
+    cluster = rds.create_db_cluster(
         DBClusterIdentifier=ident,
         Engine="aurora-postgresql",
         EngineVersion="15.4",
         GlobalClusterIdentifier=global_id,
         **extra,
     )["DBCluster"]
+    add_instance(world, region, ident)
     return str(cluster["DBClusterArn"])
+
+
+def delete_cluster(world: AwsSandbox, region: str, cluster_id: str) -> None:
+    """Instances first: a cluster with DB instances cannot be deleted."""
+    rds = world.client("rds", region)
+    rds.delete_db_instance(DBInstanceIdentifier=f"{cluster_id}-1", SkipFinalSnapshot=True)
+    rds.delete_db_cluster(DBClusterIdentifier=cluster_id, SkipFinalSnapshot=True)
+
+
+def add_instance(world: AwsSandbox, region: str, cluster_id: str) -> None:
+    world.client("rds", region).create_db_instance(
+        DBInstanceIdentifier=f"{cluster_id}-1",
+        DBClusterIdentifier=cluster_id,
+        DBInstanceClass="db.r6g.large",
+        Engine="aurora-postgresql",
+    )
 
 
 @pytest.fixture
@@ -273,15 +293,13 @@ class TestTeardown:
             GlobalClusterIdentifier=gdb.global_id, DbClusterIdentifier=gdb.secondary_arn
         )["GlobalCluster"]
         assert [m["DBClusterArn"] for m in removed["GlobalClusterMembers"]] == [gdb.primary_arn]
-        west.delete_db_cluster(DBClusterIdentifier=gdb.secondary_id, SkipFinalSnapshot=True)
-        east.delete_db_cluster(DBClusterIdentifier=gdb.primary_id, SkipFinalSnapshot=True)
+        delete_cluster(world, SECONDARY, gdb.secondary_id)
+        delete_cluster(world, PRIMARY, gdb.primary_id)
         assert gdb.describe()["GlobalClusterMembers"] == []
         east.delete_global_cluster(GlobalClusterIdentifier=gdb.global_id)
 
     def test_deleted_secondary_leaves_the_global_cluster(self, world: AwsSandbox, gdb: GlobalDb) -> None:
-        world.client("rds", SECONDARY).delete_db_cluster(
-            DBClusterIdentifier=gdb.secondary_id, SkipFinalSnapshot=True
-        )
+        delete_cluster(world, SECONDARY, gdb.secondary_id)
         members = gdb.describe(PRIMARY)["GlobalClusterMembers"]
         assert [(m["DBClusterArn"], m["IsWriter"], m["Readers"]) for m in members] == [
             (gdb.primary_arn, True, [])
@@ -290,12 +308,17 @@ class TestTeardown:
 
 class TestReplicationLag:
     @staticmethod
-    def maximum(world: AwsSandbox, region: str, cluster_id: str) -> tuple[float, str] | None:
+    def maximum(
+        world: AwsSandbox, region: str, cluster_id: str, source: str = PRIMARY
+    ) -> tuple[float, str] | None:
         now = datetime.now(UTC)
         points = world.client("cloudwatch", region).get_metric_statistics(
             Namespace="AWS/RDS",
             MetricName="AuroraGlobalDBReplicationLag",
-            Dimensions=[{"Name": "DBClusterIdentifier", "Value": cluster_id}],
+            Dimensions=[
+                {"Name": "DBClusterIdentifier", "Value": cluster_id},
+                {"Name": "SourceRegion", "Value": source},
+            ],
             StartTime=now - timedelta(minutes=10),
             EndTime=now + timedelta(minutes=1),
             Period=60,
@@ -326,7 +349,20 @@ class TestReplicationLag:
             GlobalClusterIdentifier=gdb.global_id, TargetDbClusterIdentifier=gdb.secondary_arn
         )
         poll(gdb.writer)
-        poll(lambda: self.maximum(world, PRIMARY, gdb.primary_id))
+        poll(lambda: self.maximum(world, PRIMARY, gdb.primary_id, source=SECONDARY))
+
+    def test_lag_is_published_by_cluster_and_source_region(self, world: AwsSandbox, gdb: GlobalDb) -> None:
+        """Aurora global database labs (CloudWatch): "select RDS, and then select the metrics group
+        named DBClusterIdentifier, SourceRegion ... the metric named AuroraGlobalDBReplicationLag":
+        the secondary's series carries both dimensions, in the secondary's region."""
+        cloudwatch = world.client("cloudwatch", SECONDARY)
+
+        def dimension_sets() -> list[dict[str, str]]:
+            metrics = cloudwatch.list_metrics(Namespace="AWS/RDS", MetricName="AuroraGlobalDBReplicationLag")
+            sets = [{d["Name"]: d["Value"] for d in m["Dimensions"]} for m in metrics["Metrics"]]
+            return [d for d in sets if d.get("DBClusterIdentifier") == gdb.secondary_id]
+
+        assert poll(dimension_sets) == [{"DBClusterIdentifier": gdb.secondary_id, "SourceRegion": PRIMARY}]
 
     def test_control_route_rejects_unknown_cluster(self, world: AwsSandbox) -> None:
         resp = world.control(
@@ -335,3 +371,138 @@ class TestReplicationLag:
             json={"db_cluster_identifier": "nope", "lag_ms": 1},
         )
         assert resp.status_code == 404
+
+
+def encrypted_global(world: AwsSandbox) -> tuple[str, str]:
+    """An encrypted global database with its writer in us-east-1: (global id, secondary KMS key)."""
+    suffix = uuid.uuid4().hex[:8]
+    global_id = f"chalk-meta-{suffix}"
+    east_key = world.client("kms", PRIMARY).create_key(Description="meta")["KeyMetadata"]["Arn"]
+    world.client("rds", PRIMARY).create_global_cluster(
+        GlobalClusterIdentifier=global_id,
+        Engine="aurora-postgresql",
+        EngineVersion="15.4",
+        StorageEncrypted=True,
+    )
+    world.client("rds", PRIMARY).create_db_cluster(
+        DBClusterIdentifier=f"meta-east-{suffix}",
+        Engine="aurora-postgresql",
+        EngineVersion="15.4",
+        GlobalClusterIdentifier=global_id,
+        MasterUsername="chalk",
+        MasterUserPassword="correct-horse-battery",
+        StorageEncrypted=True,
+        KmsKeyId=east_key,
+    )
+    west_key = world.client("kms", SECONDARY).create_key(Description="meta")["KeyMetadata"]["Arn"]
+    return global_id, west_key
+
+
+def secondary_error(world: AwsSandbox, global_id: str, **settings: Any) -> tuple[str, str, int]:
+    with pytest.raises(ClientError) as exc:
+        world.client("rds", SECONDARY).create_db_cluster(
+            DBClusterIdentifier=f"meta-west-{uuid.uuid4().hex[:8]}",
+            Engine="aurora-postgresql",
+            EngineVersion="15.4",
+            GlobalClusterIdentifier=global_id,
+            **settings,
+        )
+    error = exc.value.response["Error"]
+    return (
+        str(error["Code"]),
+        str(error["Message"]),
+        int(exc.value.response["ResponseMetadata"]["HTTPStatusCode"]),
+    )
+
+
+class TestSecondaryCluster:
+    """CreateDBCluster with GlobalClusterIdentifier in another region (API reference, KmsKeyId: "If you
+    create a read replica of an encrypted DB cluster in another Amazon Web Services Region, make sure to
+    set KmsKeyId to a KMS key identifier that is valid in the destination Amazon Web Services Region";
+    DBSubnetGroupName: "Must match the name of an existing DB subnet group"; the error texts are AWS's
+    as observed: "For encrypted cross-region replica, kmsKeyId should be explicitly specified",
+    "Cannot specify <database name|user name|password> for cross region replication cluster")."""
+
+    def test_an_encrypted_global_database_needs_a_key_in_the_secondary_region(
+        self, world: AwsSandbox
+    ) -> None:
+        global_id, west_key = encrypted_global(world)
+        assert secondary_error(world, global_id) == (
+            "InvalidParameterCombination",
+            "For encrypted cross-region replica, kmsKeyId should be explicitly specified",
+            400,
+        )
+        created = world.client("rds", SECONDARY).create_db_cluster(
+            DBClusterIdentifier=f"meta-west-{uuid.uuid4().hex[:8]}",
+            Engine="aurora-postgresql",
+            EngineVersion="15.4",
+            GlobalClusterIdentifier=global_id,
+            KmsKeyId=west_key,
+        )["DBCluster"]
+        assert created["GlobalClusterIdentifier"] == global_id
+
+    @pytest.mark.parametrize(
+        ("setting", "what"),
+        [
+            ({"DatabaseName": "chalk"}, "database name"),
+            ({"MasterUsername": "chalk"}, "user name"),
+            ({"MasterUserPassword": "correct-horse-battery"}, "password"),
+        ],
+    )
+    def test_a_secondary_names_no_database_user_or_password(
+        self, world: AwsSandbox, setting: dict[str, str], what: str
+    ) -> None:
+        global_id, west_key = encrypted_global(world)
+        assert secondary_error(world, global_id, KmsKeyId=west_key, **setting) == (
+            "InvalidParameterCombination",
+            f"Cannot specify {what} for cross region replication cluster",
+            400,
+        )
+
+    def test_an_unknown_subnet_group_is_not_found(self, world: AwsSandbox) -> None:
+        global_id, west_key = encrypted_global(world)
+        code, _message, status = secondary_error(
+            world, global_id, KmsKeyId=west_key, DBSubnetGroupName="no-such-subnet-group"
+        )
+        assert (code, status) == ("DBSubnetGroupNotFoundFault", 404)
+
+
+class TestHeadlessSecondary:
+    """A headless secondary ("an Aurora DB cluster without a DB instance", aurora-global-database-attach
+    .console.headless) keeps its storage in sync but has no instance to promote: FailoverGlobalCluster
+    "promotes a DB instance on the chosen secondary DB cluster to be the primary writer DB instance"."""
+
+    def test_switchover_and_failover_to_a_cluster_without_instances_are_refused(
+        self, world: AwsSandbox
+    ) -> None:
+        suffix = uuid.uuid4().hex[:8]
+        global_id, secondary_id = f"chalk-meta-{suffix}", f"meta-west-{suffix}"
+        world.client("rds", PRIMARY).create_global_cluster(
+            GlobalClusterIdentifier=global_id, Engine="aurora-postgresql", EngineVersion="15.4"
+        )
+        create_member(world, PRIMARY, f"meta-east-{suffix}", global_id, primary=True)
+        headless = world.client("rds", SECONDARY).create_db_cluster(
+            DBClusterIdentifier=secondary_id,
+            Engine="aurora-postgresql",
+            EngineVersion="15.4",
+            GlobalClusterIdentifier=global_id,
+        )["DBCluster"]["DBClusterArn"]
+        rds = world.client("rds", SECONDARY)
+        attempts = [
+            lambda: rds.switchover_global_cluster(
+                GlobalClusterIdentifier=global_id, TargetDbClusterIdentifier=headless
+            ),
+            lambda: rds.failover_global_cluster(
+                GlobalClusterIdentifier=global_id, TargetDbClusterIdentifier=headless, AllowDataLoss=True
+            ),
+        ]
+        for attempt in attempts:
+            with pytest.raises(ClientError) as exc:
+                attempt()
+            assert error_code(exc) == "InvalidDBClusterStateFault"
+        assert not [e for e in world.truth.events("aurora.operation") if e["global_cluster"] == global_id]
+
+        add_instance(world, SECONDARY, secondary_id)  # an instance makes it a candidate
+        rds.switchover_global_cluster(GlobalClusterIdentifier=global_id, TargetDbClusterIdentifier=headless)
+        gdb = GlobalDb(world, global_id, "", "", secondary_id, headless)
+        assert poll(gdb.writer) == headless

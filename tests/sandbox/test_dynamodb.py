@@ -21,6 +21,7 @@ from sandbox.harness import poll
 from sandbox.truth import GroundTruth
 
 LAG_S = 0.3
+METRICS_PERIOD_S = 0.2
 TIME_SCALE = 60.0
 EAST, WEST = "us-east-1", "us-west-2"
 
@@ -35,7 +36,7 @@ def aws() -> Iterator[AwsSandbox]:
             replication_lag_s=LAG_S,
             replica_create_s=0.4,  # long enough to observe CREATING, short enough to keep tests fast
             replica_delete_s=0.2,
-            metrics_period_s=0.2,
+            metrics_period_s=METRICS_PERIOD_S,
         )
         return [sim]
 
@@ -273,12 +274,29 @@ class TestReplicationLatencyMetric:
     def test_latency_is_published_in_the_source_region(
         self, aws: AwsSandbox, regions: tuple[Any, Any], global_table: str
     ) -> None:
-        east, _ = regions
+        east, west = regions
         east.put_item(TableName=global_table, Item=key("metric"))
         east_cw, west_cw = aws.client("cloudwatch", EAST), aws.client("cloudwatch", WEST)
         peak = poll(lambda: self.maximum(east_cw, global_table, WEST))
         assert peak >= LAG_S * 1000 * 0.9  # real milliseconds: lag is measured, not scaled
-        assert poll(lambda: self.maximum(west_cw, global_table, EAST))  # the other direction too
+        west.put_item(TableName=global_table, Item=key("metric-back"))
+        assert poll(lambda: self.maximum(west_cw, global_table, EAST))  # the other direction: its own writes
+
+    def test_no_writes_no_datapoints(
+        self, aws: AwsSandbox, regions: tuple[Any, Any], global_table: str
+    ) -> None:
+        """V2globaltables_monitoring: ReplicationLatency is "the elapsed time between when an item is
+        written to a replica table, and when that item appears in another replica": an idle table has
+        nothing to measure and publishes no datapoint (a consumer must read the gap as missing data,
+        not as zero lag). Writes bring the datapoints back."""
+        east, _ = regions
+        cloudwatch = aws.client("cloudwatch", EAST)
+        deadline = time.monotonic() + METRICS_PERIOD_S * 6  # six publishing periods without a write
+        while time.monotonic() < deadline:
+            assert self.maximum(cloudwatch, global_table, WEST) is None
+            time.sleep(METRICS_PERIOD_S / 2)
+        east.put_item(TableName=global_table, Item=key("wakes-the-metric"))
+        assert poll(lambda: self.maximum(cloudwatch, global_table, WEST))
 
     def test_latency_grows_while_paused(
         self, aws: AwsSandbox, regions: tuple[Any, Any], global_table: str
@@ -300,3 +318,94 @@ class TestReplicationLatencyMetric:
                 "/_sandbox/dynamodb/resume",
                 json={"table": global_table, "region": WEST},
             )
+
+
+def create_keyed_table(ddb: Any, **settings: Any) -> str:
+    name = f"online-{uuid.uuid4().hex[:8]}"
+    ddb.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        **settings,
+    )
+    return name
+
+
+def replica_error(ddb: Any, name: str, replica: dict[str, Any]) -> tuple[str, str]:
+    with pytest.raises(ClientError) as err:
+        ddb.update_table(TableName=name, ReplicaUpdates=[{"Create": {"RegionName": WEST, **replica}}])
+    return str(err.value.response["Error"]["Code"]), str(err.value.response["Error"]["Message"])
+
+
+class TestReplicaPrerequisites:
+    """What UpdateTable ReplicaUpdates Create refuses before a replica is made (global tables
+    2019.11.21): "KMSMasterKeyId must be specified for each replica" for a table under a customer
+    managed key (API reference CreateReplicationGroupMemberAction.KMSMasterKeyId: "The KMS key that
+    should be used for KMS encryption in the new replica"), and a provisioned table's write capacity
+    must be auto scaled ("A global table must have throughput capacity configured one of two ways:
+    on-demand ... or provisioned capacity mode with auto scaling", V2globaltables_reqs_bestpractices)."""
+
+    def test_a_customer_managed_key_needs_a_key_for_the_replica(
+        self, aws: AwsSandbox, regions: tuple[Any, Any]
+    ) -> None:
+        east, west = regions
+        east_key = aws.client("kms", EAST).create_key(Description="online store")["KeyMetadata"]["Arn"]
+        west_key = aws.client("kms", WEST).create_key(Description="online store")["KeyMetadata"]["Arn"]
+        name = create_keyed_table(
+            east,
+            BillingMode="PAY_PER_REQUEST",
+            SSESpecification={"Enabled": True, "SSEType": "KMS", "KMSMasterKeyId": east_key},
+        )
+        assert replica_error(east, name, {}) == (
+            "ValidationException",
+            "One or more parameter values were invalid: KMSMasterKeyId must be specified for each replica.",
+        )
+        assert east.describe_table(TableName=name)["Table"].get("Replicas") is None  # nothing was made
+
+        east.update_table(
+            TableName=name, ReplicaUpdates=[{"Create": {"RegionName": WEST, "KMSMasterKeyId": west_key}}]
+        )
+        replica = wait_active(west, name)
+        assert replica["SSEDescription"]["KMSMasterKeyArn"] == west_key
+
+    def test_the_aws_managed_key_needs_no_replica_key(self, regions: tuple[Any, Any]) -> None:
+        east, west = regions
+        name = create_keyed_table(east, BillingMode="PAY_PER_REQUEST", SSESpecification={"Enabled": True})
+        east.update_table(TableName=name, ReplicaUpdates=[{"Create": {"RegionName": WEST}}])
+        wait_active(west, name)
+
+    def test_provisioned_write_capacity_must_be_auto_scaled(
+        self, aws: AwsSandbox, regions: tuple[Any, Any]
+    ) -> None:
+        east, west = regions
+        name = create_keyed_table(
+            east,
+            BillingMode="PROVISIONED",
+            ProvisionedThroughput={"ReadCapacityUnits": 5, "WriteCapacityUnits": 5},
+        )
+        refused = (
+            "ValidationException",
+            "Table write capacity should either be Pay-Per-Request or AutoScaled.",
+        )
+        assert replica_error(east, name, {}) == refused
+
+        scaling = aws.client("application-autoscaling", EAST)
+        target = {
+            "ServiceNamespace": "dynamodb",
+            "ResourceId": f"table/{name}",
+            "ScalableDimension": "dynamodb:table:WriteCapacityUnits",
+        }
+        scaling.register_scalable_target(**target, MinCapacity=5, MaxCapacity=50)
+        assert replica_error(east, name, {}) == refused  # a scalable target without a policy scales nothing
+
+        scaling.put_scaling_policy(
+            PolicyName=f"{name}-writes",
+            PolicyType="TargetTrackingScaling",
+            TargetTrackingScalingPolicyConfiguration={
+                "TargetValue": 70.0,
+                "PredefinedMetricSpecification": {"PredefinedMetricType": "DynamoDBWriteCapacityUtilization"},
+            },
+            **target,
+        )
+        east.update_table(TableName=name, ReplicaUpdates=[{"Create": {"RegionName": WEST}}])
+        assert wait_active(west, name)["ProvisionedThroughput"]["WriteCapacityUnits"] == 5

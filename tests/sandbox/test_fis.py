@@ -20,6 +20,7 @@ from sandbox.truth import GroundTruth
 
 LAG_S = 0.2
 TIME_SCALE = 60.0  # PT1M of FIS duration lasts one real second
+PAUSE_DELAY_AWS_S = 60.0  # the pause takes hold one real second after the action starts
 EAST, WEST = "us-east-1", "us-west-2"
 ROLE = "arn:aws:iam::123456789012:role/fis-drill"
 
@@ -29,7 +30,8 @@ def aws() -> Iterator[AwsSandbox]:
     def simulators(app: SandboxAwsApp, truth: GroundTruth) -> list[Any]:
         clock = SandboxClock(time_scale=TIME_SCALE)
         dynamodb = DynamoDbSim(app, clock=clock, truth=truth, replication_lag_s=LAG_S, replica_create_s=0.1)
-        return [dynamodb, FisSim(app, clock=clock, truth=truth, dynamodb=dynamodb)]
+        fis = FisSim(app, clock=clock, truth=truth, dynamodb=dynamodb, pause_delay_aws_s=PAUSE_DELAY_AWS_S)
+        return [dynamodb, fis]
 
     with AwsSandbox(simulators) as sandbox:
         yield sandbox
@@ -116,6 +118,15 @@ def arrives(ddb: Any, table: str, pk: str) -> None:
     poll(lambda: ddb.get_item(TableName=table, Key={"pk": {"S": pk}}).get("Item"))
 
 
+def pause_in_effect(aws: AwsSandbox, experiment_id: str) -> None:
+    """Wait for the moment the pause takes hold (the sandbox's ground truth: on AWS a client can
+    only wait out the documented "up to 5 minutes")."""
+    poll(
+        lambda: any(e["id"] == experiment_id for e in aws.truth.events("fis.pause_effective")),
+        what="the pause to take effect",
+    )
+
+
 class TestTemplateValidation:
     def test_unknown_action_id_is_rejected_naming_the_action(self, fis: Any) -> None:
         with pytest.raises(ClientError) as err:
@@ -152,7 +163,7 @@ class TestTemplateValidation:
 
 class TestPauseReplication:
     def test_pause_holds_writes_until_stopped(
-        self, fis: Any, regions: tuple[Any, Any], global_table: str
+        self, aws: AwsSandbox, fis: Any, regions: tuple[Any, Any], global_table: str
     ) -> None:
         east, west = regions
         experiment = fis.start_experiment(experimentTemplateId=pause_template(fis, global_table, "PT10M"))
@@ -160,6 +171,7 @@ class TestPauseReplication:
         assert experiment["experiment"]["state"]["status"] == "initiating"
         running = run_until(fis, experiment_id, "running")
         assert running["actions"]["pause"]["state"]["status"] == "running"
+        pause_in_effect(aws, experiment_id)
 
         east.put_item(TableName=global_table, Item={"pk": {"S": "east-write"}})
         west.put_item(TableName=global_table, Item={"pk": {"S": "west-write"}})
@@ -173,21 +185,51 @@ class TestPauseReplication:
         arrives(east, global_table, "west-write")
 
     def test_pause_ends_after_its_duration(
-        self, fis: Any, regions: tuple[Any, Any], global_table: str
+        self, aws: AwsSandbox, fis: Any, regions: tuple[Any, Any], global_table: str
     ) -> None:
         east, west = regions
-        experiment_id = fis.start_experiment(experimentTemplateId=pause_template(fis, global_table, "PT1M"))[
+        experiment_id = fis.start_experiment(experimentTemplateId=pause_template(fis, global_table, "PT2M"))[
             "experiment"
         ]["id"]
         run_until(fis, experiment_id, "running")
+        pause_in_effect(aws, experiment_id)
         east.put_item(TableName=global_table, Item={"pk": {"S": "during"}})
         absent_for(west, global_table, "during", LAG_S * 2)
         done = run_until(fis, experiment_id, "completed")
         action = done["actions"]["pause"]
         assert action["state"]["status"] == "completed"
         lasted = (action["endTime"] - action["startTime"]).total_seconds()
-        assert lasted >= 1.0  # PT1M at 60 AWS seconds per real second: not a moment less
+        assert lasted >= 2.0  # PT2M at 60 AWS seconds per real second: not a moment less
         arrives(west, global_table, "during")
+
+    def test_the_pause_takes_hold_only_after_a_delay(
+        self, aws: AwsSandbox, fis: Any, regions: tuple[Any, Any], global_table: str
+    ) -> None:
+        """FIS actions reference, aws:dynamodb:global-table-pause-replication: "Tables may continue to
+        be replicated for up to 5 minutes after action begins." A write made right after the action
+        starts still replicates; one made once the pause has taken hold waits for the end."""
+        east, west = regions
+        experiment_id = fis.start_experiment(experimentTemplateId=pause_template(fis, global_table, "PT10M"))[
+            "experiment"
+        ]["id"]
+        run_until(fis, experiment_id, "running")
+        east.put_item(TableName=global_table, Item={"pk": {"S": "early"}})
+        arrives(west, global_table, "early")  # LAG_S after the write: before the pause holds
+        assert not any(e["id"] == experiment_id for e in aws.truth.events("fis.pause_effective"))
+
+        pause_in_effect(aws, experiment_id)
+        effective = next(e for e in aws.truth.events("fis.pause_effective") if e["id"] == experiment_id)
+        started = next(
+            e
+            for e in aws.truth.events("fis.experiment")
+            if e["id"] == experiment_id and e["state"] == "running"
+        )
+        assert effective["ts"] - started["ts"] >= PAUSE_DELAY_AWS_S / TIME_SCALE * 0.9
+        east.put_item(TableName=global_table, Item={"pk": {"S": "late"}})
+        absent_for(west, global_table, "late", LAG_S * 4)
+        fis.stop_experiment(id=experiment_id)
+        run_until(fis, experiment_id, "stopped")
+        arrives(west, global_table, "late")
 
     def test_pause_on_a_table_that_is_not_global_fails(self, fis: Any, regions: tuple[Any, Any]) -> None:
         east, _ = regions

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC
@@ -25,6 +27,8 @@ ROLE = "arn:aws:iam::123456789012:role/msk-replicator"
 BROKERS = {"InstanceType": "kafka.m5.large", "ClientSubnets": ["subnet-a", "subnet-b", "subnet-c"]}
 IAM = {"Sasl": {"Iam": {"Enabled": True}}}
 ACTIVATE_AFTER = 0.6
+METRIC_PERIOD = 0.2
+REPLICATOR_ACTIONS = ["kafka:CreateVpcConnection", "kafka:GetBootstrapBrokers", "kafka:DescribeClusterV2"]
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +41,7 @@ def world() -> Iterator[AwsSandbox]:
             activate_after=ACTIVATE_AFTER,
             replicator_ready_after=0.3,
             replicator_delete_after=0.2,
-            metric_period=0.2,
+            metric_period=METRIC_PERIOD,
             seed=7,
         )
         return [sim]
@@ -71,12 +75,47 @@ def wait_active(world: AwsSandbox, arn: str) -> None:
     poll(lambda: kafka.describe_cluster(ClusterArn=arn)["ClusterInfo"]["State"] == "ACTIVE")
 
 
+def replicator_policy(arn: str, actions: list[str] = REPLICATOR_ACTIONS) -> str:
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Service": ["kafka.amazonaws.com"]},
+                    "Action": actions,
+                    "Resource": arn,
+                }
+            ],
+        }
+    )
+
+
+def turn_on_multi_vpc(world: AwsSandbox, arn: str) -> None:
+    kafka = world.client("kafka", arn.split(":")[3])
+    version = kafka.describe_cluster_v2(ClusterArn=arn)["ClusterInfo"]["CurrentVersion"]
+    kafka.update_connectivity(
+        ClusterArn=arn,
+        CurrentVersion=version,
+        ConnectivityInfo={"VpcConnectivity": {"ClientAuthentication": IAM}},
+    )
+
+
+def prepare_source(world: AwsSandbox, arn: str) -> None:
+    """msk-replicator-prepare-cluster, for a cross-region source: multi-VPC private connectivity with
+    IAM, and a cluster policy that lets kafka.amazonaws.com reach the cluster."""
+    turn_on_multi_vpc(world, arn)
+    world.client("kafka", arn.split(":")[3]).put_cluster_policy(ClusterArn=arn, Policy=replicator_policy(arn))
+
+
 @pytest.fixture(scope="module")
 def clusters(world: AwsSandbox) -> tuple[str, str]:
-    """An ACTIVE source cluster in us-east-1 and an ACTIVE target cluster in us-west-2."""
+    """An ACTIVE source cluster in us-east-1, prepared for MSK Replicator, and an ACTIVE target
+    cluster in us-west-2."""
     source, target = create_cluster(world, SOURCE), create_cluster(world, TARGET)
     wait_active(world, source)
     wait_active(world, target)
+    prepare_source(world, source)
     return source, target
 
 
@@ -325,6 +364,14 @@ class TestReplicator:
         assert error_code(exc) == "NotFoundException"
 
 
+def produce(world: AwsSandbox, cluster_arn: str, topic: str, count: int) -> None:
+    """Records produced to a topic of the cluster (the Kafka data plane of the sandbox's MSK)."""
+    sim = world.simulators[0]
+    assert isinstance(sim, MskSim)
+    for i in range(count):
+        sim.log.produce(cluster_arn, topic, {"n": i})
+
+
 class TestMetrics:
     @staticmethod
     def maximum(world: AwsSandbox, region: str, metric: str, name: str) -> tuple[float, str] | None:
@@ -350,6 +397,7 @@ class TestMetrics:
             "ReplicatorArn"
         ]
         wait_running(world, arn)
+        produce(world, clusters[0], "chalk-persistence", 3)
 
         latency = poll(lambda: self.maximum(world, TARGET, "ReplicationLatency", name))
         lag = poll(lambda: self.maximum(world, TARGET, "MessageLag", name))
@@ -373,3 +421,173 @@ class TestMetrics:
             json={"replicator_name": "nope", "latency_ms": 1},
         )
         assert resp.status_code == 404
+
+
+def describe(world: AwsSandbox, arn: str) -> dict[str, Any]:
+    return world.client("kafka", TARGET).describe_replicator(ReplicatorArn=arn)  # type: ignore[no-any-return]
+
+
+def failed_with(world: AwsSandbox, source: str, target: str) -> dict[str, Any]:
+    """Create a replicator, see it accepted and CREATING, and wait for it to end FAILED."""
+    created = world.client("kafka", TARGET).create_replicator(
+        **replicator_request(source, target, unique("rep"))
+    )
+    assert created["ReplicatorState"] == "CREATING"
+    first = describe(world, created["ReplicatorArn"])
+    assert first["ReplicatorState"] == "CREATING" and "StateInfo" not in first
+    return poll(  # type: ignore[no-any-return]
+        lambda: (d := describe(world, created["ReplicatorArn"]))["ReplicatorState"] == "FAILED" and d,
+        what="the replicator to fail",
+    )
+
+
+def active_cluster(world: AwsSandbox, region: str, **extra: Any) -> str:
+    arn = create_cluster(world, region, **extra)
+    wait_active(world, arn)
+    return arn
+
+
+@pytest.fixture(scope="module")
+def target(world: AwsSandbox) -> str:
+    return active_cluster(world, TARGET)
+
+
+class TestReplicatorPrerequisites:
+    """msk-replicator-prepare-cluster: both clusters need IAM access control and at least three
+    brokers; a cross-region source needs multi-VPC private connectivity with IAM turned on and a
+    cluster policy letting kafka.amazonaws.com CreateVpcConnection, GetBootstrapBrokers and
+    DescribeClusterV2 ("For a same-region MSK Replicator, you do not need to do this step").
+    msk-replicator-troubleshooting, "MSK Replicator state goes from CREATING to FAILED": a replicator
+    missing them is accepted and fails later; StateInfo is "Code: InvalidInput.InvalidKafkaCluster
+    Message: ..." (re:Post knowledge center, msk-amazon-replicator-errors)."""
+
+    def test_a_source_without_iam_fails(self, world: AwsSandbox, target: str) -> None:
+        source = active_cluster(world, SOURCE, ClientAuthentication={"Unauthenticated": {"Enabled": True}})
+        world.client("kafka", SOURCE).put_cluster_policy(ClusterArn=source, Policy=replicator_policy(source))
+        info = failed_with(world, source, target)["StateInfo"]
+        assert info == {
+            "Code": "InvalidInput.InvalidKafkaCluster",
+            "Message": f"IAM Auth is not enabled for the Amazon MSK Cluster {source}",
+        }
+
+    def test_a_source_with_fewer_than_three_brokers_fails(self, world: AwsSandbox, target: str) -> None:
+        kafka = world.client("kafka", SOURCE)
+        source = kafka.create_cluster(
+            ClusterName=unique("small"),
+            KafkaVersion="3.6.0",
+            NumberOfBrokerNodes=2,
+            BrokerNodeGroupInfo={**BROKERS, "ClientSubnets": ["subnet-a", "subnet-b"]},
+            ClientAuthentication=IAM,
+        )["ClusterArn"]
+        wait_active(world, source)
+        prepare_source(world, source)
+        info = failed_with(world, source, target)["StateInfo"]
+        assert info["Code"] == "InvalidInput.InvalidKafkaCluster"
+        assert (
+            info["Message"]
+            == f"The specified Amazon MSK Cluster has less than 3 brokers. Cluster ARN: {source}"
+        )
+
+    def test_a_cross_region_source_without_multi_vpc_connectivity_fails(
+        self, world: AwsSandbox, target: str
+    ) -> None:
+        source = active_cluster(world, SOURCE)
+        world.client("kafka", SOURCE).put_cluster_policy(ClusterArn=source, Policy=replicator_policy(source))
+        info = failed_with(world, source, target)["StateInfo"]
+        assert info["Code"] == "InvalidInput.InvalidKafkaCluster"
+        assert "Multi-VPC" in info["Message"] and source in info["Message"]
+
+    @pytest.mark.parametrize("policy", [None, REPLICATOR_ACTIONS[:2]], ids=["no-policy", "missing-action"])
+    def test_a_cross_region_source_without_a_replicator_policy_fails(
+        self, world: AwsSandbox, target: str, policy: list[str] | None
+    ) -> None:
+        source = active_cluster(world, SOURCE)
+        turn_on_multi_vpc(world, source)
+        if policy is not None:
+            world.client("kafka", SOURCE).put_cluster_policy(
+                ClusterArn=source, Policy=replicator_policy(source, policy)
+            )
+        info = failed_with(world, source, target)["StateInfo"]
+        assert info["Code"] == "InvalidInput.InvalidKafkaCluster"
+        assert "cluster policy" in info["Message"] and source in info["Message"]
+
+    def test_a_prepared_source_runs(self, world: AwsSandbox, target: str) -> None:
+        source = active_cluster(world, SOURCE)
+        prepare_source(world, source)
+        arn = world.client("kafka", TARGET).create_replicator(
+            **replicator_request(source, target, unique("ok"))
+        )["ReplicatorArn"]
+        wait_running(world, arn)
+        assert "StateInfo" not in describe(world, arn)
+
+    def test_a_same_region_source_needs_no_multi_vpc_or_policy(self, world: AwsSandbox, target: str) -> None:
+        source = active_cluster(world, TARGET)
+        arn = world.client("kafka", TARGET).create_replicator(
+            **replicator_request(source, target, unique("same"))
+        )["ReplicatorArn"]
+        wait_running(world, arn)
+
+
+class TestClusterPolicyAndConnectivity:
+    """PutClusterPolicy / GetClusterPolicy (`/v1/clusters/{clusterArn}/policy`: the policy comes back
+    as the JSON string that was put, with its currentVersion; a cluster without one is NotFound),
+    and UpdateConnectivity, whose VpcConnectivity DescribeClusterV2 reports under
+    Provisioned.BrokerNodeGroupInfo.ConnectivityInfo (Kafka API reference)."""
+
+    def test_policy_round_trip(self, world: AwsSandbox) -> None:
+        arn = active_cluster(world, SOURCE)
+        kafka = world.client("kafka", SOURCE)
+        with pytest.raises(ClientError) as exc:
+            kafka.get_cluster_policy(ClusterArn=arn)
+        assert error_code(exc) == "NotFoundException"
+
+        policy = replicator_policy(arn)
+        version = kafka.put_cluster_policy(ClusterArn=arn, Policy=policy)["CurrentVersion"]
+        got = kafka.get_cluster_policy(ClusterArn=arn)
+        assert (got["Policy"], got["CurrentVersion"]) == (policy, version)
+
+        with pytest.raises(ClientError) as exc:
+            kafka.put_cluster_policy(ClusterArn=arn, Policy=policy, CurrentVersion="stale")
+        assert error_code(exc) == "BadRequestException"
+        newer = kafka.put_cluster_policy(ClusterArn=arn, Policy=policy, CurrentVersion=version)[
+            "CurrentVersion"
+        ]
+        assert newer != version
+
+    def test_describe_cluster_v2_shows_multi_vpc_connectivity(self, world: AwsSandbox) -> None:
+        arn = active_cluster(world, SOURCE)
+        kafka = world.client("kafka", SOURCE)
+
+        def vpc_iam() -> bool:
+            info = kafka.describe_cluster_v2(ClusterArn=arn)["ClusterInfo"]
+            connectivity = info["Provisioned"]["BrokerNodeGroupInfo"]["ConnectivityInfo"]
+            return bool(connectivity["VpcConnectivity"]["ClientAuthentication"]["Sasl"]["Iam"]["Enabled"])
+
+        assert vpc_iam() is False
+        turn_on_multi_vpc(world, arn)
+        assert vpc_iam() is True
+
+
+class TestSparseMetrics:
+    """MSK Developer Guide, msk-replicator-metrics-ref: ReplicationLatency is the time records take to
+    replicate from the source cluster to the target (a property of replicated records, Maximum by
+    ReplicatorName): without records flowing there is no latency to report, while MessageLag, a
+    count of records not yet replicated, is still published (0)."""
+
+    def test_latency_only_while_records_flow(self, world: AwsSandbox, target: str) -> None:
+        source = active_cluster(world, SOURCE)  # a fresh source: no records from other tests
+        prepare_source(world, source)
+        name = unique("idle")
+        arn = world.client("kafka", TARGET).create_replicator(**replicator_request(source, target, name))[
+            "ReplicatorArn"
+        ]
+        wait_running(world, arn)
+        assert poll(lambda: TestMetrics.maximum(world, TARGET, "MessageLag", name)) == (0.0, "Count")
+        deadline = time.monotonic() + METRIC_PERIOD * 6  # six publishing periods without a record
+        while time.monotonic() < deadline:
+            assert TestMetrics.maximum(world, TARGET, "ReplicationLatency", name) is None
+            time.sleep(METRIC_PERIOD / 2)
+
+        produce(world, source, "chalk-idle-topic", 2)
+        latency = poll(lambda: TestMetrics.maximum(world, TARGET, "ReplicationLatency", name))
+        assert latency[1] == "Milliseconds"

@@ -1,106 +1,113 @@
-"""Sandbox Chalk query server: health, tokens, online queries over DynamoDB, deploy routes."""
+"""Sandbox Chalk query servers (engines): health, host rules, online queries, and what they refuse."""
 
 from __future__ import annotations
 
-import re
 import threading
-import uuid
+from collections.abc import Callable
 from collections.abc import Iterator
+from dataclasses import dataclass
+from dataclasses import field
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 
-from sandbox.query_server import PERMANENT_APPLY_ERROR
-from sandbox.query_server import TRANSIENT_APPLY_ERROR
+from sandbox.api_server import ApiServer
+from sandbox.chalk import ChalkEnvironment
+from sandbox.chalk import ChalkRegion
+from sandbox.chalk import served_hosts
 from sandbox.query_server import QueryServer
-from sandbox.query_server import new_deployment_id
 from sandbox.truth import GroundTruth
 
 ENV_ID = "prod"
 CLIENT_ID = "client-prod"
 SECRET = "s3cret-value"
-DEPLOYMENT_ID_RE = re.compile(r"^c[a-z0-9]{24}$")
+FAILOVER = "chalk-failover.example.com"
+EAST_HOST, WEST_HOST = "prod-east.query.example.com", "prod-west.query.example.com"
+API_HOST = "api.chalk.example.com"
 
 
-class Serving:
-    """A switchable is_serving(): the region's query-server Deployment ready or not."""
+@dataclass
+class Store:
+    """A region's online store as the query server reads it: pk -> item, or the read's failure."""
 
-    def __init__(self) -> None:
-        self.value = True
-        self.lock = threading.Lock()
+    items: dict[str, dict[str, Any]] = field(default_factory=dict)
+    failure: Exception | None = None
+    serving: bool = True
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def __call__(self) -> bool:
+    def read(self, pk: str) -> dict[str, Any] | Exception:
         with self.lock:
-            return self.value
+            return self.failure if self.failure is not None else dict(self.items.get(pk, {}))
+
+    def is_serving(self) -> bool:
+        with self.lock:
+            return self.serving
 
 
-@pytest.fixture(scope="module")
-def moto_store() -> Iterator[tuple[Any, list[str]]]:
-    """In-process moto for the whole module (its start-up is the slow part); items use unique keys."""
-    from moto import mock_aws
-
-    with mock_aws():
-        client = boto3.client(
-            "dynamodb", region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
-        )
-        yield client, [make_table(client), make_table(client)]
-
-
-@pytest.fixture
-def dynamodb(moto_store: tuple[Any, list[str]]) -> Any:
-    return moto_store[0]
-
-
-@pytest.fixture
-def tables(moto_store: tuple[Any, list[str]]) -> list[str]:
-    return moto_store[1]
-
-
-def make_table(dynamodb: Any) -> str:
-    name = f"chalk-online-{uuid.uuid4().hex[:8]}"
-    dynamodb.create_table(
-        TableName=name,
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    return name
-
-
-@pytest.fixture
-def serving() -> Serving:
-    return Serving()
-
-
-@pytest.fixture
-def truth() -> GroundTruth:
-    return GroundTruth()
-
-
-def make_server(
-    dynamodb: Any, tables: list[str], serving: Serving, truth: GroundTruth, **kw: Any
-) -> QueryServer:
-    return QueryServer(
-        region=kw.pop("region", "us-east-1"),
-        environment_name="prod-east",
-        environment_id=ENV_ID,
-        client_id=CLIENT_ID,
-        client_secret=kw.pop("client_secret", SECRET),
-        table_names=tables,
-        dynamodb=dynamodb,
-        is_serving=serving,
+def region(name: str, group: str, store: Store, truth: GroundTruth | None = None) -> ChalkRegion:
+    return ChalkRegion(
+        region=name,
+        resource_group=group,
+        is_serving=store.is_serving,
+        read_item=store.read,
+        publish=lambda rows: None,
         truth=truth,
-        **kw,
-    ).start()
+    )
+
+
+def environment(env_id: str = ENV_ID, secret: str = SECRET) -> ChalkEnvironment:
+    return ChalkEnvironment(environment_id=env_id, client_id=f"client-{env_id}", client_secret=secret)
+
+
+@dataclass
+class Served:
+    """One region's Chalk: its query servers (answering `host` and the failover name) and API server."""
+
+    chalk: ChalkRegion
+    store: Store
+    query: QueryServer
+    api: ApiServer
+    host: str
+
+    def query_url(self, path: str) -> str:
+        return f"{self.query.url}{path}"
+
+    def headers(self, **extra: str) -> dict[str, str]:
+        return {"Host": self.host, **extra}
 
 
 @pytest.fixture
-def server(dynamodb: Any, tables: list[str], serving: Serving, truth: GroundTruth) -> Iterator[QueryServer]:
-    srv = make_server(dynamodb, tables, serving, truth, deployment_id="c" + "a" * 24)
-    yield srv
-    srv.stop()
+def make_region() -> Iterator[Callable[..., Served]]:
+    started: list[Served] = []
+
+    def make(
+        name: str = "us-east-1", host: str = EAST_HOST, env: ChalkEnvironment | None = None, **kw: Any
+    ) -> Served:
+        store = Store()
+        chalk = region(name, f"prod-{name}", store, kw.pop("truth", None))
+        env = env or shared_env
+        query = QueryServer(region=chalk, environment=env, hosts=served_hosts(host, FAILOVER)).start()
+        api = ApiServer(
+            region=chalk,
+            environment=env,
+            hosts=served_hosts(API_HOST, "127.0.0.1"),
+            engine_url=f"https://{host}",
+        ).start()
+        served = Served(chalk, store, query, api, host)
+        started.append(served)
+        return served
+
+    shared_env = environment()
+    yield make
+    for served in started:
+        served.query.stop()
+        served.api.stop()
+
+
+@pytest.fixture
+def east(make_region: Callable[..., Served]) -> Served:
+    return make_region()
 
 
 @pytest.fixture
@@ -109,122 +116,147 @@ def http() -> Iterator[httpx.Client]:
         yield client
 
 
-def token_for(http: httpx.Client, url: str, secret: str = SECRET) -> httpx.Response:
-    body = {"client_id": CLIENT_ID, "client_secret": secret, "grant_type": "client_credentials"}
-    return http.post(f"{url}/v1/oauth/token", json=body)
+def token_from(http: httpx.Client, api: ApiServer, secret: str = SECRET, client_id: str = CLIENT_ID) -> str:
+    """A token from the environment's API server (the metadata plane), as chalkpy gets one."""
+    body = {"client_id": client_id, "client_secret": secret, "grant_type": "client_credentials"}
+    resp = http.post(f"{api.url}/v1/oauth/token", json=body)
+    assert resp.status_code == 200, resp.text
+    return str(resp.json()["access_token"])
 
 
-def auth(http: httpx.Client, url: str) -> dict[str, str]:
-    token = token_for(http, url).json()["access_token"]
-    return {"Authorization": f"Bearer {token}", "X-Chalk-Env-Id": ENV_ID}
+def auth(http: httpx.Client, served: Served, env_id: str = ENV_ID) -> dict[str, str]:
+    return served.headers(
+        Authorization=f"Bearer {token_from(http, served.api)}", **{"X-Chalk-Env-Id": env_id}
+    )
 
 
 def query(
-    http: httpx.Client, url: str, headers: dict[str, str], outputs: list[str], **inputs: Any
+    http: httpx.Client, served: Served, headers: dict[str, str], outputs: list[str], **inputs: Any
 ) -> httpx.Response:
     body = {
         "inputs": {k.replace("__", "."): v for k, v in inputs.items()},
         "outputs": outputs,
         "include_meta": True,
     }
-    return http.post(f"{url}/v1/query/online", headers=headers, json=body)
+    return http.post(served.query_url("/v1/query/online"), headers=headers, json=body)
 
 
 class TestHealth:
-    def test_healthz_follows_is_serving(
-        self, server: QueryServer, serving: Serving, http: httpx.Client
-    ) -> None:
-        resp = http.get(f"{server.url}/healthz")
+    def test_healthz_follows_the_deployment(self, east: Served, http: httpx.Client) -> None:
+        resp = http.get(east.query_url("/healthz"), headers=east.headers())
         assert (resp.status_code, resp.json()) == (200, {"status": "ok"})
-        serving.value = False
-        assert http.get(f"{server.url}/healthz").status_code == 503
-        serving.value = True
-        assert http.get(f"{server.url}/healthz").status_code == 200
+        east.store.serving = False
+        assert http.get(east.query_url("/healthz"), headers=east.headers()).status_code == 503
+        east.store.serving = True
+        assert http.get(east.query_url("/healthz"), headers=east.headers()).status_code == 200
 
     def test_a_failing_readiness_check_means_not_serving(
-        self, dynamodb: Any, tables: list[str], truth: GroundTruth, http: httpx.Client
+        self, make_region: Callable[..., Served], http: httpx.Client
     ) -> None:
+        west = make_region("us-west-2", WEST_HOST)
+
         def broken() -> bool:
             raise RuntimeError("kube API gone")
 
-        srv = QueryServer(
-            region="us-west-2",
-            environment_name="prod-west",
-            environment_id=ENV_ID,
-            client_id=CLIENT_ID,
-            client_secret=SECRET,
-            table_names=tables,
-            dynamodb=dynamodb,
-            is_serving=broken,
-        ).start()
-        try:
-            assert http.get(f"{srv.url}/healthz").status_code == 503
-        finally:
-            srv.stop()
-
-    def test_url_is_loopback(self, server: QueryServer) -> None:
-        assert re.fullmatch(r"http://127\.0\.0\.1:\d+", server.url)
+        west.chalk.is_serving = broken
+        assert http.get(west.query_url("/healthz"), headers=west.headers()).status_code == 503
 
 
-class TestToken:
-    def test_client_credentials_give_a_bearer_token(self, server: QueryServer, http: httpx.Client) -> None:
-        resp = token_for(http, server.url)
+class TestHostRules:
+    """Chalk's multi-region guide: each region's query servers sit behind their own ALB, reached by
+    the region's hostname and the failover name. An ALB with host-header rules and a default
+    fixed-response action answers any other Host with that response (Elastic Load Balancing,
+    "Listener rules": host-header conditions; the sandbox's default action is 404)."""
+
+    @pytest.mark.parametrize("host", [EAST_HOST, FAILOVER, f"{EAST_HOST}:443", FAILOVER.upper()])
+    def test_its_own_names_are_served(self, east: Served, http: httpx.Client, host: str) -> None:
+        assert http.get(east.query_url("/healthz"), headers={"Host": host}).status_code == 200
+
+    @pytest.mark.parametrize("host", [WEST_HOST, API_HOST, "127.0.0.1", "example.com"])
+    def test_any_other_host_is_404(self, east: Served, http: httpx.Client, host: str) -> None:
+        assert http.get(east.query_url("/healthz"), headers={"Host": host}).status_code == 404
+        headers = {**auth(http, east), "Host": host}
+        assert query(http, east, headers, ["user.name"], user__id=1).status_code == 404
+
+
+class TestTokensComeFromTheApiServer:
+    """chalkpy `_exchange_credentials` posts to `urljoin(self._api_server, "v1/oauth/token")` and
+    chalk-ts's CredentialsHolder uses `baseUrl: this.config.apiServer`: engines do not issue tokens."""
+
+    def test_the_query_server_has_no_token_endpoint(self, east: Served, http: httpx.Client) -> None:
+        body = {"client_id": CLIENT_ID, "client_secret": SECRET, "grant_type": "client_credentials"}
+        resp = http.post(east.query_url("/v1/oauth/token"), headers=east.headers(), json=body)
+        assert resp.status_code == 404
+        assert "access_token" not in resp.text
+
+    def test_a_token_from_the_api_server_serves_every_region(
+        self, make_region: Callable[..., Served], http: httpx.Client
+    ) -> None:
+        """One environment, several regions: the metadata plane is global, so a token the east API
+        server issued is good at the west query servers."""
+        east, west = make_region("us-east-1", EAST_HOST), make_region("us-west-2", WEST_HOST)
+        west.store.items["user.1"] = {"user.name": "Ada"}
+        headers = {**auth(http, east), "Host": WEST_HOST}
+        resp = query(http, west, headers, ["user.name"], user__id=1)
         assert resp.status_code == 200
-        body = resp.json()
-        assert body["token_type"] == "Bearer"
-        assert body["access_token"]
-        assert body["expires_in"] > 0
-        assert body["api_server"] == server.url
-        assert SECRET not in resp.text
+        assert resp.json()["data"][0]["value"] == "Ada"
 
-    def test_wrong_secret_is_401(self, server: QueryServer, http: httpx.Client) -> None:
-        resp = token_for(http, server.url, secret="wrong")
-        assert resp.status_code == 401
-        assert "wrong" not in resp.text
 
-    def test_a_token_from_one_region_is_accepted_by_the_other(
-        self,
-        server: QueryServer,
-        dynamodb: Any,
-        tables: list[str],
-        serving: Serving,
-        truth: GroundTruth,
-        http: httpx.Client,
+class TestEnvironmentHeader:
+    """chalkpy `_get_headers` sends `X-Chalk-Env-Id` on every query (client_headers.py:
+    CHALK_ENV_ID_HEADER); the token alone does not say which environment a query is for, so the
+    sandbox refuses a query without it (400) or for an environment it does not serve (403), and a
+    token issued for another environment's credentials (401), with Chalk's error shape
+    `{"errors": [{"code", "category", "message"}]}`."""
+
+    @staticmethod
+    def error(resp: httpx.Response) -> tuple[int, str, str]:
+        (error,) = resp.json()["errors"]
+        assert error["message"]
+        return resp.status_code, error["code"], error["category"]
+
+    def test_a_missing_environment_id_is_refused(self, east: Served, http: httpx.Client) -> None:
+        headers = auth(http, east)
+        del headers["X-Chalk-Env-Id"]
+        assert self.error(query(http, east, headers, ["user.name"], user__id=1)) == (
+            400,
+            "INVALID_QUERY",
+            "REQUEST",
+        )
+
+    def test_an_unknown_environment_id_is_refused(self, east: Served, http: httpx.Client) -> None:
+        headers = auth(http, east, env_id="staging")
+        assert self.error(query(http, east, headers, ["user.name"], user__id=1)) == (
+            403,
+            "UNAUTHORIZED",
+            "REQUEST",
+        )
+
+    def test_a_token_for_another_environment_is_refused(
+        self, make_region: Callable[..., Served], http: httpx.Client
     ) -> None:
-        west = make_server(dynamodb, tables, serving, truth, region="us-west-2")
-        try:
-            headers = auth(http, server.url)
-            assert query(http, west.url, headers, ["user.name"], user__id=1).status_code == 200
-        finally:
-            west.stop()
+        prod = make_region("us-east-1", EAST_HOST)
+        staging = make_region(
+            "us-east-1", "staging-east.query.example.com", env=environment("staging", "other")
+        )
+        staging_token = token_from(http, staging.api, secret="other", client_id="client-staging")
+        for env_id in ("prod", "staging"):
+            headers = prod.headers(Authorization=f"Bearer {staging_token}", **{"X-Chalk-Env-Id": env_id})
+            resp = query(http, prod, headers, ["user.name"], user__id=1)
+            assert self.error(resp) == (401, "UNAUTHENTICATED", "REQUEST")
 
-    def test_a_token_signed_with_another_secret_is_rejected(
-        self,
-        server: QueryServer,
-        dynamodb: Any,
-        tables: list[str],
-        serving: Serving,
-        truth: GroundTruth,
-        http: httpx.Client,
-    ) -> None:
-        other = make_server(dynamodb, tables, serving, truth, client_secret="another")
-        try:
-            token = token_for(http, other.url, secret="another").json()["access_token"]
-            headers = {"Authorization": f"Bearer {token}", "X-Chalk-Env-Id": ENV_ID}
-            assert query(http, server.url, headers, ["user.name"], user__id=1).status_code == 401
-        finally:
-            other.stop()
+    def test_no_or_a_forged_token_is_401(self, east: Served, http: httpx.Client) -> None:
+        for headers in (
+            east.headers(**{"X-Chalk-Env-Id": ENV_ID}),
+            east.headers(Authorization="Bearer forged.token", **{"X-Chalk-Env-Id": ENV_ID}),
+        ):
+            assert self.error(query(http, east, headers, ["user.name"], user__id=1))[0] == 401
 
 
 class TestOnlineQuery:
-    def test_returns_values_from_the_online_store(
-        self, server: QueryServer, dynamodb: Any, tables: list[str], http: httpx.Client
-    ) -> None:
-        dynamodb.put_item(
-            TableName=tables[0],
-            Item={"pk": {"S": "user.123"}, "user.name": {"S": "Ada"}, "user.age": {"N": "36"}},
-        )
-        resp = query(http, server.url, auth(http, server.url), ["user.name", "user.age"], user__id=123)
+    def test_returns_values_from_the_online_store(self, east: Served, http: httpx.Client) -> None:
+        east.store.items["user.123"] = {"user.id": 123, "user.name": "Ada", "user.age": 36}
+        resp = query(http, east, auth(http, east), ["user.name", "user.age"], user__id=123)
         assert resp.status_code == 200
         body = resp.json()
         assert [(d["field"], d["value"], d["pkey"], d["error"]) for d in body["data"]] == [
@@ -234,123 +266,40 @@ class TestOnlineQuery:
         assert all(d["ts"] for d in body["data"])
         assert body["errors"] == []
         meta = body["meta"]
-        assert meta["deployment_id"] == "c" + "a" * 24
-        assert (meta["environment_id"], meta["environment_name"]) == (ENV_ID, "prod-east")
+        assert meta["deployment_id"] == east.chalk.deployment_id
+        assert (meta["environment_id"], meta["environment_name"]) == (ENV_ID, "prod-us-east-1")
         assert meta["query_id"]
         assert meta["execution_duration_s"] >= 0
 
-    def test_reads_the_first_table_that_has_the_feature(
-        self, server: QueryServer, dynamodb: Any, tables: list[str], http: httpx.Client
-    ) -> None:
-        dynamodb.put_item(TableName=tables[0], Item={"pk": {"S": "user.7"}, "user.age": {"N": "1"}})
-        dynamodb.put_item(TableName=tables[1], Item={"pk": {"S": "user.7"}, "user.name": {"S": "Grace"}})
-        data = query(http, server.url, auth(http, server.url), ["user.name"], user__id=7).json()["data"]
-        assert data[0]["value"] == "Grace"
-
-    def test_missing_feature_is_null_with_an_error(self, server: QueryServer, http: httpx.Client) -> None:
-        body = query(http, server.url, auth(http, server.url), ["user.name"], user__id=404404).json()
+    def test_a_missing_feature_is_null_with_an_error(self, east: Served, http: httpx.Client) -> None:
+        body = query(http, east, auth(http, east), ["user.name"], user__id=404404).json()
         assert body["data"][0]["value"] is None
         error = body["data"][0]["error"]
-        assert error["code"] == "RESOLVER_NOT_FOUND"
+        assert (error["code"], error["category"]) == ("RESOLVER_NOT_FOUND", "FIELD")
         assert "user.name" in error["message"]
         assert body["errors"] == [error]
 
-    def test_meta_only_when_asked(self, server: QueryServer, http: httpx.Client) -> None:
+    def test_a_failing_store_is_an_upstream_error(self, east: Served, http: httpx.Client) -> None:
+        east.store.failure = RuntimeError("ProvisionedThroughputExceededException")
+        body = query(http, east, auth(http, east), ["user.name"], user__id=1).json()
+        assert body["data"][0]["value"] is None
+        assert (body["errors"][0]["code"], body["errors"][0]["category"]) == ("UPSTREAM_FAILED", "NETWORK")
+
+    def test_meta_only_when_asked(self, east: Served, http: httpx.Client) -> None:
         body = {"inputs": {"user.id": 1}, "outputs": ["user.name"]}
-        resp = http.post(f"{server.url}/v1/query/online", headers=auth(http, server.url), json=body)
+        resp = http.post(east.query_url("/v1/query/online"), headers=auth(http, east), json=body)
         assert resp.json()["meta"] is None
 
-    def test_no_token_is_401(self, server: QueryServer, http: httpx.Client) -> None:
-        assert (
-            query(http, server.url, {"X-Chalk-Env-Id": ENV_ID}, ["user.name"], user__id=1).status_code == 401
-        )
-        bad = {"Authorization": "Bearer forged.token", "X-Chalk-Env-Id": ENV_ID}
-        assert query(http, server.url, bad, ["user.name"], user__id=1).status_code == 401
+    def test_not_serving_is_503(self, east: Served, http: httpx.Client) -> None:
+        headers = auth(http, east)
+        east.store.serving = False
+        assert query(http, east, headers, ["user.name"], user__id=1).status_code == 503
 
-    def test_wrong_environment_is_403(self, server: QueryServer, http: httpx.Client) -> None:
-        headers = {**auth(http, server.url), "X-Chalk-Env-Id": "staging"}
-        assert query(http, server.url, headers, ["user.name"], user__id=1).status_code == 403
-
-    def test_not_serving_is_503(self, server: QueryServer, serving: Serving, http: httpx.Client) -> None:
-        headers = auth(http, server.url)
-        serving.value = False
-        assert query(http, server.url, headers, ["user.name"], user__id=1).status_code == 503
-
-    def test_malformed_body_is_400(self, server: QueryServer, http: httpx.Client) -> None:
-        resp = http.post(
-            f"{server.url}/v1/query/online", headers=auth(http, server.url), json={"outputs": []}
-        )
+    def test_a_malformed_body_is_400(self, east: Served, http: httpx.Client) -> None:
+        resp = http.post(east.query_url("/v1/query/online"), headers=auth(http, east), json={"outputs": []})
         assert resp.status_code == 400
         assert resp.json()["errors"][0]["code"] == "INVALID_QUERY"
 
-
-class TestDeployRoutes:
-    def apply(self, http: httpx.Client, server: QueryServer, **body: Any) -> httpx.Response:
-        return http.post(f"{server.url}/_sandbox/apply", headers=auth(http, server.url), json=body)
-
-    def served(self, http: httpx.Client, server: QueryServer) -> str:
-        state = http.get(f"{server.url}/_sandbox/state").json()
-        return str(state["deployment_id"])
-
-    def test_promoted_apply_is_served_and_recorded(
-        self, server: QueryServer, http: httpx.Client, truth: GroundTruth
-    ) -> None:
-        resp = self.apply(http, server, branch=None, promote=True)
-        assert resp.status_code == 200
-        new = resp.json()["deployment_id"]
-        assert DEPLOYMENT_ID_RE.match(new)
-        assert self.served(http, server) == new
-        meta = query(http, server.url, auth(http, server.url), ["user.name"], user__id=1).json()["meta"]
-        assert meta["deployment_id"] == new
-        assert [(e["region"], e["deployment_id"]) for e in truth.events("chalk.deployment")] == [
-            ("us-east-1", new)
-        ]
-
-    def test_unpromoted_and_branch_applies_keep_the_served_deployment(
-        self, server: QueryServer, http: httpx.Client, truth: GroundTruth
-    ) -> None:
-        before = self.served(http, server)
-        assert self.apply(http, server, branch=None, promote=False).status_code == 200
-        assert self.apply(http, server, branch="feature-x", promote=True).status_code == 200
-        assert self.served(http, server) == before
-        assert truth.events("chalk.deployment") == []
-
-    def test_apply_needs_a_token(self, server: QueryServer, http: httpx.Client) -> None:
-        assert http.post(f"{server.url}/_sandbox/apply", json={"promote": True}).status_code == 401
-
-    def test_transient_faults_fail_the_next_applies_then_clear(
-        self, server: QueryServer, http: httpx.Client
-    ) -> None:
-        set_faults = http.post(f"{server.url}/_sandbox/apply-faults", json={"mode": "transient", "count": 2})
-        assert set_faults.status_code == 200
-        for _ in range(2):
-            resp = self.apply(http, server, promote=True)
-            assert (resp.status_code, resp.json()["error"]) == (503, TRANSIENT_APPLY_ERROR)
-        assert self.apply(http, server, promote=True).status_code == 200
-
-    def test_permanent_faults_are_400(self, server: QueryServer, http: httpx.Client) -> None:
-        http.post(f"{server.url}/_sandbox/apply-faults", json={"mode": "permanent", "count": 1})
-        resp = self.apply(http, server, promote=True)
-        assert (resp.status_code, resp.json()["error"]) == (400, PERMANENT_APPLY_ERROR)
-
-    def test_bad_fault_spec_is_400(self, server: QueryServer, http: httpx.Client) -> None:
-        assert http.post(f"{server.url}/_sandbox/apply-faults", json={"mode": "flaky"}).status_code == 400
-
-    def test_state_reports_serving(self, server: QueryServer, serving: Serving, http: httpx.Client) -> None:
-        assert http.get(f"{server.url}/_sandbox/state").json()["serving"] is True
-        serving.value = False
-        assert http.get(f"{server.url}/_sandbox/state").json()["serving"] is False
-
-    def test_apply_fails_while_the_region_is_not_serving(
-        self, server: QueryServer, serving: Serving, http: httpx.Client
-    ) -> None:
-        headers = auth(http, server.url)
-        serving.value = False
-        resp = http.post(f"{server.url}/_sandbox/apply", headers=headers, json={"promote": True})
-        assert resp.status_code == 503
-
-
-def test_generated_deployment_ids_look_like_chalks() -> None:
-    ids = {new_deployment_id() for _ in range(50)}
-    assert len(ids) == 50
-    assert all(DEPLOYMENT_ID_RE.match(i) for i in ids)
+    def test_only_get_healthz_and_post_query(self, east: Served, http: httpx.Client) -> None:
+        assert http.post(east.query_url("/healthz"), headers=east.headers()).status_code == 405
+        assert http.get(east.query_url("/v1/query/online"), headers=east.headers()).status_code == 405

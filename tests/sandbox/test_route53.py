@@ -8,18 +8,23 @@ import time
 import uuid
 from collections.abc import Callable
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from dataclasses import field
 from http.server import BaseHTTPRequestHandler
 from http.server import ThreadingHTTPServer
 from typing import Any
 
+import dns.message
+import dns.query
+import dns.rcode
 import httpx
 import pytest
 from botocore.exceptions import ClientError
 
 from sandbox.aws import SandboxAwsApp
 from sandbox.clock import SandboxClock
+from sandbox.dns import DnsServer
 from sandbox.harness import AwsSandbox
 from sandbox.route53 import CHECKER_REGION_HEADER
 from sandbox.route53 import DEFAULT_CHECKER_REGIONS
@@ -196,12 +201,19 @@ class World:
     client: Any
     endpoint: str
     truth: GroundTruth
+    sim: Route53Sim
+    aws: AwsSandbox
+    dns: DnsServer
     targets: dict[str, Target] = field(default_factory=dict)
+    addresses: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def target(self, prefix: str = "alb") -> tuple[str, Target]:
-        """A fresh endpoint reachable under a unique ALB-like DNS name."""
+        """A fresh endpoint reachable under a unique ALB-like DNS name, which DNS answers with two
+        addresses of its own (an ALB's nodes in two AZs)."""
         name = f"{prefix}-{uuid.uuid4().hex[:8]}.us-east-1.elb.amazonaws.com"
         self.targets[name] = Target()
+        n = len(self.targets)
+        self.addresses[name] = (f"198.51.100.{2 * n}", f"198.51.100.{2 * n + 1}")
         return name, self.targets[name]
 
     def health_check(self, fqdn: str | None, **config: Any) -> str:
@@ -228,8 +240,22 @@ class World:
         return bool(self.report(health_check_id)["healthy"])
 
     def answer(self, zone_id: str, name: str, kind: str = "A") -> list[str]:
+        """TestDNSAnswer (a control-plane call: throttled like every Route 53 API call)."""
         resp = self.client.test_dns_answer(HostedZoneId=zone_id, RecordName=name, RecordType=kind)
         return list(resp["RecordData"])
+
+    def dig(self, name: str, kind: str = "A") -> tuple[str, list[str], int]:
+        """(rcode, values, TTL) from Route 53's name servers (the sandbox's DNS server over UDP),
+        the data plane resolvers use: not throttled."""
+        host, _, port = self.nameserver.rpartition(":")
+        response = dns.query.udp(dns.message.make_query(name, kind), host, port=int(port), timeout=2)
+        values = sorted(r.to_text() for rrset in response.answer for r in rrset)
+        ttl = min((rrset.ttl for rrset in response.answer), default=0)
+        return dns.rcode.to_text(response.rcode()), values, ttl
+
+    @property
+    def nameserver(self) -> str:
+        return self.dns.nameserver
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> float:
@@ -253,13 +279,38 @@ def world() -> Iterator[World]:
         target = targets.get(host)
         return target.base_url if target else None  # sandbox ALBs terminate TLS: plain HTTP inside
 
+    addresses: dict[str, tuple[str, ...]] = {}
+
     def simulators(app: SandboxAwsApp, truth: GroundTruth) -> list[Route53Sim]:
         clock = SandboxClock(time_scale=TIME_SCALE)
-        return [Route53Sim(app, clock=clock, truth=truth, resolve=resolve, rng=random.Random(11))]
+        sim = Route53Sim(
+            app,
+            clock=clock,
+            truth=truth,
+            resolve=resolve,
+            alias_addresses=addresses.get,
+            rng=random.Random(11),
+        )
+        return [sim]
 
     try:
         with AwsSandbox(simulators) as aws:
-            yield World(client=aws.client("route53"), endpoint=aws.endpoint, truth=aws.truth, targets=targets)
+            sim = aws.simulators[0]
+            assert isinstance(sim, Route53Sim)
+            name_server = DnsServer(sim.resolve).start()
+            try:
+                yield World(
+                    client=aws.client("route53"),
+                    endpoint=aws.endpoint,
+                    truth=aws.truth,
+                    sim=sim,
+                    aws=aws,
+                    dns=name_server,
+                    targets=targets,
+                    addresses=addresses,
+                )
+            finally:
+                name_server.stop()
     finally:
         for target in targets.values():
             target.close()
@@ -273,13 +324,14 @@ class TestHealthChecking:
         name, target = world.target()
         hc = world.health_check(name)  # no Regions: AWS's default eight checkers
         assert world.healthy(hc)
+        # Waits read the operator report: GetHealthCheckStatus is throttled (4 burst, 1 per second).
         wait_for(
-            lambda: (
-                len(world.client.get_health_check_status(HealthCheckId=hc)["HealthCheckObservations"]) == 8
-            ),
+            lambda: all(c["status"] for c in world.report(hc)["checkers"]),
             DETECT,
             "a first observation from each of the 8 default checker regions",
         )
+        first = world.client.get_health_check_status(HealthCheckId=hc)["HealthCheckObservations"]
+        assert len(first) == 8
 
         target.status = 503
         took = wait_for(lambda: not world.healthy(hc), DETECT, "the check to turn unhealthy")
@@ -441,6 +493,12 @@ def _zone(world: World) -> tuple[str, str]:
 
 
 class TestDnsAnswer:
+    """TestDNSAnswer (API reference): "Gets the value that Amazon Route 53 returns in response to a DNS
+    request for a specified record name and type"; for failover and weighted records "a RecordDataEntry
+    element contains the value from the appropriate resource record set based on the request", and for
+    an alias to a load balancer "one or more IP addresses for the load balancer" (Developer Guide,
+    "Choosing between alias and non-alias records") - addresses, not the load balancer's name."""
+
     def test_failover_to_secondary_and_back(self, world: World) -> None:
         zone_id, domain = _zone(world)
         primary_alb, primary = world.target("primary")
@@ -471,8 +529,9 @@ class TestDnsAnswer:
         ]
         world.client.change_resource_record_sets(HostedZoneId=zone_id, ChangeBatch={"Changes": changes})
 
+        primary_ips, secondary_ips = list(world.addresses[primary_alb]), list(world.addresses[secondary_alb])
         resp = world.client.test_dns_answer(HostedZoneId=zone_id, RecordName=name, RecordType="A")
-        assert resp["RecordData"] == [primary_alb]
+        assert resp["RecordData"] == primary_ips
         assert (resp["Nameserver"], resp["Protocol"], resp["ResponseCode"]) == (
             "ns-sandbox",
             "UDP",
@@ -480,12 +539,12 @@ class TestDnsAnswer:
         )
 
         primary.status = 503
-        wait_for(lambda: world.answer(zone_id, name) == [secondary_alb], DETECT, "failover to the secondary")
+        wait_for(lambda: world.answer(zone_id, name) == secondary_ips, DETECT, "failover to the secondary")
         primary.status = 200
-        wait_for(lambda: world.answer(zone_id, name) == [primary_alb], DETECT, "failback to the primary")
+        wait_for(lambda: world.answer(zone_id, name) == primary_ips, DETECT, "failback to the primary")
 
         answers = [e["answer"] for e in world.truth.events("route53.dns_answer") if e["record"] == name]
-        assert answers == [[primary_alb], [secondary_alb], [primary_alb]]
+        assert answers == [primary_ips, secondary_ips, primary_ips]
 
     def test_weighted_answers_only_healthy_records(self, world: World) -> None:
         zone_id, domain = _zone(world)
@@ -505,15 +564,17 @@ class TestDnsAnswer:
             }
             changes.append({"Action": "UPSERT", "ResourceRecordSet": record})
         world.client.change_resource_record_sets(HostedZoneId=zone_id, ChangeBatch={"Changes": changes})
-        assert {world.answer(zone_id, name)[0] for _ in range(40)} == {"10.0.0.0", "10.0.0.1", "10.0.0.2"}
+        assert world.answer(zone_id, name)[0] in {"10.0.0.0", "10.0.0.1", "10.0.0.2"}  # TestDNSAnswer agrees
+        # Many lookups: through the name servers (the data plane), as resolvers ask.
+        assert {world.dig(name)[1][0] for _ in range(40)} == {"10.0.0.0", "10.0.0.1", "10.0.0.2"}
 
         targets[1].status = 503
         wait_for(
-            lambda: all(world.answer(zone_id, name) != ["10.0.0.1"] for _ in range(20)),
+            lambda: all(world.dig(name)[1] != ["10.0.0.1"] for _ in range(20)),
             DETECT,
             "the unhealthy weighted record to leave the answers",
         )
-        assert {world.answer(zone_id, name)[0] for _ in range(40)} == {"10.0.0.0", "10.0.0.2"}
+        assert {world.dig(name)[1][0] for _ in range(40)} == {"10.0.0.0", "10.0.0.2"}
 
     def test_simple_record_nxdomain_and_unknown_zone(self, world: World) -> None:
         zone_id, domain = _zone(world)
@@ -543,3 +604,152 @@ class TestDnsAnswer:
                 HostedZoneId="ZNOSUCHZONE", RecordName=f"www.{domain}", RecordType="A"
             )
         assert err.value.response["Error"]["Code"] == "NoSuchHostedZone"
+
+
+def upsert(world: World, zone_id: str, *records: dict[str, Any]) -> None:
+    changes = [{"Action": "UPSERT", "ResourceRecordSet": r} for r in records]
+    world.client.change_resource_record_sets(HostedZoneId=zone_id, ChangeBatch={"Changes": changes})
+
+
+def alias_to(alb: str) -> dict[str, Any]:
+    return {"HostedZoneId": "Z35SXDOTRQ7X7K", "DNSName": f"dualstack.{alb}.", "EvaluateTargetHealth": False}
+
+
+class TestAliasAnswers:
+    """Route 53 Developer Guide, "Choosing between alias and non-alias records": for an alias to "an
+    Elastic Load Balancing load balancer - Route 53 responds with one or more IP addresses for the
+    load balancer", and "If an alias record points to an AWS resource, you can't set the time to live
+    (TTL); Route 53 uses the default TTL for the resource" (60 s for a load balancer); an alias to
+    another record of the zone takes that record's TTL. TestDNSAnswer's RecordDataEntry: "an IP
+    address or a domain name for the AWS resource"; the API "only supports querying public hosted
+    zones" (API reference, TestDNSAnswer)."""
+
+    def test_an_alias_to_a_load_balancer_is_answered_with_its_addresses(self, world: World) -> None:
+        zone_id, domain = _zone(world)
+        alb, _ = world.target("east")
+        name = f"prod-east.query.{domain}"
+        upsert(world, zone_id, {"Name": name, "Type": "A", "AliasTarget": alias_to(alb)})
+        addresses = sorted(world.addresses[alb])
+        assert sorted(world.answer(zone_id, name)) == addresses
+        assert world.dig(name)[:2] == ("NOERROR", addresses)
+
+    def test_alias_answers_carry_the_load_balancers_ttl_scaled(self, world: World) -> None:
+        zone_id, domain = _zone(world)
+        alb, _ = world.target("east")
+        upsert(
+            world,
+            zone_id,
+            {"Name": f"alias.{domain}", "Type": "A", "AliasTarget": alias_to(alb)},
+            {"Name": f"plain.{domain}", "Type": "A", "TTL": 300, "ResourceRecords": [{"Value": "192.0.2.7"}]},
+            {
+                "Name": f"inner.{domain}",
+                "Type": "A",
+                "AliasTarget": {
+                    "HostedZoneId": zone_id,
+                    "DNSName": f"plain.{domain}",
+                    "EvaluateTargetHealth": False,
+                },
+            },
+        )
+        assert world.dig(f"alias.{domain}")[2] == round(60 / TIME_SCALE)  # the ELB's 60 s
+        assert world.dig(f"plain.{domain}")[2] == round(300 / TIME_SCALE)  # the record's own TTL
+        assert world.dig(f"inner.{domain}") == ("NOERROR", ["192.0.2.7"], round(300 / TIME_SCALE))
+
+    def test_a_private_zone_is_refused(self, world: World) -> None:
+        vpc = world.aws.client("ec2").create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
+        domain = f"internal-{uuid.uuid4().hex[:8]}.example.com"
+        zone = world.client.create_hosted_zone(
+            Name=domain,
+            CallerReference=uuid.uuid4().hex,
+            VPC={"VPCRegion": "us-east-1", "VPCId": vpc},
+            HostedZoneConfig={"Comment": "private", "PrivateZone": True},
+        )
+        zone_id = str(zone["HostedZone"]["Id"]).split("/")[-1]
+        upsert(
+            world,
+            zone_id,
+            {"Name": f"db.{domain}", "Type": "A", "TTL": 60, "ResourceRecords": [{"Value": "10.9.0.5"}]},
+        )
+        with pytest.raises(ClientError) as err:
+            world.client.test_dns_answer(HostedZoneId=zone_id, RecordName=f"db.{domain}", RecordType="A")
+        assert err.value.response["Error"]["Code"] == "InvalidInput"
+        assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+        assert world.dig(f"db.{domain}")[:2] == ("REFUSED", [])  # public name servers do not serve it
+
+
+class TestCheckerRequests:
+    """HealthCheckConfig.FullyQualifiedDomainName (API reference): "Route 53 ... passes the value of
+    FullyQualifiedDomainName in the Host header for all health checks except TCP health checks"; on
+    ports other than 80 and 443 the Host is "FullyQualifiedDomainName:Port"."""
+
+    def test_the_host_header_is_the_checks_domain_name(self, world: World) -> None:
+        name, target = world.target()
+        world.health_check(name, Regions=["us-east-1", "us-west-2", "eu-west-1"])  # HTTPS on 443
+        wait_for(lambda: ("/healthz", name) in target.requests, DETECT, "a probe with Host = the FQDN")
+        other_port = world.health_check(
+            name, Type="HTTP", Port=8080, Regions=["us-east-1", "us-west-2", "eu-west-1"]
+        )
+        wait_for(lambda: ("/healthz", f"{name}:8080") in target.requests, DETECT, "Host = FQDN:Port")
+        assert world.healthy(other_port)
+        assert {host for _path, host in target.requests} == {name, f"{name}:8080"}
+
+
+def throttled(call: Callable[[], Any]) -> ClientError | None:
+    try:
+        call()
+    except ClientError as exc:
+        return exc
+    return None
+
+
+class TestThrottling:
+    """Route 53 Developer Guide, "Throttling of Route 53 API requests": every request takes a token
+    from the account's bucket and from its operation's bucket (GetHealthCheckStatus: 4 burst, 1 per
+    second; the account and unlisted operations: 50 burst, 10 per second); when either is empty
+    "Amazon Route 53 returns an HTTP 400 error (Bad request). The response header also includes a
+    Code element with a value of Throttling and a Message element with a value of Rate exceeded."
+    The client here makes one attempt (no retries), so every throttled call shows."""
+
+    def test_a_burst_of_get_health_check_status_is_throttled(self, world: World) -> None:
+        name, _ = world.target()
+        hc = world.health_check(name, Regions=["us-east-1", "us-west-2", "eu-west-1"])
+        results = [
+            throttled(lambda: world.client.get_health_check_status(HealthCheckId=hc)) for _ in range(8)
+        ]
+        assert results[:4] == [None] * 4  # the burst the bucket holds
+        errors = [e for e in results[4:] if e is not None]
+        assert errors, "a fifth call within the same second must be throttled"
+        error = errors[0].response
+        assert (error["Error"]["Code"], error["Error"]["Message"]) == ("Throttling", "Rate exceeded")
+        assert error["ResponseMetadata"]["HTTPStatusCode"] == 400
+        assert world.client.list_health_checks()["HealthChecks"]  # other operations have buckets of their own
+
+    def test_paced_calls_are_not_throttled(self, world: World) -> None:
+        name, _ = world.target()
+        hc = world.health_check(name, Regions=["us-east-1", "us-west-2", "eu-west-1"])
+        for _ in range(4):  # empty the bucket
+            world.client.get_health_check_status(HealthCheckId=hc)
+        for _ in range(3):
+            time.sleep(1.1)  # the client's own pacing (one call per second), not a wait for a state
+            assert throttled(lambda: world.client.get_health_check_status(HealthCheckId=hc)) is None
+
+    def test_every_operation_draws_on_the_accounts_bucket(self, world: World) -> None:
+        zone_id, _ = _zone(world)
+        calls: list[Callable[[], Any]] = [
+            world.client.list_health_checks,
+            world.client.list_hosted_zones,
+            world.client.get_hosted_zone_count,
+            lambda: world.client.get_hosted_zone(Id=zone_id),
+            lambda: world.client.list_resource_record_sets(HostedZoneId=zone_id),
+        ]
+        per_operation = 30  # fewer than any of these operations' own burst of 50
+        with ThreadPoolExecutor(max_workers=8) as pool:  # faster than the account's 10 per second
+            results = list(
+                pool.map(lambda i: throttled(calls[i % len(calls)]), range(per_operation * len(calls)))
+            )
+        refusals = [e for e in results if e is not None]
+        # No operation's own bucket can have run dry: the refusals are the shared account bucket's.
+        assert refusals, "150 calls faster than 10 per second must exceed the account's burst of 50"
+        assert {(e.response["Error"]["Code"], e.response["Error"]["Message"]) for e in refusals} == {
+            ("Throttling", "Rate exceeded")
+        }

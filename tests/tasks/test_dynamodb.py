@@ -1,4 +1,10 @@
-"""DynamoDB global-table tasks against the sandbox's DynamoDB (moto ignores ReplicaUpdates)."""
+"""DynamoDB global-table tasks against the sandbox's DynamoDB (moto ignores ReplicaUpdates).
+
+AWS checks two things before it adds a replica (global tables prerequisites): a table encrypted
+with a customer managed key needs a KMS key of the replica's region (KMSMasterKeyId per replica),
+and its write capacity must be on-demand or auto scaled. The reads report both; the ensure passes
+the replica's key.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ import pytest
 
 from chalkdr.audit import AuditRecord
 from chalkdr.clients import AwsClients
+from chalkdr.errors import PermanentAwsError
 from chalkdr.plan import MANAGED_TAGS
 from chalkdr.plan import Action
 from chalkdr.plan import Change
@@ -40,21 +47,49 @@ def endpoint() -> Iterator[str]:
         yield aws.endpoint
 
 
-@pytest.fixture
-def table(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+KEY_SCHEMA: dict[str, Any] = {
+    "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+    "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
+}
+
+
+def new_table(**settings: Any) -> str:
     name = f"online-{uuid.uuid4().hex[:8]}"
-    boto3.client("dynamodb", region_name=EAST).create_table(
-        TableName=name,
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    boto3.client("dynamodb", region_name=EAST).create_table(TableName=name, **KEY_SCHEMA, **settings)
     return name
 
 
-def change(table: str, present: list[str], regions: tuple[str, ...] = (EAST, WEST, EU)) -> Change:
-    spec = GlobalTableSpec(table=table, region=EAST, regions=regions, tags=MANAGED_TAGS)
+def customer_key(region: str) -> str:
+    arn: str = boto3.client("kms", region_name=region).create_key(Description=f"online store {region}")[
+        "KeyMetadata"
+    ]["Arn"]
+    return arn
+
+
+@pytest.fixture
+def table(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    return new_table(BillingMode="PAY_PER_REQUEST")
+
+
+@pytest.fixture
+def encrypted(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
+    """An on-demand table encrypted with a customer managed key, as Chalk's online store is."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    key = customer_key(EAST)
+    sse = {"Enabled": True, "SSEType": "KMS", "KMSMasterKeyId": key}
+    return new_table(BillingMode="PAY_PER_REQUEST", SSESpecification=sse), key
+
+
+def change(
+    table: str,
+    present: list[str],
+    regions: tuple[str, ...] = (EAST, WEST, EU),
+    keys: dict[str, str] | None = None,
+) -> Change:
+    spec = GlobalTableSpec(
+        table=table, region=EAST, regions=regions, tags=MANAGED_TAGS, replica_kms_keys=keys or {}
+    )
     return Change(
         kind=ResourceKind.GLOBAL_TABLE,
         id=table,
@@ -69,11 +104,15 @@ class Calls:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.ops: list[str] = []
+        self.creates: list[dict[str, Any]] = []  # each UpdateTable's ReplicaUpdates Create
 
     def __call__(self, model: Any, params: Any, **_: Any) -> None:
         op = model.name
         if op == "UpdateTable":
-            op += "+" + params["ReplicaUpdates"][0]["Create"]["RegionName"]
+            create = params["ReplicaUpdates"][0]["Create"]
+            op += "+" + create["RegionName"]
+            with self.lock:
+                self.creates.append(dict(create))
         with self.lock:
             self.ops.append(op)
 
@@ -82,7 +121,55 @@ def test_read_reports_only_existing_tables_and_their_other_regions(table: str) -
     clients = AwsClients()
     (east,) = read_tables.fn(clients, EAST, [table, "no-such-table"])
     assert (east.table, east.status, east.replica_regions) == (table, "ACTIVE", ())
+    assert (east.kms_key_arn, east.kms_customer_managed, east.billing_mode) == (
+        None,
+        False,
+        "PAY_PER_REQUEST",
+    )
     assert read_tables.fn(clients, WEST, [table]) == []
+
+
+class TestPrerequisitesRead:
+    """What the plan judges a replica by, read from DescribeTable, KMS and Application Auto Scaling."""
+
+    def test_a_customer_managed_key(self, encrypted: tuple[str, str]) -> None:
+        name, key = encrypted
+        (seen,) = read_tables.fn(AwsClients(), EAST, [name])
+        assert (seen.kms_key_arn, seen.kms_customer_managed, seen.billing_mode) == (
+            key,
+            True,
+            "PAY_PER_REQUEST",
+        )
+
+    def test_provisioned_write_capacity_with_and_without_auto_scaling(
+        self, endpoint: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+        throughput = {"ProvisionedThroughput": {"ReadCapacityUnits": 5, "WriteCapacityUnits": 5}}
+        fixed, scaled = new_table(**throughput), new_table(**throughput)
+        aas = boto3.client("application-autoscaling", region_name=EAST)
+        scope: dict[str, Any] = {
+            "ServiceNamespace": "dynamodb",
+            "ResourceId": f"table/{scaled}",
+            "ScalableDimension": "dynamodb:table:WriteCapacityUnits",
+        }
+        aas.register_scalable_target(**scope, MinCapacity=5, MaxCapacity=100)
+        (target_only,) = read_tables.fn(AwsClients(), EAST, [scaled])
+        assert target_only.write_autoscaled is False  # a target without a policy scales nothing
+        aas.put_scaling_policy(
+            **scope,
+            PolicyName=f"{scaled}-writes",
+            PolicyType="TargetTrackingScaling",
+            TargetTrackingScalingPolicyConfiguration={
+                "TargetValue": 70.0,
+                "PredefinedMetricSpecification": {"PredefinedMetricType": "DynamoDBWriteCapacityUtilization"},
+            },
+        )
+        seen = {t.table: t for t in read_tables.fn(AwsClients(), EAST, [fixed, scaled])}
+        assert {n: (t.billing_mode, t.write_autoscaled) for n, t in seen.items()} == {
+            fixed: ("PROVISIONED", False),
+            scaled: ("PROVISIONED", True),
+        }
 
 
 def test_replicas_are_added_one_region_at_a_time_waited_for_and_tagged(table: str) -> None:
@@ -125,3 +212,29 @@ def test_a_replica_added_meanwhile_is_not_added_again(table: str) -> None:
         ApplyContext(AwsClients(), waits=FAST, emit=lambda _r: None), change(table, [EAST], (EAST, WEST))
     )
     assert result.audit == ()
+
+
+def test_a_replica_of_an_encrypted_table_is_created_with_its_regions_key(encrypted: tuple[str, str]) -> None:
+    name, _ = encrypted
+    west_key = customer_key(WEST)
+    calls = Calls()
+    clients = AwsClients(event_hooks=[("before-parameter-build.dynamodb", calls)])
+    result = ensure_replicas.fn(
+        ApplyContext(clients, waits=FAST, emit=lambda _r: None),
+        change(name, [EAST], (EAST, WEST), keys={WEST: west_key}),
+    )
+    assert [a.action for a in result.audit] == ["create-replica", "tag-replica"]
+    assert calls.creates == [{"RegionName": WEST, "KMSMasterKeyId": west_key}]
+    (replica,) = read_tables.fn(clients, WEST, [name])
+    assert replica.status == "ACTIVE"
+    assert (replica.kms_key_arn, replica.kms_customer_managed) == (west_key, True)
+
+
+def test_without_the_regions_key_aws_refuses_the_replica(encrypted: tuple[str, str]) -> None:
+    """Why the plan asks for online_store_kms_key: UpdateTable fails, nothing is created."""
+    name, _ = encrypted
+    with pytest.raises(PermanentAwsError, match="KMSMasterKeyId must be specified for each replica"):
+        ensure_replicas.fn(
+            ApplyContext(AwsClients(), waits=FAST, emit=lambda _r: None), change(name, [EAST], (EAST, WEST))
+        )
+    assert read_tables.fn(AwsClients(), WEST, [name]) == []

@@ -45,12 +45,6 @@ def region(cluster: str, **eks: str) -> RegionConfig:
             "online_store_tables": ["t"],
             "msk_cluster_arn": f"arn:aws:kafka:{REGION}:123456789012:cluster/c/u-1",
             "aurora_cluster_id": "a",
-            "chalk": {
-                "environment_id": "e",
-                "api_server": "https://q.example.com",
-                "client_id": "c",
-                "client_secret": {"env": "X"},
-            },
         }
     )
 

@@ -1,8 +1,13 @@
-"""MSK tasks against the sandbox's MSK (moto has no Replicator API and never activates clusters)."""
+"""MSK tasks against the sandbox's MSK (moto has no Replicator API and never activates clusters).
+
+The sandbox checks MSK Replicator's prerequisites as AWS documents them (IAM access control, at
+least three brokers; for a cross-region replicator, multi-VPC connectivity with IAM and a cluster
+policy on the source): `prepared` clusters have them, `make_cluster(..., prepare=False)` not.
+"""
 
 from __future__ import annotations
 
-import time
+import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -19,9 +24,11 @@ from chalkdr.plan import MskEndpoint
 from chalkdr.plan import ReplicatorSpec
 from chalkdr.plan import ResourceKind
 from chalkdr.plan import WaitPolicy
+from chalkdr.plan.msk import policy_missing_actions
 from chalkdr.topology import RegionConfig
 from sandbox.clock import SandboxClock
 from sandbox.harness import AwsSandbox
+from sandbox.harness import poll
 from sandbox.msk import MskSim
 from tasks.audit import ApplyContext
 from tasks.msk import ensure_replicator
@@ -40,18 +47,52 @@ def endpoint() -> Iterator[str]:
         yield aws.endpoint
 
 
-def make_cluster(region: str, name: str) -> str:
+REPLICATOR_POLICY_ACTIONS = [
+    "kafka:CreateVpcConnection",
+    "kafka:GetBootstrapBrokers",
+    "kafka:DescribeClusterV2",
+]
+
+
+def make_cluster(region: str, name: str, *, brokers: int = 3, iam: bool = True, prepare: bool = True) -> str:
+    """An ACTIVE cluster; `prepare` does what msk-replicator-prepare-cluster asks of a source:
+    multi-VPC private connectivity with IAM (UpdateConnectivity) and a cluster policy letting
+    kafka.amazonaws.com reach it (PutClusterPolicy)."""
     kafka = boto3.client("kafka", region_name=region)
+    auth = {"ClientAuthentication": {"Sasl": {"Iam": {"Enabled": True}}}} if iam else {}
     arn: str = kafka.create_cluster(
         ClusterName=name,
         KafkaVersion="3.6.0",
-        NumberOfBrokerNodes=2,
+        NumberOfBrokerNodes=brokers,
         BrokerNodeGroupInfo={"InstanceType": "kafka.m5.large", "ClientSubnets": [f"subnet-{region}-a"]},
+        **auth,  # type: ignore[arg-type]
     )["ClusterArn"]
-    deadline = time.monotonic() + 10
-    while kafka.describe_cluster_v2(ClusterArn=arn)["ClusterInfo"]["State"] != "ACTIVE":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    poll(
+        lambda: kafka.describe_cluster_v2(ClusterArn=arn)["ClusterInfo"]["State"] == "ACTIVE",
+        timeout=10,
+        what=f"MSK cluster {name} ACTIVE",
+    )
+    if prepare:
+        version = kafka.describe_cluster_v2(ClusterArn=arn)["ClusterInfo"]["CurrentVersion"]
+        kafka.update_connectivity(
+            ClusterArn=arn,
+            CurrentVersion=version,
+            ConnectivityInfo={
+                "VpcConnectivity": {"ClientAuthentication": {"Sasl": {"Iam": {"Enabled": True}}}}
+            },
+        )
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Service": ["kafka.amazonaws.com"]},
+                    "Action": REPLICATOR_POLICY_ACTIONS,
+                    "Resource": arn,
+                }
+            ],
+        }
+        kafka.put_cluster_policy(ClusterArn=arn, Policy=json.dumps(policy))
     return arn
 
 
@@ -73,12 +114,6 @@ def region_config(region: str, arn: str) -> RegionConfig:
             "online_store_tables": ["t"],
             "msk_cluster_arn": arn,
             "aurora_cluster_id": "a",
-            "chalk": {
-                "environment_id": "e",
-                "api_server": "https://q.example.com",
-                "client_id": "c",
-                "client_secret": {"env": "X"},
-            },
         }
     )
 
@@ -101,6 +136,62 @@ def test_read_cluster_state_and_subnets(clusters: dict[str, str]) -> None:
     cluster, replicators = read_msk.fn(AwsClients(), region_config(EAST, clusters[EAST]), "none-")
     assert cluster is not None and cluster.state == "ACTIVE" and cluster.subnet_ids == (f"subnet-{EAST}-a",)
     assert replicators == []
+
+
+class TestReplicatorPrerequisites:
+    """What the plan needs to refuse a replicator AWS would fail, read from DescribeClusterV2
+    (IAM, brokers, multi-VPC connectivity) and GetClusterPolicy."""
+
+    def test_a_prepared_cluster_reads_as_ready_for_a_replicator(self, clusters: dict[str, str]) -> None:
+        cluster, _ = read_msk.fn(AwsClients(), region_config(EAST, clusters[EAST]), "none-")
+        assert cluster is not None
+        assert (cluster.serverless, cluster.brokers, cluster.iam_enabled, cluster.vpc_iam_enabled) == (
+            False,
+            3,
+            True,
+            True,
+        )
+        assert cluster.policy is not None
+        assert json.loads(cluster.policy)["Statement"][0]["Action"] == REPLICATOR_POLICY_ACTIONS
+        assert policy_missing_actions(cluster.policy) == []
+
+    def test_an_unprepared_cluster_reads_as_what_it_lacks(
+        self, endpoint: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+        arn = make_cluster(EAST, f"bare-{uuid.uuid4().hex[:6]}", brokers=2, iam=False, prepare=False)
+        cluster, _ = read_msk.fn(AwsClients(), region_config(EAST, arn), "none-")
+        assert cluster is not None and cluster.state == "ACTIVE"
+        assert (cluster.brokers, cluster.iam_enabled, cluster.vpc_iam_enabled) == (2, False, False)
+        # No cluster policy: GetClusterPolicy answers NotFoundException, read as "no policy".
+        assert cluster.policy is None
+        assert policy_missing_actions(cluster.policy) == REPLICATOR_POLICY_ACTIONS
+
+    def test_a_replicator_from_an_unprepared_source_ends_failed(
+        self, endpoint: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """What the plan's prerequisite errors prevent: AWS accepts the replicator, then fails it."""
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+        suffix = uuid.uuid4().hex[:6]
+        unprepared = {
+            EAST: make_cluster(EAST, f"u-{suffix}-east", prepare=False),
+            WEST: make_cluster(WEST, f"u-{suffix}-west"),
+        }
+        name = f"rep-{suffix}"
+        change = Change(
+            kind=ResourceKind.REPLICATOR,
+            id=name,
+            region=WEST,
+            action=Action.CREATE,
+            spec=spec(name, unprepared),
+        )
+        with pytest.raises(RuntimeError, match="FAILED"):
+            ensure_replicator.fn(ApplyContext(AwsClients(), waits=FAST, emit=lambda _r: None), change)
+        _, (rep,) = read_msk.fn(AwsClients(), region_config(WEST, unprepared[WEST]), name)
+        raw: Any = boto3.client("kafka", region_name=WEST).describe_replicator(ReplicatorArn=rep.arn)
+        assert rep.state == "FAILED"
+        assert raw["StateInfo"]["Code"] == "InvalidInput.InvalidKafkaCluster"
+        assert "Multi-VPC private connectivity" in raw["StateInfo"]["Message"]
 
 
 def test_create_waits_for_running_and_reads_back_what_it_made(clusters: dict[str, str]) -> None:

@@ -1,20 +1,33 @@
-"""Route 53 and ALB tasks against moto: what is read, what each ensure changes, what it audits."""
+"""Route 53 and ALB tasks: what is read, what each ensure changes, what it audits (against moto);
+how the live routing is discovered and attributed by address, and how Route 53 calls are paced
+(against the sandbox's Route 53, its DNS server and its API throttle).
+"""
 
 from __future__ import annotations
 
 import copy
 import io
 import uuid
+from collections.abc import Callable
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import boto3
+import dns.rcode
 import pytest
 import yaml
 from botocore.awsrequest import AWSResponse
+from botocore.exceptions import ClientError
+from werkzeug.wrappers import Response
 
 from chalkdr.audit import AuditRecord
 from chalkdr.clients import AwsClients
+from chalkdr.dns import Resolver
+from chalkdr.drill import RegionRoute
+from chalkdr.drill import Routing
 from chalkdr.errors import PermanentAwsError
 from chalkdr.plan import Action
 from chalkdr.plan import Change
@@ -22,14 +35,25 @@ from chalkdr.plan import ObservedState
 from chalkdr.plan import ResourceKind
 from chalkdr.plan import WaitPolicy
 from chalkdr.plan import plan_for
+from chalkdr.topology import ALB_ALIAS_TTL_S
 from chalkdr.topology import Topology
 from chalkdr.topology import parse_topology
+from sandbox.clock import SandboxClock
+from sandbox.dns import DnsAnswer
+from sandbox.dns import DnsServer
+from sandbox.harness import AwsSandbox
+from sandbox.http import LoopbackServer
+from sandbox.net import region_address
+from sandbox.net import sockets_on_one_port
+from sandbox.route53 import Route53Sim
 from tasks.audit import ApplyContext
 from tasks.route53 import delete_stale_health_checks
+from tasks.route53 import discover_routing
 from tasks.route53 import ensure_health_check
 from tasks.route53 import ensure_records
 from tasks.route53 import read_alb
 from tasks.route53 import read_route53
+from tasks.route53 import read_route53_health
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deployments" / "topology.example.yaml"
 FAST = WaitPolicy(time_scale=1000.0, timeout_s=60)
@@ -139,7 +163,8 @@ class TestHealthChecks:
         cfg = east["HealthCheckConfig"]
         assert cfg["Type"] == "HTTPS" and cfg["Port"] == 443 and cfg["ResourcePath"] == "/healthz"
         assert cfg["RequestInterval"] == 10 and cfg["FailureThreshold"] == 3
-        assert cfg["FullyQualifiedDomainName"] == world["albs"]["us-east-1"]["DNSName"].lower()
+        # the regional hostname, not the ALB's name: Route 53 sends it as Host and SNI
+        assert cfg["FullyQualifiedDomainName"] == t.region("us-east-1").query_hostname
         # sha256("HTTPS|10")[:10]: the hash of the settings Route 53 cannot change in place
         assert east["CallerReference"] == f"chalkdr-{t.environment}-us-east-1-6f8ba49c3e"
         tags = r53.list_tags_for_resource(ResourceType="healthcheck", ResourceId=east["Id"])[
@@ -221,30 +246,38 @@ class _Raw:
         yield self._body.read()
 
 
+def apply_route53_plan(clients: AwsClients, t: Topology, waits: WaitPolicy = FAST) -> list[AuditRecord]:
+    """Create the topology's health checks, then its records, as the provision flow orders them."""
+    audit: list[AuditRecord] = []
+    ids: dict[str, str] = {}
+    for change in route53_changes(t, observe(clients, t), ResourceKind.HEALTH_CHECK):
+        result = ensure_health_check.fn(ApplyContext(clients, emit=audit.append), change)
+        ids[change.region] = result.resource_id or ""
+    apply_records(clients, t, ids, audit, waits)
+    return audit
+
+
+def apply_records(
+    clients: AwsClients, t: Topology, ids: dict[str, str], audit: list[AuditRecord], waits: WaitPolicy = FAST
+) -> None:
+    obs = observe(clients, t)
+    ids = ids or {c.region: c.current_id or "" for c in route53_changes(t, obs, ResourceKind.HEALTH_CHECK)}
+    pending = [c for c in route53_changes(t, obs, ResourceKind.RECORD) if c.action is not Action.NOOP]
+    by_name: dict[str, list[Change]] = {}
+    for c in pending:
+        by_name.setdefault(c.spec.name, []).append(c)  # type: ignore[union-attr]
+    for name, changes in by_name.items():
+        ensure_records.fn(ApplyContext(clients, waits=waits, emit=audit.append), name, changes, ids)
+
+
 class TestRecords:
     def _create_all(self, clients: AwsClients, t: Topology) -> list[AuditRecord]:
-        audit: list[AuditRecord] = []
-        obs = observe(clients, t)
-        ids: dict[str, str] = {}
-        for change in route53_changes(t, obs, ResourceKind.HEALTH_CHECK):
-            result = ensure_health_check.fn(ApplyContext(clients, emit=audit.append), change)
-            ids[change.region] = result.resource_id or ""
-        self._apply_records(clients, t, ids, audit)
-        return audit
+        return apply_route53_plan(clients, t)
 
     def _apply_records(
         self, clients: AwsClients, t: Topology, ids: dict[str, str], audit: list[AuditRecord]
     ) -> None:
-        obs = observe(clients, t)
-        ids = ids or {
-            c.region: c.current_id or "" for c in route53_changes(t, obs, ResourceKind.HEALTH_CHECK)
-        }
-        pending = [c for c in route53_changes(t, obs, ResourceKind.RECORD) if c.action is not Action.NOOP]
-        by_name: dict[str, list[Change]] = {}
-        for c in pending:
-            by_name.setdefault(c.spec.name, []).append(c)  # type: ignore[union-attr]
-        for name, changes in by_name.items():
-            ensure_records.fn(ApplyContext(clients, waits=FAST, emit=audit.append), name, changes, ids)
+        apply_records(clients, t, ids, audit)
 
     def test_failover_aliases_and_regional_names(self, world: dict[str, Any]) -> None:
         t: Topology = world["topology"]
@@ -399,3 +432,207 @@ class TestReadRoute53:
         assert str(caught.value).startswith(
             f"route53:GetHostedZone on {world['zone_id']} failed: AccessDenied"
         )
+
+
+# -- against the sandbox's Route 53: DNS answers, live routing, the API throttle -----------------
+
+
+@dataclass
+class DnsWorld:
+    """The sandbox's Route 53 (checkers, DNS evaluation, throttle) and a name server answering the
+    zone and the load balancers' names, with two ALBs whose addresses serve /healthz."""
+
+    aws: AwsSandbox
+    route53: Route53Sim
+    dns: DnsServer
+    topology: Topology
+    alb_addresses: dict[str, tuple[str, ...]]  # region -> its ALB's addresses
+
+    def resolver(self) -> Resolver:
+        return Resolver([self.dns.nameserver])
+
+
+def _healthz(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+    status = 200 if environ.get("PATH_INFO") == "/healthz" else 404
+    return Response("ok", status=status)(environ, start_response)
+
+
+@pytest.fixture
+def dns_world() -> Iterator[DnsWorld]:
+    regions = ("us-east-1", "us-west-2")
+    addresses = {r: (region_address(i, 1), region_address(i, 2)) for i, r in enumerate(regions)}
+    sockets = sockets_on_one_port([a for pair in addresses.values() for a in pair])
+    port = int(sockets[0].getsockname()[1])
+    servers = [LoopbackServer(_healthz, name=f"alb-{i}", sock=sock) for i, sock in enumerate(sockets)]
+    alb_names: dict[str, str] = {}  # ALB DNS name (lower case) -> region, once the ALBs exist
+    sims: list[Route53Sim] = []
+    resolver: list[Resolver] = []
+
+    def alias_addresses(name: str) -> tuple[str, ...] | None:
+        region = alb_names.get(name.lower().rstrip(".").removeprefix("dualstack."))
+        return addresses[region] if region else None
+
+    def checker_target(host: str, port: int, _kind: str) -> str | None:
+        found = resolver[0].resolve(host)  # Route 53 resolves FullyQualifiedDomainName itself
+        return f"http://{found.addresses[0]}:{port}" if found.ok else None
+
+    def authority(name: str, kind: str) -> DnsAnswer:
+        found = alias_addresses(name)
+        if found is not None:
+            return DnsAnswer(dns.rcode.NOERROR, found if kind == "A" else (), 6)
+        return sims[0].resolve(name, kind)
+
+    def make(app: Any, truth: Any) -> list[Route53Sim]:
+        sims.append(
+            Route53Sim(
+                app,
+                clock=SandboxClock(10.0),
+                truth=truth,
+                resolve=checker_target,
+                alias_addresses=alias_addresses,
+            )
+        )
+        return sims
+
+    for server in servers:
+        server.start()
+    name_server = DnsServer(authority).start()
+    resolver.append(Resolver([name_server.nameserver]))
+    try:
+        with AwsSandbox(make) as aws:
+            zone = aws.client("route53").create_hosted_zone(Name="example.com", CallerReference="dns-world")
+            d = yaml.safe_load(EXAMPLE.read_text())
+            d["route53"]["hosted_zone_id"] = zone["HostedZone"]["Id"].removeprefix("/hostedzone/")
+            d["route53"]["health_check"].update(protocol="HTTP", port=port)
+            d["dns"] = {"nameservers": [name_server.nameserver]}
+            for i, r in enumerate(d["regions"]):
+                ec2 = aws.client("ec2", r["aws_region"])
+                vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+                subnets = [
+                    ec2.create_subnet(
+                        VpcId=vpc, CidrBlock=f"10.0.{j}.0/24", AvailabilityZone=f"{r['aws_region']}{z}"
+                    )["Subnet"]["SubnetId"]
+                    for j, z in enumerate("ab")
+                ]
+                lb = aws.client("elbv2", r["aws_region"]).create_load_balancer(
+                    Name=f"alb-{i}", Subnets=subnets, Type="application", Scheme="internet-facing"
+                )["LoadBalancers"][0]
+                alb_names[lb["DNSName"].lower()] = r["aws_region"]
+                r["alb"] = lb["LoadBalancerArn"]
+            yield DnsWorld(aws, sims[0], name_server, parse_topology(d), addresses)
+    finally:
+        name_server.stop()
+        for server in servers:
+            server.stop()
+
+
+def sandbox_clients(world: DnsWorld, monkeypatch: pytest.MonkeyPatch) -> AwsClients:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", world.aws.endpoint)
+    return AwsClients()
+
+
+class TestDiscoverRouting:
+    def test_routes_by_alb_and_addresses_through_the_resolver(
+        self, dns_world: DnsWorld, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        clients = sandbox_clients(dns_world, monkeypatch)
+        t = dns_world.topology
+        apply_route53_plan(clients, t)
+        routing = discover_routing(t, clients, dns_world.resolver())
+        east, west = "us-east-1", "us-west-2"
+        # What each region's ALB name resolves to, through the topology's resolver: the evidence a
+        # DNS answer for the failover name is attributed by.
+        assert routing.addresses == dns_world.alb_addresses
+        assert {r: (route.role, route.set_identifier) for r, route in routing.routes.items()} == {
+            east: ("PRIMARY", f"{t.environment}-{east}"),
+            west: ("SECONDARY", f"{t.environment}-{west}"),
+        }
+        listed = clients.route53().list_health_checks()["HealthChecks"]
+        checks = {
+            r: next(
+                c["Id"] for c in listed if c["CallerReference"].startswith(f"chalkdr-{t.environment}-{r}-")
+            )
+            for r in (east, west)
+        }
+        assert {r: route.health_check_id for r, route in routing.routes.items()} == checks
+        # The failover name answers with the primary ALB's addresses (an alias has no name of its
+        # own in the answer), which is how an answer maps back to a region.
+        answer = dns_world.resolver().resolve(t.route53.failover_record)
+        assert answer.addresses == dns_world.alb_addresses[east]
+        assert answer.ttl == ALB_ALIAS_TTL_S / 10  # the ELB's TTL, on the sandbox's clock (x10)
+        assert routing.region_of_answer(answer.addresses) == east
+        assert routing.region_of(dns_world.alb_addresses[west][1]) == west
+        assert (
+            routing.region_of_answer((*dns_world.alb_addresses[east], dns_world.alb_addresses[west][0]))
+            is None
+        )
+        assert read_route53_health(clients, routing) == {east: True, west: True}
+
+    def test_an_alb_name_that_does_not_resolve_has_no_addresses(
+        self, dns_world: DnsWorld, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        clients = sandbox_clients(dns_world, monkeypatch)
+        t = dns_world.topology
+        apply_route53_plan(clients, t)
+        # A resolver that answers nothing (a name server that refuses every name): the records
+        # are still read from Route 53, but no answer can be attributed to a region.
+        refusing = DnsServer(lambda _name, _kind: DnsAnswer.refused()).start()
+        try:
+            routing = discover_routing(t, clients, Resolver([refusing.nameserver], timeout_s=0.5))
+        finally:
+            refusing.stop()
+        assert set(routing.routes) == {"us-east-1", "us-west-2"} and routing.addresses == {}
+        assert routing.region_of_answer(dns_world.alb_addresses["us-east-1"]) is None
+
+
+class TestPacing:
+    """Route 53 throttles GetHealthCheckStatus per account (sandbox: 4 burst, 1 per second, as
+    AWS's throttling guide describes); AwsClients paces its calls to stay under it."""
+
+    BURST = 6  # more than the throttle's burst of 4
+
+    def test_a_burst_of_status_reads_is_paced_under_the_throttle(
+        self, dns_world: DnsWorld, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        clients = sandbox_clients(dns_world, monkeypatch)
+        raw = dns_world.aws.client("route53")  # one attempt, unpaced: the operator's own client
+        east = dns_world.topology.region("us-east-1")
+        check_id = raw.create_health_check(
+            CallerReference=f"pacing-{uuid.uuid4().hex[:8]}",
+            HealthCheckConfig={
+                "Type": "HTTP",
+                "FullyQualifiedDomainName": east.query_hostname,
+                "Port": dns_world.topology.route53.health_check.port,
+                "ResourcePath": "/healthz",
+                "RequestInterval": 10,
+                "FailureThreshold": 2,
+            },
+        )["HealthCheck"]["Id"]
+        route = RegionRoute(
+            region=east.aws_region, alb_dns="-", health_check_id=check_id, role="PRIMARY", set_identifier="-"
+        )
+        one = Routing(record=dns_world.topology.route53.failover_record, routes={east.aws_region: route})
+        truth = dns_world.aws.truth
+        calls_before = len(
+            [e for e in truth.events("route53.call") if e["operation"] == "GetHealthCheckStatus"]
+        )
+        throttled_before = len(truth.events("route53.throttled"))
+
+        with ThreadPoolExecutor(max_workers=self.BURST) as pool:  # concurrent callers, one process
+            verdicts = list(pool.map(lambda _i: read_route53_health(clients, one), range(self.BURST)))
+
+        assert [set(v) for v in verdicts] == [{"us-east-1"}] * self.BURST  # every read answered
+        status_calls = [e for e in truth.events("route53.call") if e["operation"] == "GetHealthCheckStatus"]
+        assert len(status_calls) - calls_before == self.BURST  # each read once: nothing was retried
+        assert len(truth.events("route53.throttled")) == throttled_before  # and nothing throttled
+        assert clients.route53_pacer.waited_s > 0
+
+        # The same burst without pacing (a plain client, no retries) is throttled by the sandbox:
+        # the check above is not passing for want of a throttle.
+        errors = []
+        for _ in range(self.BURST):
+            try:
+                raw.get_health_check_status(HealthCheckId=check_id)
+            except ClientError as exc:
+                errors.append(exc.response["Error"]["Code"])
+        assert errors and set(errors) == {"Throttling"}

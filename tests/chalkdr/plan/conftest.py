@@ -55,14 +55,23 @@ THIRD_REGION: dict[str, Any] = {
     "eks": {"cluster_name": "chalk-prod-eu"},
     "online_store_tables": ["chalk-online-store"],
     "msk_cluster_arn": f"arn:aws:kafka:eu-west-1:{ACCOUNT}:cluster/chalk-prod-eu/abc-1",
+    "online_store_kms_key": f"arn:aws:kms:eu-west-1:{ACCOUNT}:key/eu-key",
     "aurora_cluster_id": "chalk-meta-eu",
-    "chalk": {
-        "environment_id": "prod-eu",
-        "api_server": "https://prod-eu.query.example.com",
-        "client_id": "client-prod-eu",
-        "client_secret": {"env": "CHALK_PROD_EU_CLIENT_SECRET"},
+    "aurora": {
+        "subnet_group": "chalk-meta-eu",
+        "security_group_ids": ["sg-eu"],
+        "kms_key_id": f"arn:aws:kms:eu-west-1:{ACCOUNT}:key/eu-key",
+        "instance_class": "db.r6g.large",
     },
+    "alarm_topic_arn": f"arn:aws:sns:eu-west-1:{ACCOUNT}:chalk-dr-alarms",
 }
+# A source cluster policy as MSK's guide shows it (msk-replicator-prepare-cluster).
+REPLICATOR_POLICY = (
+    '{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", '
+    '"Principal": {"Service": ["kafka.amazonaws.com"]}, '
+    '"Action": ["kafka:CreateVpcConnection", "kafka:GetBootstrapBrokers", "kafka:DescribeClusterV2"], '
+    '"Resource": "*"}]}'
+)
 Mutate = Callable[[dict[str, Any]], None]
 
 
@@ -114,11 +123,26 @@ def facts(t: Topology) -> ObservedState:
             canonical_hosted_zone_id=alb_zone(a),
         )
         tables[a] = tuple(
-            ObservedTable(table=n, region=a, status="ACTIVE", arn=f"arn:aws:dynamodb:{a}:{ACCOUNT}:table/{n}")
+            ObservedTable(
+                table=n,
+                region=a,
+                status="ACTIVE",
+                arn=f"arn:aws:dynamodb:{a}:{ACCOUNT}:table/{n}",
+                kms_key_arn=f"arn:aws:kms:{a}:{ACCOUNT}:key/online-store",
+                kms_customer_managed=True,
+                billing_mode="PAY_PER_REQUEST",
+            )
             for n in (r.online_store_tables if r is t.primary else [])
         )
         clusters[a] = ObservedMskCluster(
-            arn=r.msk_cluster_arn, region=a, state="ACTIVE", subnet_ids=(f"subnet-{a}",)
+            arn=r.msk_cluster_arn,
+            region=a,
+            state="ACTIVE",
+            subnet_ids=(f"subnet-{a}",),
+            brokers=3,
+            iam_enabled=True,
+            vpc_iam_enabled=True,
+            policy=REPLICATOR_POLICY,
         )
         if r is t.primary:
             dbs[a] = ObservedDbCluster(
@@ -128,6 +152,8 @@ def facts(t: Topology) -> ObservedState:
                 engine="aurora-postgresql",
                 engine_version="15.4",
                 status="available",
+                storage_encrypted=True,
+                instances=1,
             )
         eks[a] = ObservedEks(
             cluster=r.eks.cluster_name,
@@ -157,7 +183,7 @@ def _health_check(t: Topology, region: str) -> ObservedHealthCheck:
         caller_reference=f"chalkdr-prod-{region}-{HASH_HTTPS_10}",
         version=1,
         type="HTTPS",
-        fqdn=alb_dns(region),
+        fqdn=t.region(region).query_hostname,  # Route 53 sends it as Host and SNI
         port=443,
         resource_path="/healthz",
         request_interval=10,
@@ -209,6 +235,7 @@ def _alarm(
     return ObservedAlarm(
         name=f"chalkdr-prod-{name}",
         region=region,
+        alarm_actions=(f"arn:aws:sns:{region}:{ACCOUNT}:chalk-dr-alarms",),
         namespace=namespace,
         metric_name=metric,
         dimensions=dims,
@@ -238,6 +265,9 @@ def converged(t: Topology) -> ObservedState:
                 replica_regions=tuple(x for x in regions if x != a),
                 replica_status={x: "ACTIVE" for x in regions if x != a},
                 global_table_version="2019.11.21",
+                kms_key_arn=f"arn:aws:kms:{a}:{ACCOUNT}:key/online-store",
+                kms_customer_managed=True,
+                billing_mode="PAY_PER_REQUEST",
             ),
         )
         for a in regions
@@ -268,6 +298,8 @@ def converged(t: Topology) -> ObservedState:
             engine_version="15.4",
             status="available",
             global_cluster_id="chalk-meta",
+            storage_encrypted=True,
+            instances=1,
         )
         for r in t.regions
     }
@@ -313,7 +345,7 @@ def converged(t: Topology) -> ObservedState:
                 r.aws_region,
                 "AWS/RDS",
                 "AuroraGlobalDBReplicationLag",
-                {"DBClusterIdentifier": r.aurora_cluster_id},
+                {"DBClusterIdentifier": r.aurora_cluster_id, "SourceRegion": t.primary.aws_region},
                 5000.0,
             )
         )
@@ -359,6 +391,7 @@ class Worlds:
     latency = staticmethod(latency)
     alb_dns = staticmethod(alb_dns)
     ACCOUNT = ACCOUNT
+    REPLICATOR_POLICY = REPLICATOR_POLICY
     HASH_HTTPS_10 = HASH_HTTPS_10
     HASH_HTTPS_30 = HASH_HTTPS_30
 

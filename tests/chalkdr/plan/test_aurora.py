@@ -73,3 +73,50 @@ class TestWarnings:
         (warning,) = plan.warnings
         assert "(a cluster of this topology)" in warning and "provision does not move the writer" in warning
         assert {c.action for c in w.of_kind(plan, ResourceKind.GLOBAL_CLUSTER)} == {Action.NOOP}
+
+
+class TestSecondaryPrerequisites:
+    """A secondary of an encrypted global database needs a KMS key of its region, a DB subnet
+    group and security groups in its VPC (CreateDBCluster, Aurora User Guide "Adding an AWS
+    Region to an Aurora global database"), and an instance to serve or be promoted."""
+
+    def test_the_secondary_carries_its_placement_key_and_instance(self, w: Any) -> None:
+        t = w.topology()
+        (spec,) = desired_state(t, w.facts(t)).of(SecondaryClusterSpec)
+        west = t.region("us-west-2").aurora
+        assert (spec.subnet_group, spec.security_group_ids) == (
+            west.subnet_group,
+            tuple(west.security_group_ids),
+        )
+        assert (spec.kms_key_id, spec.instance_class) == (west.kms_key_id, "db.r6g.large")
+        (change,) = w.of_kind(plan_for(t, w.facts(t)), ResourceKind.SECONDARY_CLUSTER)
+        assert w.diff(change)["instances"] == (None, "chalk-meta-west-1 (db.r6g.large)")
+
+    def test_missing_placement_is_an_error_naming_the_fields(self, w: Any) -> None:
+        t = w.topology(lambda d: d["regions"][1].pop("aurora"))
+        plan = plan_for(t, w.facts(t))
+        (error,) = plan.errors
+        assert error.startswith(
+            "us-west-2: the Aurora secondary chalk-meta-west needs regions[1].aurora.subnet_group"
+        )
+        assert "regions[1].aurora.kms_key_id" in error and "kmsKeyId should be explicitly specified" in error
+        assert w.of_kind(plan, ResourceKind.SECONDARY_CLUSTER) == []
+
+    def test_an_unencrypted_global_database_needs_no_key(self, w: Any) -> None:
+        t = w.topology(lambda d: d["regions"][1]["aurora"].pop("kms_key_id"))
+        obs = w.facts(t)
+        clusters = dict(obs.aurora.clusters)
+        clusters["us-east-1"] = clusters["us-east-1"].model_copy(update={"storage_encrypted": False})
+        plan = plan_for(t, w.updated(obs, "aurora", clusters=clusters))
+        assert plan.errors == ()
+        (spec,) = desired_state(t, w.updated(obs, "aurora", clusters=clusters)).of(SecondaryClusterSpec)
+        assert spec.kms_key_id is None
+
+    def test_a_headless_secondary_gets_its_instance(self, w: Any) -> None:
+        t = w.topology()
+        obs = w.converged(t)
+        clusters = dict(obs.aurora.clusters)
+        clusters["us-west-2"] = clusters["us-west-2"].model_copy(update={"instances": 0})
+        (change,) = plan_for(t, w.updated(obs, "aurora", clusters=clusters)).pending
+        assert change.action is Action.UPDATE and change.region == "us-west-2"
+        assert w.diff(change) == {"instances": (0, "chalk-meta-west-1 (db.r6g.large)")}

@@ -122,5 +122,5 @@ class TestRendering:
             "kind": "route53-health-check",
             "resource": "chalkdr-prod-us-east-1",
             "region": "us-east-1",
-            "diff": f"health_check: — → HTTPS {w.alb_dns('us-east-1')}:443",
+            "diff": "health_check: — → HTTPS prod-east.query.example.com:443",
         }

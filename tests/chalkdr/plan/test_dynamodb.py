@@ -66,3 +66,39 @@ class TestErrors:
             "us-west-2: DynamoDB table chalk-online-store exists there as a separate table" in e
             for e in plan.errors
         )
+
+
+class TestReplicaPrerequisites:
+    """What UpdateTable refuses before it adds a replica (DynamoDB Developer Guide, global tables
+    version 2019.11.21 prerequisites), named by the plan before any call."""
+
+    def test_the_replica_gets_the_key_of_its_own_region(self, w: Any) -> None:
+        t = w.topology()
+        (change,) = w.of_kind(plan_for(t, w.facts(t)), ResourceKind.GLOBAL_TABLE)
+        assert change.spec.replica_kms_keys == {"us-west-2": t.region("us-west-2").online_store_kms_key}
+
+    def test_a_customer_key_without_a_replica_key_is_an_error(self, w: Any) -> None:
+        d_topology = w.topology(lambda d: d["regions"][1].pop("online_store_kms_key"))
+        plan = plan_for(d_topology, w.facts(d_topology))
+        assert w.of_kind(plan, ResourceKind.GLOBAL_TABLE) == []
+        (error,) = plan.errors
+        assert error.startswith("us-west-2: DynamoDB table chalk-online-store is encrypted with a customer")
+        assert "set online_store_kms_key for region us-west-2" in error
+
+    def test_a_table_encrypted_by_dynamodb_needs_no_replica_key(self, w: Any) -> None:
+        t = w.topology(lambda d: d["regions"][1].pop("online_store_kms_key"))
+        obs = w.facts(t)
+        (table,) = obs.dynamodb.tables["us-east-1"]
+        owned = table.model_copy(update={"kms_key_arn": None, "kms_customer_managed": False})
+        plan = plan_for(t, _tables(w, obs, **{"us-east-1": (owned,)}))
+        assert plan.errors == () and len(w.of_kind(plan, ResourceKind.GLOBAL_TABLE)) == 1
+
+    def test_provisioned_capacity_without_auto_scaling_is_an_error(self, w: Any) -> None:
+        t = w.topology()
+        obs = w.facts(t)
+        (table,) = obs.dynamodb.tables["us-east-1"]
+        fixed = table.model_copy(update={"billing_mode": "PROVISIONED", "write_autoscaled": False})
+        plan = plan_for(t, _tables(w, obs, **{"us-east-1": (fixed,)}))
+        assert any("provisioned write capacity without auto scaling" in e for e in plan.errors)
+        scaled = fixed.model_copy(update={"write_autoscaled": True})
+        assert plan_for(t, _tables(w, obs, **{"us-east-1": (scaled,)})).errors == ()

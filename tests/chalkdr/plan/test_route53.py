@@ -26,7 +26,7 @@ def slower(d: dict[str, Any]) -> None:
 
 
 class TestDesired:
-    def test_health_checks_follow_the_topology_and_target_the_alb(self, w: Any) -> None:
+    def test_health_checks_follow_the_topology_and_check_the_regional_hostname(self, w: Any) -> None:
         t = w.topology()
         checks = desired_state(t, w.facts(t)).of(HealthCheckSpec)
         assert [h.region for h in checks] == ["us-east-1", "us-west-2"]
@@ -34,7 +34,8 @@ class TestDesired:
         assert (east.type, east.port, east.resource_path) == ("HTTPS", 443, "/healthz")
         assert (east.request_interval, east.failure_threshold) == (10, 3)
         assert east.regions == ("eu-west-1", "us-east-1", "us-west-2")
-        assert east.fqdn == w.alb_dns("us-east-1")
+        # Route 53 sends the FQDN as Host and SNI: the regional hostname the ALB routes and certifies.
+        assert east.fqdn == "prod-east.query.example.com"
         assert east.tags == {**MANAGED_TAGS, "Name": "chalkdr-prod-us-east-1"}
         assert east.caller_reference == f"chalkdr-prod-us-east-1-{w.HASH_HTTPS_10}"
 
@@ -265,3 +266,26 @@ class TestIdentity:
         )
         plan = plan_for(t, w.updated(w.facts(t), "route53", health_checks=(other,)))
         assert [c.action for c in w.of_kind(plan, HC)] == [Action.CREATE, Action.CREATE]
+
+
+class TestWhatRoute53CanReach:
+    """Route 53 health checkers are on the internet and resolve a check's domain name through
+    public DNS (Route 53 Developer Guide, "Values that you specify when you create or update
+    health checks"); TestDNSAnswer answers only for public hosted zones (API reference)."""
+
+    def test_an_internal_alb_is_an_error_naming_the_region(self, w: Any) -> None:
+        t = w.topology()
+        obs = w.facts(t)
+        albs = dict(obs.route53.albs)
+        albs["us-west-2"] = albs["us-west-2"].model_copy(update={"scheme": "internal"})
+        plan = plan_for(t, w.updated(obs, "route53", albs=albs))
+        (error,) = [e for e in plan.errors if "internal" in e]
+        assert error.startswith("us-west-2: ALB chalk-prod-west is internal (Scheme internal)")
+        checks = [c for c in plan.changes if c.kind is ResourceKind.HEALTH_CHECK]
+        assert [c.region for c in checks] == ["us-east-1"]  # nothing is made for the unreachable one
+
+    def test_a_private_hosted_zone_is_an_error(self, w: Any) -> None:
+        t = w.topology()
+        plan = plan_for(t, w.updated(w.facts(t), "route53", private_zone=True))
+        assert any("hosted zone example.com is private" in e for e in plan.errors)
+        assert [c for c in plan.changes if c.kind is ResourceKind.RECORD] == []
