@@ -160,7 +160,7 @@ def run_flow(topology: Any, mode: str, clients: Any, calls: Calls) -> Run:
         topology=topology, mode=mode, require_approval=False, clients=clients, return_state=True
     )
     wall = time.monotonic() - t0
-    report = state.result()
+    report = state.result(raise_on_failure=False)  # a plan with changes ends Failed ("drift")
     assert isinstance(report, ProvisionReport), report
     return Run(
         wall, dict(report.timings_s), calls.reset(), len(report.plan.changes), len(report.plan.pending)

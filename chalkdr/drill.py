@@ -25,6 +25,8 @@ from chalkdr.report import SloVerdict
 from chalkdr.topology import Topology
 
 __all__ = [
+    "ALLOWED_FIS_ACTIONS",
+    "DEFAULT_LOCK_WAIT_S",
     "PAUSE_TAKES_EFFECT_MAX_AWS_S",
     "AbortAfter",
     "DrillSettings",
@@ -38,6 +40,7 @@ __all__ = [
     "Scenario",
     "SloOverrides",
     "SteadyState",
+    "SteadyStateWait",
     "abort_reason",
     "evaluate_slos",
     "health_verdict",
@@ -99,8 +102,48 @@ ObserveTimeout = Annotated[
         description="Real seconds to wait for each transition (default: 3x the configured worst case + 30 s)",
     ),
 ]
+# The FIS actions a drill may run from an operator's template (scenario fis-experiment): faults
+# whose effect ends when the experiment stops, so the drill's undo (StopExperiment) and a sweep
+# restore the region. Irreversible ones (aws:ec2:terminate-instances, aws:rds:failover-db-cluster,
+# ...) are refused. Action ids: AWS FIS actions reference
+# (https://docs.aws.amazon.com/fis/latest/userguide/fis-actions-reference.html).
+ALLOWED_FIS_ACTIONS = frozenset(
+    {
+        "aws:cloudwatch:assert-alarm-state",
+        "aws:dynamodb:global-table-pause-replication",
+        "aws:dynamodb:encrypted-global-table-pause-replication",
+        "aws:eks:pod-cpu-stress",
+        "aws:eks:pod-delete",
+        "aws:eks:pod-io-stress",
+        "aws:eks:pod-memory-stress",
+        "aws:eks:pod-network-blackhole-port",
+        "aws:eks:pod-network-latency",
+        "aws:eks:pod-network-packet-loss",
+        "aws:fis:inject-api-internal-error",
+        "aws:fis:inject-api-throttle-error",
+        "aws:fis:inject-api-unavailable-error",
+        "aws:fis:wait",
+        "aws:network:disrupt-connectivity",
+    }
+)
+# Longer than a runbook lock's lease (60 s, flows/runbook.py) plus the server's lease-revocation
+# loop (15 s): a runbook started right after one was killed hard waits the dead run's lease out,
+# then its sweep repairs what that run left and marks it Crashed, instead of giving up on a lock
+# nobody alive holds.
+DEFAULT_LOCK_WAIT_S = 90.0
 LockWaitSeconds = Annotated[
     float, Field(ge=0, le=3600, description="Seconds to wait for another runbook of this environment to end")
+]
+SteadyStateWait = Annotated[
+    float,
+    Field(
+        ge=0,
+        le=3600,
+        description=(
+            "Seconds pre-flight may wait for steady state to be reached (0: judge it once). For a drill "
+            "started right after provisioning, while a new MSK replicator still copies its backlog"
+        ),
+    ),
 ]
 
 
@@ -119,7 +162,8 @@ class DrillSettings(BaseModel):
     fis_experiment_template_id: str | None = None
     abort_after_failed_probes: AbortAfter = 5
     observe_timeout_seconds: ObserveTimeout = None
-    wait_for_lock_seconds: LockWaitSeconds = 10.0
+    wait_for_lock_seconds: LockWaitSeconds = DEFAULT_LOCK_WAIT_S
+    steady_state_wait_seconds: SteadyStateWait = 0.0
 
     @model_validator(mode="after")
     def _template_for_fis(self) -> DrillSettings:
@@ -350,25 +394,15 @@ def evaluate_slos(
     traffic_moved: bool,
 ) -> list[SloVerdict]:
     """RTO passes when failover completed within target; RPO when the exposure stayed within it."""
-    verdicts = []
-    if traffic_moved:
-        verdicts.append(
-            SloVerdict(
-                name="RTO",
-                target=rto_target_s,
-                measured=rto_measured_s,
-                passed=rto_measured_s is not None and rto_measured_s <= rto_target_s,
-            )
+
+    def verdict(name: str, target: float, measured: float | None) -> SloVerdict:
+        # not measured is not a pass
+        return SloVerdict(
+            name=name, target=target, measured=measured, passed=measured is not None and measured <= target
         )
-    verdicts.append(
-        SloVerdict(
-            name="RPO",
-            target=rpo_target_s,
-            measured=rpo_measured_s,
-            passed=rpo_measured_s is not None and rpo_measured_s <= rpo_target_s,
-        )
-    )
-    return verdicts
+
+    rpo = verdict("RPO", rpo_target_s, rpo_measured_s)
+    return [verdict("RTO", rto_target_s, rto_measured_s), rpo] if traffic_moved else [rpo]
 
 
 def rpo_estimate(rpo: RpoEvidence) -> tuple[float | None, str | None]:

@@ -73,6 +73,9 @@ class Observation(BaseModel):
     # model's inputs (chalkdr.population).
     answer: dict[str, float] = Field(default_factory=dict)
     available: dict[str, bool] = Field(default_factory=dict)
+    # When `available` was measured: the midpoint of its queries, which run after the probes
+    # above (under load, a good fraction of a second after `mono`).
+    available_mono: float | None = None
 
 
 class Direction(StrEnum):

@@ -35,6 +35,7 @@ from pydantic import BaseModel
 from pydantic import ConfigDict
 from pydantic import Field
 from pydantic import ValidationError
+from pydantic import ValidationInfo
 from pydantic import field_validator
 from pydantic import model_validator
 from pydantic_core import PydanticCustomError
@@ -51,6 +52,7 @@ __all__ = [
     "ROUTE53_CHECKER_REGIONS",
     "SECRET_BLOCK_PREFIX",
     "SECRET_ENV_PREFIX",
+    "AdoptConfig",
     "AuroraConfig",
     "AuroraRegionConfig",
     "ChalkEnvConfig",
@@ -98,6 +100,8 @@ _ALB_NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,30}[A-Za-z0-9])?$")
 _MSK_ARN_RE = re.compile(
     r"^arn:aws[a-z-]*:kafka:(?P<region>[a-z0-9-]+):\d{12}:cluster/[A-Za-z0-9-]+(/[A-Za-z0-9-]+)?$"
 )
+_REPLICATOR_NAME_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z-]{0,127}$")
+_HEALTH_CHECK_ID_RE = re.compile(r"^[0-9A-Za-z-]{1,64}$")  # Route 53 HealthCheckId: at most 64 characters
 _ROLE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
 _K8S_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _SNS_ARN_RE = re.compile(r"^arn:aws[a-z-]*:sns:(?P<region>[a-z0-9-]+):\d{12}:[A-Za-z0-9_-]{1,256}$")
@@ -489,12 +493,49 @@ class Route53Config(_Strict):
         return str(self.failover_url).rstrip("/") if self.failover_url else f"https://{self.failover_record}"
 
 
+class AdoptConfig(_Strict):
+    """Existing resources provision may take over although chalk-dr does not own them.
+
+    Provision changes only what carries this environment's ownership (a `chalk-dr:environment`
+    tag; for a DNS name, its ownership TXT record). A resource it would change that is not its
+    own is a plan error naming it; listing it here makes the plan take it over instead (the
+    ownership is added, and the change is recorded in the audit like any other).
+    """
+
+    records: list[str] = Field(
+        default_factory=list, description="DNS names whose record sets this topology writes (any owner)"
+    )
+    health_checks: list[str] = Field(default_factory=list, description="Route 53 health check ids")
+    alarms: list[str] = Field(default_factory=list, description="CloudWatch alarm names")
+    replicators: list[str] = Field(default_factory=list, description="MSK Replicator names")
+
+    @field_validator("records")
+    @classmethod
+    def _names(cls, v: list[str]) -> list[str]:
+        bad = [n for n in v if not _DNS_RE.match(n.lower())]
+        if bad:
+            raise _error(f"{', '.join(map(repr, bad))} not a DNS name")
+        return [n.lower().rstrip(".") for n in v]
+
+    @field_validator("health_checks", "replicators")
+    @classmethod
+    def _ids(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        pattern, what = {
+            "health_checks": (_HEALTH_CHECK_ID_RE, "a Route 53 health check id"),
+            "replicators": (_REPLICATOR_NAME_RE, "an MSK Replicator name"),
+        }[str(info.field_name)]
+        bad = [i for i in v if not pattern.match(i)]
+        if bad:
+            raise _error(f"{', '.join(map(repr, bad))} not {what}")
+        return v
+
+
 class AuroraConfig(_Strict):
     global_cluster_id: str = Field(min_length=1, max_length=63)
 
 
 class MskConfig(_Strict):
-    replicator_name: str = Field(pattern=r"^[0-9A-Za-z][0-9A-Za-z-]{0,127}$")
+    replicator_name: str = Field(pattern=_REPLICATOR_NAME_RE.pattern)
     topics: list[str] = Field(min_length=1)
     service_execution_role_arn: str
 
@@ -532,6 +573,10 @@ class Topology(_Strict):
     msk: MskConfig
     slo: Slo
     guards: Guards = Field(default_factory=Guards)
+    adopt: AdoptConfig = Field(
+        default_factory=AdoptConfig,
+        description="Existing resources provision takes over although they are not chalk-dr's (audited)",
+    )
     deploy: DeployConfig | None = Field(
         default=None,
         description="Where chalk apply may take code from; without it, no repository may be cloned",
@@ -592,6 +637,13 @@ class Topology(_Strict):
             problems.append(
                 f"alarm_topic_arn missing for {', '.join(missing)}: name an SNS topic per region for the "
                 "replication-lag alarms, or set silent_alarms: true to create them without actions"
+            )
+        names = {self.route53.failover_record, *(r.query_hostname for r in self.regions)}
+        strays = [n for n in self.adopt.records if n not in names]
+        if strays:
+            problems.append(
+                f"adopt.records: {', '.join(strays)} not a name this topology writes "
+                f"(route53.failover_record or a region's query_hostname: {', '.join(sorted(names))})"
             )
         if problems:
             raise _error("; ".join(problems))

@@ -62,7 +62,6 @@ from prefect import flow
 from prefect import get_run_logger
 from prefect.client.orchestration import get_client
 from prefect.concurrency.sync import concurrency
-from prefect.context import FlowRunContext
 from prefect.futures import PrefectFuture
 from prefect.futures import as_completed
 from pydantic import Field
@@ -84,6 +83,8 @@ from chalkdr.secrets import redact_url
 from chalkdr.topology import Topology
 from chalkdr.topology import load_topology
 from chalkdr.topology import topology_file_in
+from flows.runbook import TOPOLOGY_DIR_ENV
+from flows.runbook import deployed_run
 from flows.runbook import load_topology_parameter
 from tasks.chalk import CliRun
 from tasks.chalk import Verification
@@ -104,7 +105,6 @@ __all__ = ["CHALK_BIN_ENV", "TOPOLOGY_DIR_ENV", "chalk_apply", "chalk_apply_on_p
 
 _SHA_RE = re.compile(r"^[0-9a-fA-F]{7,40}$")
 # The worker's configuration, never a parameter of a run that came through the Prefect API.
-TOPOLOGY_DIR_ENV = "CHALK_DR_TOPOLOGY_DIR"
 CHALK_BIN_ENV = "CHALK_DR_CHALK_BIN"
 
 
@@ -505,12 +505,6 @@ def _check_sha(sha: str) -> None:
         raise ValueError(f"sha {sha!r} is not a git commit sha (7 to 40 hex digits)")
 
 
-def _deployed() -> bool:
-    """Whether this run belongs to a deployment: its parameters came through the Prefect API."""
-    ctx = FlowRunContext.get()
-    return ctx is not None and ctx.flow_run is not None and ctx.flow_run.deployment_id is not None
-
-
 def _configured_topology(name: str) -> Topology:
     """A topology file from the worker's $CHALK_DR_TOPOLOGY_DIR (the only place a run that came
     through the API may take one from); unset, such a run cannot start."""
@@ -560,7 +554,7 @@ def chalk_apply(
     _check_sha(sha)
     if bool(repo_url) == bool(path):
         raise ValueError("give exactly one of repo_url (to clone) or path (a local checkout)")
-    if _deployed():
+    if deployed_run():
         problems = []
         if not isinstance(topology, str):
             problems.append(f"topology must name a file in ${TOPOLOGY_DIR_ENV}, not be a mapping")

@@ -19,7 +19,6 @@ from typing import Any
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.artifacts import create_table_artifact
-from prefect.events import emit_event
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from prefect.states import Completed
@@ -36,6 +35,7 @@ from chalkdr.drill import ObserveTimeout
 from chalkdr.drill import ProbeInterval
 from chalkdr.drill import Scenario
 from chalkdr.drill import SloOverrides
+from chalkdr.drill import SteadyStateWait
 from chalkdr.drill import abort_reason
 from chalkdr.drill import evaluate_slos
 from chalkdr.drill import new_drill_id
@@ -59,14 +59,18 @@ from chalkdr.report import render_markdown
 from chalkdr.report import timeline_rows
 from chalkdr.topology import ALB_ALIAS_TTL_S
 from chalkdr.topology import Topology
+from flows.runbook import DEFAULT_LOCK_WAIT_S
 from flows.runbook import RunContext
+from flows.runbook import emit_finished
 from flows.runbook import execute_runbook
 from flows.runbook import load_topology_parameter
 from flows.runbook import phase_events
 from tasks.chalk import read_last_good
 from tasks.faults import Fault
+from tasks.faults import check_fis_template
 from tasks.faults import inject_fault
 from tasks.faults import make_fault
+from tasks.faults import recoveries_in_effect
 from tasks.faults import sweep_leftovers
 from tasks.faults import undo_fault
 from tasks.locks import kill_switch_reason
@@ -99,6 +103,8 @@ class FaultRun:
     injected_at: float | None = None  # monotonic
     held_canary: str | None = None  # replication-paused: a write seen held back by the pause
     held_written_at: float | None = None  # monotonic, when that write was made
+    # What each region answered through its own hostname just before the injection (steady state).
+    available_before: dict[str, bool] | None = None
 
 
 def publish_report(report: DrillReport) -> None:
@@ -113,14 +119,7 @@ def publish_report(report: DrillReport) -> None:
         key=f"drill-{report.environment}-timeline",
         description=f"Timeline of drill {report.drill_id}",
     )
-    emit_event(
-        event="chalkdr.drill.finished",
-        resource={
-            "prefect.resource.id": f"chalkdr.drill.{report.drill_id}",
-            "chalkdr.environment": report.environment,
-        },
-        payload={"outcome": report.outcome.value, "passed": report.passed, "rto_s": report.rto_s},
-    )
+    emit_finished("drill", report, {"passed": report.passed, "rto_s": report.rto_s})
 
 
 def _new_report(t: Topology, settings: DrillSettings) -> DrillReport:
@@ -151,7 +150,8 @@ def drill(
     fis_experiment_template_id: str | None = None,
     abort_after_failed_probes: AbortAfter = 5,
     observe_timeout_seconds: ObserveTimeout = None,
-    wait_for_lock_seconds: LockWaitSeconds = 10.0,
+    wait_for_lock_seconds: LockWaitSeconds = DEFAULT_LOCK_WAIT_S,
+    steady_state_wait_seconds: SteadyStateWait = 0.0,
 ) -> Any:
     """Rehearse a regional failure of `topology`'s primary and report RTO/RPO with evidence.
 
@@ -170,6 +170,7 @@ def drill(
         abort_after_failed_probes=abort_after_failed_probes,
         observe_timeout_seconds=observe_timeout_seconds,
         wait_for_lock_seconds=wait_for_lock_seconds,
+        steady_state_wait_seconds=steady_state_wait_seconds,
     )
     t = load_topology_parameter(topology)
     report = _new_report(t, settings)
@@ -179,7 +180,6 @@ def drill(
         settings,
         journal,
         _runbook,
-        lock=f"drill-{t.environment}",
         wait_for_lock_s=settings.wait_for_lock_seconds,
         publish=publish_report,
     )
@@ -236,13 +236,18 @@ def preflight(ctx: Drill) -> LastGood | None:
         steady, problems = await_steady_state(
             ctx.probes,
             ctx.live_routing,
-            timeout_s=ctx.settings.observe_timeout_s(ctx.topology) if ctx.report.swept else 0,
+            # After a repair, at least the time the repair takes to show; and what the caller allows.
+            timeout_s=max(
+                ctx.settings.observe_timeout_s(ctx.topology) if ctx.report.swept else 0.0,
+                ctx.settings.steady_state_wait_seconds,
+            ),
             interval_s=ctx.settings.probe_interval_seconds,
             expected_deployments=parity.deployment_ids if parity else None,
             expected_sha=parity.sha if parity else None,
             # After a repair, resolvers may hold the repaired-away answer for a whole TTL.
             stable_for_s=_ttl_s(ctx) if ctx.report.swept else 0.0,
         )
+        problems += _fault_problems(ctx)
         rec.detail["problems"] = problems
         notes = steady_state_notes(steady)
         if notes:
@@ -253,6 +258,19 @@ def preflight(ctx: Drill) -> LastGood | None:
             raise PreflightFailed(problems)
         ctx.report.rpo.lags_at_injection = _lags_now(steady.lags)
     return parity
+
+
+def _fault_problems(ctx: Drill) -> list[str]:
+    """What refuses the fault itself before anything is touched: a failover still in effect (a
+    drill never rehearses on a layout mid-incident), or an operator's FIS template that is not
+    marked for this environment or whose actions are not reversible."""
+    s = ctx.settings
+    problems = recoveries_in_effect(ctx.clients, ctx.live_routing)
+    if s.scenario is not Scenario.FIS_EXPERIMENT:
+        return problems
+    if not s.fis_experiment_template_id:
+        return [*problems, "scenario fis-experiment needs fis_experiment_template_id"]
+    return problems + check_fis_template(ctx.topology, ctx.clients, s.fis_experiment_template_id)
 
 
 def approve(ctx: Drill) -> None:
@@ -300,6 +318,7 @@ def inject(ctx: Drill, run: FaultRun) -> None:
         if problems:
             raise PreflightFailed(["just before injection: " + p for p in problems])
         ctx.report.rpo.lags_at_injection = _lags_now(steady.lags)
+        run.available_before = {r: a.ok for r, a in steady.served.items()}
         run.injected_at = time.monotonic()
         inject_fault(run.fault)
         ctx.journal.event("inject", "fault injected", run.fault.target, mono=run.injected_at)
@@ -328,7 +347,9 @@ def observe_failover(ctx: Drill, run: FaultRun) -> None:
             target_regions=others,
         )
         ctx.report.failover = m
-        population = population_outage(_samples(obs, run.injected_at), ttl_s=_ttl_s(ctx))
+        population = population_outage(
+            _samples(obs, run.injected_at, before=run.available_before), ttl_s=_ttl_s(ctx)
+        )
         ctx.report.failover_population = population
         publish_population(ctx.report, population, "failover")
         # Failover: the first good answer from the secondary (the earliest any client moves; the
@@ -500,8 +521,28 @@ def _flip_window(ctx: Drill, *, failback: bool) -> tuple[float, float]:
     return (earliest, latest) if not failback else (0.0, latest)
 
 
-def _samples(obs: Sequence[Observation], start: float) -> list[Sample]:
-    return [Sample(t=round(o.mono - start, 3), answer=o.answer, available=o.available) for o in obs]
+def _samples(
+    obs: Sequence[Observation], start: float, *, before: dict[str, bool] | None = None
+) -> list[Sample]:
+    """The population model's inputs, each at the moment its availability was measured.
+
+    `before`: every region's availability measured just before the reference instant (the
+    injection's last steady-state check). It becomes a sample at t = 0, with the first
+    observation's answer set (Route 53 cannot move the answer before its checkers have failed
+    several times): the fault cannot have acted earlier, so the first outage is placed between
+    the injection and the first observation, not at that observation (which comes a good part of
+    a second later: the injection itself is a task)."""
+    samples = [
+        Sample(
+            t=round((o.available_mono if o.available_mono is not None else o.mono) - start, 3),
+            answer=o.answer,
+            available=o.available,
+        )
+        for o in obs
+    ]
+    if before is not None and samples and samples[0].t > 0:
+        samples.insert(0, Sample(t=0.0, answer=samples[0].answer, available=before))
+    return samples
 
 
 def publish_population(report: DrillReport, population: PopulationOutage, direction: str) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextvars
 import time
+import uuid
 from collections.abc import Callable
 from collections.abc import Mapping
 from collections.abc import Sequence
@@ -35,6 +36,7 @@ from prefect.flow_runs import pause_flow_run
 from prefect.futures import PrefectFuture
 from prefect.futures import wait
 from prefect.input import RunInput
+from prefect.runtime import flow_run
 from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel
@@ -43,6 +45,8 @@ from pydantic import Field
 
 from chalkdr.audit import AuditRecord
 from chalkdr.clients import AwsClients
+from chalkdr.drill import DEFAULT_LOCK_WAIT_S
+from chalkdr.drill import LockWaitSeconds
 from chalkdr.errors import ChalkDrError
 from chalkdr.plan import Change
 from chalkdr.plan import ChangeResult
@@ -68,13 +72,13 @@ from chalkdr.plan import WaitPolicy
 from chalkdr.plan import alarm_prefix
 from chalkdr.plan import apply_stages
 from chalkdr.plan import critical_path_s
-from chalkdr.plan import normalize_dns
 from chalkdr.plan import online_store_tables
 from chalkdr.plan import plan_for
 from chalkdr.plan import plan_table_rows
 from chalkdr.plan import render_plan_markdown
 from chalkdr.topology import RegionConfig
 from chalkdr.topology import Topology
+from flows.runbook import hold_environment_lock
 from flows.runbook import load_topology_parameter
 from tasks.audit import ApplyContext
 from tasks.audit import publish_audit_table
@@ -368,10 +372,11 @@ def _apply_stage(
     apply: ApplyContext, stage: Stage, results: list[ChangeResult], hc_ids: dict[str, str]
 ) -> None:
     if stage.kind is ResourceKind.RECORD:
-        # One atomic batch per record name (PRIMARY and SECONDARY change together).
+        # One atomic batch per record name (PRIMARY and SECONDARY change together, and the
+        # name's ownership TXT record with them).
         by_name: dict[str, list[Change]] = {}
         for c in stage.changes:
-            by_name.setdefault(normalize_dns(c.typed_spec(RecordSpec).name), []).append(c)
+            by_name.setdefault(c.typed_spec(RecordSpec).batch_name, []).append(c)
         for name, changes in by_name.items():
             results.extend(ensure_records(apply, name, changes, hc_ids))
         return
@@ -407,6 +412,7 @@ def provision(
     approval_timeout_s: int = 3600,
     wait_timeout_s: float = 3600.0,
     clients: AwsClients | None = None,
+    wait_for_lock_seconds: LockWaitSeconds = DEFAULT_LOCK_WAIT_S,
 ) -> ProvisionReport:
     """Converge AWS to the topology's failover plumbing; `plan` mode changes nothing, and ends
     Failed (outcome "drift", the plan as the message, the report as the result) unless AWS is
@@ -417,10 +423,33 @@ def provision(
     or `approval_timeout_s` passes. `wait_timeout_s` bounds each wait for AWS's asynchronous
     work, in configured AWS seconds (time-scaled environments wait proportionally less).
     `clients` is for embedding (tests, benchmarks): an AwsClients, e.g. with botocore event
-    hooks; by default one is made from the topology.
+    hooks; by default one is made from the topology. An apply holds the environment's lock
+    (the one drills, failover and failback hold), waiting up to `wait_for_lock_seconds` for it.
     """
     topo = load_topology_parameter(topology)
     aws = clients or AwsClients.for_topology(topo)
+    if mode == "plan":  # reads only: never waits for a drill
+        return _converge(topo, aws, mode, require_approval, approval_timeout_s, wait_timeout_s)
+    # An apply holds the environment's lock from its first read to its verify: a drill, failover
+    # or failback resets nothing here, and an apply never undoes a live drill's fault.
+    with hold_environment_lock(
+        topo.environment,
+        wait_for_lock_seconds,
+        kind="provision",
+        run_id=flow_run.get_id() or f"provision-{uuid.uuid4().hex[:8]}",
+    ):
+        return _converge(topo, aws, mode, require_approval, approval_timeout_s, wait_timeout_s)
+
+
+def _converge(
+    topo: Topology,
+    aws: AwsClients,
+    mode: Mode,
+    require_approval: bool,
+    approval_timeout_s: int,
+    wait_timeout_s: float,
+) -> ProvisionReport:
+    """Read, plan, and in apply mode approve, apply and verify (the flow's body)."""
     logger = get_run_logger()
     timings: dict[str, float] = {}  # shared with the report below: each phase adds its wall time
 

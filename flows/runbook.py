@@ -11,9 +11,11 @@ While it holds the lock, the run is recorded as the holder in the Variable `chal
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from collections.abc import Iterator
+from contextlib import ExitStack
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +25,13 @@ from typing import TypeVar
 
 from prefect import get_run_logger
 from prefect.concurrency.sync import concurrency
+from prefect.context import FlowRunContext
 from prefect.events import emit_event
 
 from chalkdr.clients import AwsClients
+from chalkdr.drill import DEFAULT_LOCK_WAIT_S
 from chalkdr.drill import Routing
+from chalkdr.errors import ChalkDrError
 from chalkdr.errors import DrillAborted
 from chalkdr.errors import PreflightFailed
 from chalkdr.report import Journal
@@ -36,13 +41,28 @@ from chalkdr.report import RunReport
 from chalkdr.topology import Topology
 from chalkdr.topology import load_topology
 from chalkdr.topology import parse_topology
+from chalkdr.topology import topology_file_in
+from tasks.locks import RunRef
 from tasks.locks import claim_lock_record
 from tasks.locks import ensure_lock
 from tasks.locks import kill_switch_reason
 from tasks.locks import release_lock_record
 from tasks.probes import ProbeSet
 
-__all__ = ["LockBusy", "RunContext", "execute_runbook", "load_topology_parameter", "phase_events"]
+__all__ = [
+    "DEFAULT_LOCK_WAIT_S",
+    "TOPOLOGY_DIR_ENV",
+    "LockBusy",
+    "RunContext",
+    "TopologyRefused",
+    "deployed_run",
+    "emit_finished",
+    "environment_lock_name",
+    "execute_runbook",
+    "hold_environment_lock",
+    "load_topology_parameter",
+    "phase_events",
+]
 
 S = TypeVar("S")
 R = TypeVar("R", bound=RunReport)
@@ -50,16 +70,46 @@ R = TypeVar("R", bound=RunReport)
 # minute (until the server revokes the lease), and the next run's sweep repairs what it left and
 # marks the dead run Crashed.
 LOCK_LEASE_S = 60
+# Where a deployed run's topology files live on the worker (put there by the operator).
+TOPOLOGY_DIR_ENV = "CHALK_DR_TOPOLOGY_DIR"
 
 
 class LockBusy(DrillAborted):
     """Another runbook holds the environment's lock (a drill, a failover or a failback)."""
 
 
+class TopologyRefused(ChalkDrError):
+    """A deployed run named its topology in a way only a local caller may."""
+
+
+def deployed_run() -> bool:
+    """Whether this run belongs to a deployment: its parameters came through the Prefect API."""
+    ctx = FlowRunContext.get()
+    return ctx is not None and ctx.flow_run is not None and ctx.flow_run.deployment_id is not None
+
+
 def load_topology_parameter(topology: str | dict[str, Any] | Topology) -> Topology:
-    """A flow's `topology` parameter: a YAML path, the topology as a mapping, or a Topology."""
+    """A flow's `topology` parameter: a YAML path, the topology as a mapping, or a Topology.
+
+    A deployed run (its parameters came through the Prefect API, from anyone holding an API key)
+    may only name a file in the worker's $CHALK_DR_TOPOLOGY_DIR: a mapping or a path elsewhere
+    could point the run's credentials and secrets at any host.
+    """
     if isinstance(topology, Topology):
         return topology
+    if deployed_run():
+        if not isinstance(topology, str):
+            raise TopologyRefused(
+                "a deployed run takes its topology as the name of a file in "
+                f"${TOPOLOGY_DIR_ENV}, not a mapping"
+            )
+        directory = os.environ.get(TOPOLOGY_DIR_ENV)
+        if not directory:
+            raise TopologyRefused(
+                f"${TOPOLOGY_DIR_ENV} is not set on this worker: a deployed run reads its topology "
+                "from that directory only"
+            )
+        return load_topology(topology_file_in(directory, topology))
     if isinstance(topology, dict):
         return parse_topology(topology, source="<topology parameter>")
     return load_topology(Path(topology))
@@ -87,16 +137,30 @@ class RunContext(Generic[S, R]):
         return self.routing
 
 
+def _run_resource(kind: str, report: RunReport) -> dict[str, str]:
+    """The run as an event's resource: `chalkdr.<kind>.<run id>`, with its environment."""
+    return {
+        "prefect.resource.id": f"chalkdr.{kind}.{report.run_id}",
+        "chalkdr.environment": report.environment,
+    }
+
+
+def emit_finished(kind: str, report: RunReport, payload: dict[str, Any]) -> None:
+    """The closing event `chalkdr.<kind>.finished`, with the outcome and what `payload` adds."""
+    emit_event(
+        event=f"chalkdr.{kind}.finished",
+        resource=_run_resource(kind, report),
+        payload={"outcome": report.outcome.value, **payload},
+    )
+
+
 def phase_events(kind: str, report: RunReport) -> Callable[[str, PhaseRecord], None]:
     """A `chalkdr.<kind>.phase.<name>` event as each phase ends, naming the run as its resource."""
 
     def emit(name: str, rec: PhaseRecord) -> None:
         emit_event(
             event=f"chalkdr.{kind}.phase.{name}",
-            resource={
-                "prefect.resource.id": f"chalkdr.{kind}.{report.run_id}",
-                "chalkdr.environment": report.environment,
-            },
+            resource=_run_resource(kind, report),
             payload={
                 "phase": name,
                 "status": rec.status.value,
@@ -108,42 +172,72 @@ def phase_events(kind: str, report: RunReport) -> Callable[[str, PhaseRecord], N
     return emit
 
 
+def environment_lock_name(environment: str) -> str:
+    """The one lock of an environment: drills, failover, failback, sweeps and provision applies
+    exclude each other (a provision apply during a drill would reset the drill's fault)."""
+    return f"drill-{environment}"
+
+
 @contextmanager
-def _environment_lock(
-    journal: Journal[Any], name: str, wait_s: float, *, kill_switch: bool = True
-) -> Iterator[None]:
-    report = journal.report
-    with journal.phase("lock") as rec:
-        if kill_switch and (reason := kill_switch_reason()):
-            raise DrillAborted(f"refused: {reason}")
-        held = concurrency(
-            ensure_lock(name),
-            occupy=1,
-            strict=True,
-            timeout_seconds=max(wait_s, 2.0),
-            lease_duration=LOCK_LEASE_S,
-        )
-        try:
-            held.__enter__()
-        except TimeoutError:
-            raise LockBusy(
-                f"another drill, failover or failback of {report.environment} holds the lock {name}"
-            ) from None
-        try:
-            # Who holds the lock, in the backend: a run killed hard leaves its record behind,
-            # and the next holder's sweep marks it Crashed (tasks/locks.py).
-            me = claim_lock_record(report.environment, lock=name, kind=_kind(report), run_id=report.run_id)
-            rec.detail["holder"] = me.describe()
-        except BaseException:
-            held.__exit__(None, None, None)
-            raise
+def hold_environment_lock(
+    environment: str,
+    wait_s: float,
+    *,
+    kind: str,
+    run_id: str,
+    on_held: Callable[[RunRef], None] | None = None,
+) -> Iterator[RunRef]:
+    """Hold the environment's lock (strict, leased) and record this run as its holder in the
+    backend; `LockBusy` when another run keeps it past `wait_s`. A run killed hard leaves its
+    record behind, and the next holder's sweep marks it Crashed (tasks/locks.py)."""
+    name = environment_lock_name(environment)
+    held = concurrency(
+        ensure_lock(name),
+        occupy=1,
+        strict=True,
+        timeout_seconds=max(wait_s, 2.0),
+        lease_duration=LOCK_LEASE_S,
+    )
     try:
-        yield
+        held.__enter__()
+    except TimeoutError:
+        raise LockBusy(
+            f"another drill, failover, failback, sweep or provision apply of {environment} "
+            f"holds the lock {name}"
+        ) from None
+    try:
+        me = claim_lock_record(environment, lock=name, kind=kind, run_id=run_id)
+        if on_held is not None:
+            on_held(me)
+    except BaseException:
+        held.__exit__(None, None, None)
+        raise
+    try:
+        yield me
     finally:
         try:
-            release_lock_record(report.environment, report.run_id)
+            release_lock_record(environment, run_id)
         finally:
             held.__exit__(None, None, None)
+
+
+@contextmanager
+def _environment_lock(journal: Journal[Any], wait_s: float, *, kill_switch: bool = True) -> Iterator[None]:
+    report = journal.report
+    with ExitStack() as stack:
+        with journal.phase("lock") as rec:
+            if kill_switch and (reason := kill_switch_reason()):
+                raise DrillAborted(f"refused: {reason}")
+            stack.enter_context(
+                hold_environment_lock(
+                    report.environment,
+                    wait_s,
+                    kind=_kind(report),
+                    run_id=report.run_id,
+                    on_held=lambda me: rec.detail.update(holder=me.describe()),
+                )
+            )
+        yield
 
 
 def _kind(report: RunReport) -> str:
@@ -157,7 +251,6 @@ def execute_runbook(
     journal: Journal[R],
     runbook: Callable[[RunContext[S, R]], None],
     *,
-    lock: str,
     wait_for_lock_s: float,
     publish: Callable[[R], None],
     kill_switch: bool = True,
@@ -172,7 +265,7 @@ def execute_runbook(
     report = journal.report
     logger = get_run_logger()
     try:
-        with _environment_lock(journal, lock, wait_for_lock_s, kill_switch=kill_switch):
+        with _environment_lock(journal, wait_for_lock_s, kill_switch=kill_switch):
             clients = AwsClients.for_topology(topology)
             probes = ProbeSet.for_topology(topology, clients)
             try:

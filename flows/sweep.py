@@ -18,7 +18,6 @@ from typing import ClassVar
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
-from prefect.events import emit_event
 from prefect.states import Completed
 from prefect.states import Failed
 from pydantic import Field
@@ -27,7 +26,9 @@ from chalkdr.drill import LockWaitSeconds
 from chalkdr.report import Journal
 from chalkdr.report import PhaseStatus
 from chalkdr.report import RunReport
+from flows.runbook import DEFAULT_LOCK_WAIT_S
 from flows.runbook import RunContext
+from flows.runbook import emit_finished
 from flows.runbook import execute_runbook
 from flows.runbook import load_topology_parameter
 from flows.runbook import phase_events
@@ -36,10 +37,6 @@ from tasks.faults import sweep_leftovers
 from tasks.route53 import discover_routing
 
 __all__ = ["SweepReport", "render_sweep", "sweep"]
-
-# Longer than the lock's lease (60 s) plus the server's lease-revocation loop (15 s): a sweep
-# started by a drill's crash waits out the dead drill's lease instead of giving up.
-DEFAULT_LOCK_WAIT_S = 90.0
 
 
 class SweepReport(RunReport):
@@ -92,18 +89,7 @@ def publish_sweep(report: SweepReport) -> None:
         key=f"sweep-{report.environment}",
         description=f"Sweep {report.sweep_id}: {report.outcome.value}, {len(report.swept)} swept",
     )
-    emit_event(
-        event="chalkdr.sweep.finished",
-        resource={
-            "prefect.resource.id": f"chalkdr.sweep.{report.sweep_id}",
-            "chalkdr.environment": report.environment,
-        },
-        payload={
-            "outcome": report.outcome.value,
-            "swept": report.swept,
-            "unrepaired": report.unrepaired,
-        },
-    )
+    emit_finished("sweep", report, {"swept": report.swept, "unrepaired": report.unrepaired})
 
 
 @flow(name="sweep", persist_result=True, validate_parameters=True)
@@ -128,7 +114,6 @@ def sweep(
         None,
         journal,
         _runbook,
-        lock=f"drill-{t.environment}",
         wait_for_lock_s=wait_for_lock_seconds,
         publish=publish_sweep,
         kill_switch=False,

@@ -25,7 +25,6 @@ import socket
 import uuid
 from collections.abc import Callable
 from collections.abc import Sequence
-from typing import Any
 
 from werkzeug.wrappers import Request
 from werkzeug.wrappers import Response
@@ -34,12 +33,11 @@ from sandbox.chalk import TOKEN_TTL_S
 from sandbox.chalk import ChalkEnvironment
 from sandbox.chalk import ChalkRegion
 from sandbox.chalk import errors_response
-from sandbox.chalk import host_of
 from sandbox.chalk import json_response
 from sandbox.chalk import new_deployment_id
 from sandbox.chalk import request_body
 from sandbox.chalk import upload_rows
-from sandbox.query_server import RegionalServers
+from sandbox.query_server import RegionalService
 
 __all__ = ["PERMANENT_APPLY_ERROR", "TRANSIENT_APPLY_ERROR", "ApiServer"]
 
@@ -47,47 +45,26 @@ TRANSIENT_APPLY_ERROR = "upstream connect error: temporarily unavailable"
 PERMANENT_APPLY_ERROR = "Validation failed: resolver 'user.name' references unknown feature"
 
 
-class ApiServer:
+class ApiServer(RegionalService):
     """One region's API server; `engine_url` is what the token response names as its engine."""
+
+    server_name = "sandbox-api"
 
     def __init__(
         self,
         *,
+        engine_url: str,
         region: ChalkRegion,
         environment: ChalkEnvironment,
         hosts: frozenset[str],
-        engine_url: str,
         sockets: Sequence[socket.socket] | None = None,
     ) -> None:
-        self.chalk = region
-        self.environment = environment
-        self.hosts = hosts
+        super().__init__(region=region, environment=environment, hosts=hosts, sockets=sockets)
         self.engine_url = engine_url
         self.public_url = ""  # set by the world: how clients name this server
-        self._http = RegionalServers(self._wsgi, sockets, name=f"sandbox-api-{region.region}")
 
-    @property
-    def url(self) -> str:
-        return self._http.url
-
-    @property
-    def port(self) -> int:
-        return self._http.port
-
-    @property
-    def addresses(self) -> list[str]:
-        return self._http.addresses
-
-    def start(self) -> ApiServer:
-        self._http.start()
-        return self
-
-    def stop(self) -> None:
-        self._http.stop()
-
-    def _wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        request = Request(environ)
-        routes: dict[tuple[str, str], Callable[[Request], Response]] = {
+    def routes(self) -> dict[tuple[str, str], Callable[[Request], Response]]:
+        return {
             ("GET", "/healthz"): lambda _r: json_response({"status": "ok"}),
             ("POST", "/v1/oauth/token"): self._token,
             ("POST", "/v1/upload_features"): self._upload,
@@ -95,16 +72,6 @@ class ApiServer:
             ("POST", "/_sandbox/apply-faults"): self._apply_faults,
             ("GET", "/_sandbox/state"): self._state,
         }
-        route = routes.get((request.method, request.path))
-        if host_of(request) not in self.hosts:
-            response = json_response({"error": f"no rule for host {request.host!r}"}, 404)
-        elif route is not None:
-            response = route(request)
-        elif any(path == request.path for _, path in routes):
-            response = json_response({"error": f"method {request.method} not allowed"}, 405)
-        else:
-            response = json_response({"error": f"no route {request.path}"}, 404)
-        return response(environ, start_response)
 
     def _token(self, request: Request) -> Response:
         body = request_body(request)

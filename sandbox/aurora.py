@@ -62,7 +62,7 @@ from sandbox.simulator import Loop
 from sandbox.simulator import LoopingSim
 from sandbox.truth import GroundTruth
 
-__all__ = ["AuroraSim"]
+__all__ = ["AuroraSim", "create_primary_cluster"]
 
 NAMESPACE = "AWS/RDS"
 LAG_METRIC = "AuroraGlobalDBReplicationLag"
@@ -102,6 +102,39 @@ def _cluster_arn_parts(arn: str) -> tuple[str, str] | None:
     if len(parts) == 7 and parts[2] == "rds" and parts[5] == "cluster":
         return parts[3], parts[6].lower()
     return None
+
+
+def create_primary_cluster(rds: Any, cluster_id: str, kms_key: str) -> None:
+    """A metadata-plane primary as Chalk's team creates it, through `rds` (a client of its region):
+    an encrypted Aurora PostgreSQL 15.4 cluster (the customer managed key `kms_key`) and its
+    writer instance."""
+    rds.create_db_cluster(
+        DBClusterIdentifier=cluster_id,
+        Engine="aurora-postgresql",
+        EngineVersion="15.4",
+        MasterUsername="chalk",
+        MasterUserPassword="sandbox-only-password",
+        StorageEncrypted=True,
+        KmsKeyId=kms_key,
+    )
+    rds.create_db_instance(
+        DBInstanceIdentifier=f"{cluster_id}-1",
+        DBClusterIdentifier=cluster_id,
+        DBInstanceClass="db.r6g.large",
+        Engine="aurora-postgresql",
+    )
+
+
+def _global_not_found(global_id: str) -> Response:
+    return query_error("GlobalClusterNotFoundFault", f"Global cluster {global_id} not found.", status=404)
+
+
+def _not_a_member(cluster_arn: str, gc: GlobalCluster) -> Response:
+    return query_error(
+        "DBClusterNotFoundFault",
+        f"DBCluster {cluster_arn} is not a member of global cluster {gc.global_cluster_identifier}.",
+        status=404,
+    )
 
 
 class AuroraSim(LoopingSim):
@@ -286,19 +319,12 @@ class AuroraSim(LoopingSim):
         with self._lock:
             gc = self._global_clusters().get(global_id)
             if gc is None:
-                return query_error(
-                    "GlobalClusterNotFoundFault", f"Global cluster {global_id} not found.", status=404
-                )
+                return _global_not_found(global_id)
             target = self._resolve_cluster(target_id, call.region)
             if target is None:
                 return query_error("DBClusterNotFoundFault", f"DBCluster {target_id} not found.", status=404)
             if target not in gc.members:
-                return query_error(
-                    "DBClusterNotFoundFault",
-                    f"DBCluster {target.db_cluster_arn} is not a member of global cluster "
-                    f"{gc.global_cluster_identifier}.",
-                    status=404,
-                )
+                return _not_a_member(target.db_cluster_arn, gc)
             busy = self._busy(gc)
             if busy is not None:
                 return busy
@@ -362,6 +388,17 @@ class AuroraSim(LoopingSim):
             )
         return None
 
+    def _refuse_leaving(self, gc: GlobalCluster, cluster: DBCluster, refusal: str) -> Response | None:
+        """Why `cluster` may not leave `gc` now (detached or deleted), or None: no member leaves
+        during a switchover or failover, and the primary not while it has secondaries (`refusal`:
+        AWS's wording for the call)."""
+        busy = self._busy(gc)
+        if busy is not None:
+            return busy
+        if cluster.is_writer and len(gc.members) > 1:
+            return query_error("InvalidGlobalClusterStateFault", refusal)
+        return None
+
     def _remove(self, call: AwsCall) -> Response:
         """RemoveFromGlobalCluster ("detach"): the cluster becomes a standalone read-write cluster."""
         global_id = call.form.get("GlobalClusterIdentifier", "")
@@ -371,26 +408,18 @@ class AuroraSim(LoopingSim):
         with self._lock:
             gc = self._global_clusters().get(global_id)
             if gc is None:
-                return query_error(
-                    "GlobalClusterNotFoundFault", f"Global cluster {global_id} not found.", status=404
-                )
+                return _global_not_found(global_id)
             cluster = self._cluster_by_arn(member_arn)
             if cluster is None or cluster not in gc.members:
-                return query_error(
-                    "DBClusterNotFoundFault",
-                    f"DBCluster {member_arn} is not a member of global cluster "
-                    f"{gc.global_cluster_identifier}.",
-                    status=404,
-                )
-            busy = self._busy(gc)
-            if busy is not None:
-                return busy
-            if cluster.is_writer and len(gc.members) > 1:
-                return query_error(
-                    "InvalidGlobalClusterStateFault",
-                    "Unable to remove the primary cluster of a global cluster while there are other "
-                    "global cluster members.",
-                )
+                return _not_a_member(member_arn, gc)
+            refused = self._refuse_leaving(
+                gc,
+                cluster,
+                "Unable to remove the primary cluster of a global cluster while there are other "
+                "global cluster members.",
+            )
+            if refused is not None:
+                return refused
             gc.members.remove(cluster)
             cluster.is_writer = False
             cluster.global_cluster_identifier = None
@@ -409,15 +438,14 @@ class AuroraSim(LoopingSim):
             for gc in self._global_clusters().values():
                 if cluster not in gc.members:
                     continue
-                busy = self._busy(gc)
-                if busy is not None:
-                    return busy
-                if cluster.is_writer and len(gc.members) > 1:
-                    return query_error(
-                        "InvalidGlobalClusterStateFault",
-                        "Unable to delete cluster that is a primary member of global cluster while there are "
-                        "other global cluster members",
-                    )
+                refused = self._refuse_leaving(
+                    gc,
+                    cluster,
+                    "Unable to delete cluster that is a primary member of global cluster while there are "
+                    "other global cluster members",
+                )
+                if refused is not None:
+                    return refused
         return None
 
     def _describe(self, call: AwsCall) -> Response:
@@ -436,9 +464,7 @@ class AuroraSim(LoopingSim):
             if global_id:
                 gc = self._global_clusters().get(global_id)
                 if gc is None:
-                    return query_error(
-                        "GlobalClusterNotFoundFault", f"Global cluster {global_id} not found.", status=404
-                    )
+                    return _global_not_found(global_id)
                 found = [gc]
             else:
                 found = list(self._global_clusters().values())

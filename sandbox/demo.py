@@ -108,7 +108,9 @@ def run(state_dir: Path, home: Path, port: int) -> int:
             print(f"chalk apply failed: {applied.message}", file=sys.stderr)
             return 1
         t0 = time.monotonic()
-        state = drill(topology=topology, hold_seconds=3.0, return_state=True)
+        # Right after provisioning, the new MSK replicator is still copying its backlog (from
+        # EARLIEST): pre-flight waits until its replication latency is within the guard again.
+        state = drill(topology=topology, hold_seconds=3.0, steady_state_wait_seconds=300, return_state=True)
         report = state.result(raise_on_failure=False)
         if not isinstance(report, DrillReport):
             print(f"drill failed before producing a report: {report}", file=sys.stderr)

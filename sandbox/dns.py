@@ -141,22 +141,25 @@ def _read(sock: socket.socket, n: int) -> bytes | None:
     return data
 
 
-class _UdpServer(socketserver.ThreadingUDPServer):
+class _AuthorityServer(socketserver.ThreadingMixIn, socketserver.BaseServer):
+    """What the UDP and the TCP server share: a thread a request, a port of its own (no address
+    reuse), and the authority their handlers ask. The transport comes from the class mixed in after."""
+
     daemon_threads = True
     allow_reuse_address = False
+    handler: type[socketserver.BaseRequestHandler]
 
     def __init__(self, address: tuple[str, int], authority: Authority) -> None:
         self.authority = authority
-        super().__init__(address, _Udp)
+        super().__init__(address, self.handler)
 
 
-class _TcpServer(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-    allow_reuse_address = False
+class _UdpServer(_AuthorityServer, socketserver.UDPServer):
+    handler = _Udp
 
-    def __init__(self, address: tuple[str, int], authority: Authority) -> None:
-        self.authority = authority
-        super().__init__(address, _Tcp)
+
+class _TcpServer(_AuthorityServer, socketserver.TCPServer):
+    handler = _Tcp
 
 
 class DnsServer:

@@ -33,7 +33,9 @@ import uuid
 from collections.abc import AsyncIterator
 from collections.abc import Callable
 from collections.abc import Mapping
+from dataclasses import KW_ONLY
 from dataclasses import dataclass
+from dataclasses import field
 from datetime import UTC
 from datetime import datetime
 from typing import Any
@@ -264,6 +266,7 @@ def _pod(deployment: str, namespace: str, template_hash: str) -> dict[str, Any]:
     }
 
 
+@dataclass(eq=False)
 class _ReplicaController:
     """Deployment + ReplicaSet controllers in one: status and Pods follow spec after a delay.
 
@@ -273,23 +276,22 @@ class _ReplicaController:
     `ready_delay` to become ready. All methods run on the emulator's event loop.
     """
 
-    def __init__(
-        self, emu: _Emulator, *, cluster: str, namespace: str, ready_delay: float, truth: GroundTruth | None
-    ) -> None:
-        self._emu = emu
-        self._cluster = cluster
-        self._namespace = namespace
-        self._ready_delay = ready_delay
-        self._truth = truth
-        self._targets: dict[str, tuple[int, float]] = {}  # name -> (desired replicas, since monotonic)
-        self._hashes: dict[str, str] = {}
+    emu: _Emulator
+    _: KW_ONLY
+    cluster: str
+    namespace: str
+    ready_delay: float
+    truth: GroundTruth | None
+    # name -> (desired replicas, since monotonic)
+    _targets: dict[str, tuple[int, float]] = field(default_factory=dict, init=False)
+    _hashes: dict[str, str] = field(default_factory=dict, init=False)
 
     def template_hash(self, name: str) -> str:
         return self._hashes.setdefault(name, secrets.token_hex(5)[:9])
 
     def notice(self) -> None:
         """Record spec changes and bump metadata.generation, as the API server does on a spec write."""
-        for name, obj in self._emu.live(DEPLOYMENTS, self._namespace).items():
+        for name, obj in self.emu.live(DEPLOYMENTS, self.namespace).items():
             desired = int(obj.raw.get("spec", {}).get("replicas", 1))
             seen = self._targets.get(name)
             if seen is not None and seen[0] == desired:
@@ -302,7 +304,7 @@ class _ReplicaController:
     async def reconcile(self) -> None:
         self.notice()
         now = time.monotonic()
-        for name, obj in self._emu.live(DEPLOYMENTS, self._namespace).items():
+        for name, obj in self.emu.live(DEPLOYMENTS, self.namespace).items():
             desired, since = self._targets.get(name, (None, now))
             if desired is None:
                 continue
@@ -315,45 +317,43 @@ class _ReplicaController:
                 # Pods deleted behind the controller's back stop being ready at once; their
                 # replacements, like any new pod, are ready only after the delay.
                 observed = int(status.get("observedGeneration") or generation)
-                await self._emu.store(
+                await self.emu.store(
                     DEPLOYMENTS,
-                    self._namespace,
+                    self.namespace,
                     name,
                     {"status": _deployment_status(pods, observed, desired)},
                 )
                 self._targets[name] = (desired, now)
                 self._record(name, pods)
                 continue
-            if now - since < self._ready_delay:
+            if now - since < self.ready_delay:
                 continue
             if ready == desired and pods == desired and status.get("observedGeneration") == generation:
                 continue
             await self._reconcile_pods(name, desired)
             new_status = _deployment_status(desired, generation, desired)
-            await self._emu.store(DEPLOYMENTS, self._namespace, name, {"status": new_status})
+            await self.emu.store(DEPLOYMENTS, self.namespace, name, {"status": new_status})
             if ready != desired:
                 self._record(name, desired)
 
     def _record(self, deployment: str, ready: int) -> None:
-        if self._truth is not None:
-            self._truth.record(
-                "kube.ready", cluster=self._cluster, deployment=deployment, ready_replicas=ready
-            )
+        if self.truth is not None:
+            self.truth.record("kube.ready", cluster=self.cluster, deployment=deployment, ready_replicas=ready)
 
     def _pods(self, deployment: str) -> list[tuple[str, kmock.Object]]:
         return [
             (name, obj)
-            for name, obj in self._emu.live(PODS, self._namespace).items()
+            for name, obj in self.emu.live(PODS, self.namespace).items()
             if obj.raw.get("metadata", {}).get("labels", {}).get("app") == deployment
         ]
 
     async def _reconcile_pods(self, deployment: str, desired: int) -> None:
         pods = self._pods(deployment)
         for name, _ in pods[desired:][::-1]:  # newest first, like a ReplicaSet scaling down
-            await self._emu.remove(PODS, self._namespace, name)
+            await self.emu.remove(PODS, self.namespace, name)
         for _ in range(desired - len(pods)):
-            pod = _pod(deployment, self._namespace, self.template_hash(deployment))
-            await self._emu.store(PODS, self._namespace, pod["metadata"]["name"], pod)
+            pod = _pod(deployment, self.namespace, self.template_hash(deployment))
+            await self.emu.store(PODS, self.namespace, pod["metadata"]["name"], pod)
 
     async def run(self) -> None:
         while True:
@@ -567,17 +567,19 @@ class RegionalKube:
                 details={"name": request.name, "kind": kind.split(".")[0].lower()},
             )
 
-        async def write_scale(request: kmock.Request) -> dict[str, Any]:
-            current = scale_of(deployment_or_404(request))
+        def requested(request: kmock.Request, current: dict[str, Any], kind: str) -> dict[str, Any]:
+            """What a PATCH (merge/strategic/JSON patch of `current`) or a PUT asks for."""
             try:
                 if request.method.value == "PATCH":
                     patched = kmock.Object(current)
                     patched.patch(request.data)
-                    body = patched.raw
-                else:
-                    body = dict(request.data)
+                    return dict(patched.raw)
+                return dict(request.data)
             except Exception as exc:  # any malformed patch is the client's 422
-                raise invalid(request, "Scale.autoscaling", exc) from exc
+                raise invalid(request, kind, exc) from exc
+
+        async def write_scale(request: kmock.Request) -> dict[str, Any]:
+            body = requested(request, scale_of(deployment_or_404(request)), "Scale.autoscaling")
             replicas = body.get("spec", {}).get("replicas")
             if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
                 raise invalid(
@@ -596,15 +598,7 @@ class RegionalKube:
         async def write_deployment(request: kmock.Request) -> dict[str, Any]:
             """PATCH (merge/strategic/JSON patch) or PUT of a Deployment; status is not writable here."""
             current = deployment_or_404(request).raw
-            try:
-                if request.method.value == "PATCH":
-                    patched = kmock.Object(current)
-                    patched.patch(request.data)
-                    body = patched.raw
-                else:
-                    body = dict(request.data)
-            except Exception as exc:
-                raise invalid(request, "Deployment.apps", exc) from exc
+            body = requested(request, current, "Deployment.apps")
             body["status"] = current.get("status", {})
             await emu.store(DEPLOYMENTS, request.namespace or ns, request.name or "", body, replace=True)
             controller.notice()

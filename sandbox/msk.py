@@ -65,7 +65,7 @@ from sandbox.simulator import Loop
 from sandbox.simulator import LoopingSim
 from sandbox.truth import GroundTruth
 
-__all__ = ["MskSim"]
+__all__ = ["REPLICATOR_POLICY_ACTIONS", "MskSim", "prepare_for_replicator"]
 
 REPLICATORS_PATH = "/replication/v1/replicators"
 NAMESPACE = "AWS/Kafka"
@@ -154,6 +154,26 @@ def _error(code: str, status: int, message: str, parameter: str | None = None) -
     resp = json_reply(body, status=status, content_type="application/json")
     resp.headers["x-amzn-ErrorType"] = code
     return resp
+
+
+def _bad_request(message: str, parameter: str | None = None) -> Response:
+    return _error("BadRequestException", 400, message, parameter)
+
+
+def _not_found(message: str, parameter: str | None = None) -> Response:
+    return _error("NotFoundException", 404, message, parameter)
+
+
+def _active(
+    cluster: FakeKafkaCluster | None, arn: str, parameter: str, not_active: str
+) -> FakeKafkaCluster | Response:
+    """The cluster a call needs ACTIVE, or the call's refusal: NotFound, or `not_active` (AWS's
+    wording for the call, formatted with the cluster's `arn` and `state`)."""
+    if cluster is None:
+        return _not_found(f"Cluster {arn} not found.", parameter)
+    if cluster.state != "ACTIVE":
+        return _bad_request(not_active.format(arn=arn, state=cluster.state), parameter)
+    return cluster
 
 
 def _ok(payload: dict[str, Any], status: int = 200) -> Response:
@@ -472,37 +492,31 @@ class MskSim(LoopingSim):
             return None
         if self._backend(call.region).clusters.get(rest) is None:
             # moto raises KeyError (HTTP 500, which botocore retries); AWS says NotFound.
-            return _error("NotFoundException", 404, f"Cluster {rest} not found.", "clusterArn")
+            return _not_found(f"Cluster {rest} not found.", "clusterArn")
         return None
 
     def _policy(self, call: AwsCall, arn: str) -> Response | None:
         """PutClusterPolicy / GetClusterPolicy / DeleteClusterPolicy on the simulator's own store."""
         if self._backend(call.region).clusters.get(arn) is None:
-            return _error("NotFoundException", 404, f"Cluster {arn} not found.", "clusterArn")
+            return _not_found(f"Cluster {arn} not found.", "clusterArn")
         with self._lock:
             if call.method == "PUT":
                 try:
                     body = call.json()
                     json.loads(body["policy"])
                 except (ValueError, KeyError, TypeError):
-                    return _error(
-                        "BadRequestException", 400, "policy must be a JSON policy document.", "policy"
-                    )
+                    return _bad_request("policy must be a JSON policy document.", "policy")
                 current = self._policies.get(arn)
                 if body.get("currentVersion") is not None and (
                     current is None or current[1] != body["currentVersion"]
                 ):
-                    return _error(
-                        "BadRequestException", 400, "currentVersion does not match.", "currentVersion"
-                    )
+                    return _bad_request("currentVersion does not match.", "currentVersion")
                 version = _new_version()
                 self._policies[arn] = (body["policy"], version)
                 return _ok({"currentVersion": version})
             if call.method == "GET":
                 if arn not in self._policies:
-                    return _error(
-                        "NotFoundException", 404, f"Cluster {arn} has no cluster policy.", "clusterArn"
-                    )
+                    return _not_found(f"Cluster {arn} has no cluster policy.", "clusterArn")
                 policy, version = self._policies[arn]
                 return _ok({"currentVersion": version, "policy": policy})
             if call.method == "DELETE":
@@ -514,22 +528,20 @@ class MskSim(LoopingSim):
         """UpdateConnectivity: multi-VPC private connectivity (VpcConnectivity.ClientAuthentication)."""
         cluster = self._backend(call.region).clusters.get(arn)
         if cluster is None:
-            return _error("NotFoundException", 404, f"Cluster {arn} not found.", "clusterArn")
+            return _not_found(f"Cluster {arn} not found.", "clusterArn")
         try:
             body = call.json()
         except ValueError:
-            return _error("BadRequestException", 400, "The request body is not valid JSON.")
+            return _bad_request("The request body is not valid JSON.")
         if not body.get("currentVersion"):
-            return _error("BadRequestException", 400, "currentVersion is required.", "currentVersion")
+            return _bad_request("currentVersion is required.", "currentVersion")
         vpc = ((body.get("connectivityInfo") or {}).get("vpcConnectivity") or {}).get(
             "clientAuthentication"
         ) or {}
         iam = bool(((vpc.get("sasl") or {}).get("iam") or {}).get("enabled"))
         config = self._configs.get(arn) or self._config_from_moto(cluster)
         if iam and not config.iam:
-            return _error(
-                "BadRequestException",
-                400,
+            return _bad_request(
                 "Multi-VPC IAM connectivity needs IAM access control enabled on the cluster.",
                 "connectivityInfo",
             )
@@ -539,16 +551,14 @@ class MskSim(LoopingSim):
         return _ok({"clusterArn": arn, "clusterOperationArn": f"{arn}/operation/{uuid.uuid4()}"})
 
     def _bootstrap_brokers(self, call: AwsCall, arn: str) -> Response:
-        cluster = self._backend(call.region).clusters.get(arn)
-        if cluster is None:
-            return _error("NotFoundException", 404, f"Cluster {arn} not found.", "clusterArn")
-        if cluster.state != "ACTIVE":
-            return _error(
-                "BadRequestException",
-                400,
-                f"You can't get bootstrap broker nodes for a cluster in {cluster.state} state.",
-                "clusterArn",
-            )
+        cluster = _active(
+            self._backend(call.region).clusters.get(arn),
+            arn,
+            "clusterArn",
+            "You can't get bootstrap broker nodes for a cluster in {state} state.",
+        )
+        if isinstance(cluster, Response):
+            return cluster
         config = self._configs.get(arn) or self._config_from_moto(cluster)
         sid = _short_id(arn)
         region = cluster.region_name
@@ -598,29 +608,23 @@ class MskSim(LoopingSim):
         try:
             req = call.json()
         except ValueError:
-            return _error("BadRequestException", 400, "The request body is not valid JSON.")
+            return _bad_request("The request body is not valid JSON.")
         name = req.get("replicatorName") or ""
         role = req.get("serviceExecutionRoleArn") or ""
         clusters = req.get("kafkaClusters") or []
         infos = req.get("replicationInfoList") or []
         description = req.get("description")
         if not _NAME_RE.match(name):
-            return _error(
-                "BadRequestException",
-                400,
+            return _bad_request(
                 "Replicator name must be 1-128 letters, digits or '-', starting with a letter or digit.",
                 "replicatorName",
             )
         if not _ROLE_RE.match(role):
-            return _error(
-                "BadRequestException", 400, f"Invalid IAM role ARN: {role!r}.", "serviceExecutionRoleArn"
-            )
+            return _bad_request(f"Invalid IAM role ARN: {role!r}.", "serviceExecutionRoleArn")
         if description is not None and len(description) > 1024:
-            return _error("BadRequestException", 400, "Description exceeds 1024 characters.", "description")
+            return _bad_request("Description exceeds 1024 characters.", "description")
         if len(clusters) != 2:
-            return _error(
-                "BadRequestException",
-                400,
+            return _bad_request(
                 "A replicator needs exactly two Kafka clusters: one source and one target.",
                 "kafkaClusters",
             )
@@ -629,66 +633,45 @@ class MskSim(LoopingSim):
             msk = entry.get("amazonMskCluster") or {}
             arn = msk.get("mskClusterArn")
             if not arn:
-                return _error(
-                    "BadRequestException",
-                    400,
+                return _bad_request(
                     "Each Kafka cluster must be an Amazon MSK cluster.",
                     "kafkaClusters",
                 )
             if not (entry.get("vpcConfig") or {}).get("subnetIds"):
-                return _error(
-                    "BadRequestException", 400, f"vpcConfig.subnetIds is required for {arn}.", "vpcConfig"
-                )
+                return _bad_request(f"vpcConfig.subnetIds is required for {arn}.", "vpcConfig")
             arns.append(arn)
         if arns[0] == arns[1]:
-            return _error(
-                "BadRequestException", 400, "Source and target clusters must differ.", "kafkaClusters"
-            )
+            return _bad_request("Source and target clusters must differ.", "kafkaClusters")
         if len(infos) != 1:
-            return _error(
-                "BadRequestException",
-                400,
+            return _bad_request(
                 "replicationInfoList must contain exactly one entry.",
                 "replicationInfoList",
             )
         info = infos[0]
         source, target = info.get("sourceKafkaClusterArn"), info.get("targetKafkaClusterArn")
         if {source, target} != set(arns):
-            return _error(
-                "BadRequestException",
-                400,
+            return _bad_request(
                 "sourceKafkaClusterArn and targetKafkaClusterArn must be the two clusters in kafkaClusters.",
                 "replicationInfoList",
             )
         if not (info.get("topicReplication") or {}).get("topicsToReplicate"):
-            return _error("BadRequestException", 400, "topicsToReplicate is required.", "topicReplication")
+            return _bad_request("topicsToReplicate is required.", "topicReplication")
         if "consumerGroupsToReplicate" not in (info.get("consumerGroupReplication") or {}):
-            return _error(
-                "BadRequestException",
-                400,
-                "consumerGroupsToReplicate is required.",
-                "consumerGroupReplication",
-            )
+            return _bad_request("consumerGroupsToReplicate is required.", "consumerGroupReplication")
         if info.get("targetCompressionType") not in ("NONE", "GZIP", "SNAPPY", "LZ4", "ZSTD"):
-            return _error(
-                "BadRequestException", 400, "Invalid targetCompressionType.", "targetCompressionType"
-            )
+            return _bad_request("Invalid targetCompressionType.", "targetCompressionType")
         with self._lock:
             for arn in arns:
-                cluster = self._cluster(arn)
-                if cluster is None:
-                    return _error("NotFoundException", 404, f"Cluster {arn} not found.", "mskClusterArn")
-                if cluster.state != "ACTIVE":
-                    return _error(
-                        "BadRequestException",
-                        400,
-                        f"Cluster {arn} is in {cluster.state} state; a replicator needs ACTIVE clusters.",
-                        "mskClusterArn",
-                    )
+                cluster = _active(
+                    self._cluster(arn),
+                    arn,
+                    "mskClusterArn",
+                    "Cluster {arn} is in {state} state; a replicator needs ACTIVE clusters.",
+                )
+                if isinstance(cluster, Response):
+                    return cluster
             if _region_of(target) != call.region:
-                return _error(
-                    "BadRequestException",
-                    400,
+                return _bad_request(
                     f"The replicator must be created in the target cluster's region ({_region_of(target)}), "
                     f"not {call.region}.",
                     "targetKafkaClusterArn",
@@ -768,7 +751,7 @@ class MskSim(LoopingSim):
         with self._lock:
             rep = self._find(call, arn)
             if rep is None:
-                return _error("NotFoundException", 404, f"Replicator {arn} not found.", "replicatorArn")
+                return _not_found(f"Replicator {arn} not found.", "replicatorArn")
             payload: dict[str, Any] = {
                 "creationTime": _iso(rep.created),
                 "currentVersion": rep.version,
@@ -795,9 +778,9 @@ class MskSim(LoopingSim):
             limit = int(call.query.get("maxResults", "100"))
             start = int(call.query.get("nextToken", "0"))
         except ValueError:
-            return _error("BadRequestException", 400, "Invalid maxResults or nextToken.")
+            return _bad_request("Invalid maxResults or nextToken.")
         if not 1 <= limit <= 100:
-            return _error("BadRequestException", 400, "maxResults must be between 1 and 100.", "maxResults")
+            return _bad_request("maxResults must be between 1 and 100.", "maxResults")
         with self._lock:
             reps = sorted(
                 (
@@ -843,12 +826,10 @@ class MskSim(LoopingSim):
         with self._lock:
             rep = self._find(call, arn)
             if rep is None:
-                return _error("NotFoundException", 404, f"Replicator {arn} not found.", "replicatorArn")
+                return _not_found(f"Replicator {arn} not found.", "replicatorArn")
             version = call.query.get("currentVersion")
             if version is not None and version != rep.version:
-                return _error(
-                    "BadRequestException",
-                    400,
+                return _bad_request(
                     f"currentVersion {version} does not match the replicator's version {rep.version}.",
                     "currentVersion",
                 )
@@ -862,38 +843,30 @@ class MskSim(LoopingSim):
         try:
             req = call.json()
         except ValueError:
-            return _error("BadRequestException", 400, "The request body is not valid JSON.")
+            return _bad_request("The request body is not valid JSON.")
         topics, groups = req.get("topicReplication"), req.get("consumerGroupReplication")
         with self._lock:
             rep = self._find(call, arn)
             if rep is None:
-                return _error("NotFoundException", 404, f"Replicator {arn} not found.", "replicatorArn")
+                return _not_found(f"Replicator {arn} not found.", "replicatorArn")
             if req.get("currentVersion") != rep.version:
-                return _error(
-                    "BadRequestException",
-                    400,
+                return _bad_request(
                     f"currentVersion {req.get('currentVersion')} does not match the replicator's version "
                     f"{rep.version}.",
                     "currentVersion",
                 )
             if rep.state != "RUNNING":
-                return _error(
-                    "BadRequestException", 400, f"Replicator {rep.name} is {rep.state}; it must be RUNNING."
-                )
+                return _bad_request(f"Replicator {rep.name} is {rep.state}; it must be RUNNING.")
             if (req.get("sourceKafkaClusterArn"), req.get("targetKafkaClusterArn")) != (
                 rep.source_arn,
                 rep.target_arn,
             ):
-                return _error(
-                    "BadRequestException",
-                    400,
+                return _bad_request(
                     "sourceKafkaClusterArn and targetKafkaClusterArn must be the replicator's own clusters.",
                     "sourceKafkaClusterArn",
                 )
             if not topics and not groups:
-                return _error(
-                    "BadRequestException",
-                    400,
+                return _bad_request(
                     "Specify topicReplication or consumerGroupReplication to update.",
                 )
             info = rep.replication_info[0]
@@ -912,7 +885,7 @@ class MskSim(LoopingSim):
             return None
         with self._lock:
             if self._find(call, arn) is None:
-                return _error("NotFoundException", 404, f"Replicator {arn} not found.", "resourceArn")
+                return _not_found(f"Replicator {arn} not found.", "resourceArn")
         return None
 
     # -- metrics -----------------------------------------------------------------------------
@@ -996,7 +969,37 @@ def _matches(name: str, patterns: list[str]) -> bool:
     return any(re.fullmatch(p, name) for p in patterns)
 
 
-_REPLICATOR_ACTIONS = {"kafka:CreateVpcConnection", "kafka:GetBootstrapBrokers", "kafka:DescribeClusterV2"}
+# What a source cluster's policy must allow MSK Replicator (kafka.amazonaws.com) to do.
+REPLICATOR_POLICY_ACTIONS = (
+    "kafka:CreateVpcConnection",
+    "kafka:GetBootstrapBrokers",
+    "kafka:DescribeClusterV2",
+)
+_REPLICATOR_ACTIONS = set(REPLICATOR_POLICY_ACTIONS)
+
+
+def prepare_for_replicator(kafka: Any, cluster_arn: str) -> None:
+    """What a cluster's owner does before MSK Replicator may use it (msk-replicator-prepare-cluster),
+    through `kafka`, a client of the cluster's region: multi-VPC private connectivity with IAM
+    (UpdateConnectivity), and a cluster policy that lets kafka.amazonaws.com in (PutClusterPolicy)."""
+    version = kafka.describe_cluster_v2(ClusterArn=cluster_arn)["ClusterInfo"]["CurrentVersion"]
+    kafka.update_connectivity(
+        ClusterArn=cluster_arn,
+        CurrentVersion=version,
+        ConnectivityInfo={"VpcConnectivity": {"ClientAuthentication": {"Sasl": {"Iam": {"Enabled": True}}}}},
+    )
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": ["kafka.amazonaws.com"]},
+                "Action": list(REPLICATOR_POLICY_ACTIONS),
+                "Resource": cluster_arn,
+            }
+        ],
+    }
+    kafka.put_cluster_policy(ClusterArn=cluster_arn, Policy=json.dumps(policy))
 
 
 def _policy_allows_replicator(policy: str, cluster_arn: str) -> bool:

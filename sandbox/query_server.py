@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from datetime import UTC
 from datetime import datetime
 from typing import Any
+from typing import Self
 
 from werkzeug.wrappers import Request
 from werkzeug.wrappers import Response
@@ -41,7 +42,7 @@ from sandbox.chalk import json_response
 from sandbox.chalk import request_body
 from sandbox.http import LoopbackServer
 
-__all__ = ["QueryServer", "RegionalServers"]
+__all__ = ["QueryServer", "RegionalServers", "RegionalService"]
 
 
 class RegionalServers:
@@ -78,8 +79,11 @@ class RegionalServers:
             s.stop()
 
 
-class QueryServer:
-    """One region's query servers: `hosts` are the names its ALB answers (others: 404)."""
+class RegionalService:
+    """What a region's Chalk servers share: its Chalk region and environment, the names it answers
+    (`hosts`; any other Host gets a 404, as an ALB's host rules answer), and its routes."""
+
+    server_name = "sandbox-chalk"
 
     def __init__(
         self,
@@ -92,7 +96,7 @@ class QueryServer:
         self.chalk = region
         self.environment = environment
         self.hosts = hosts
-        self._http = RegionalServers(self._wsgi, sockets, name=f"sandbox-query-{region.region}")
+        self._http = RegionalServers(self._wsgi, sockets, name=f"{self.server_name}-{region.region}")
 
     @property
     def url(self) -> str:
@@ -106,30 +110,43 @@ class QueryServer:
     def addresses(self) -> list[str]:
         return self._http.addresses
 
-    @property
-    def deployment_id(self) -> str:
-        return self.chalk.served()
-
-    def start(self) -> QueryServer:
+    def start(self) -> Self:
         self._http.start()
         return self
 
     def stop(self) -> None:
         self._http.stop()
 
+    def routes(self) -> dict[tuple[str, str], Callable[[Request], Response]]:
+        """(method, path) -> handler."""
+        raise NotImplementedError
+
     def _wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         request = Request(environ)
+        routes = self.routes()
+        route = routes.get((request.method, request.path))
         if host_of(request) not in self.hosts:
             response = json_response({"error": f"no rule for host {request.host!r}"}, 404)
-        elif (request.method, request.path) == ("GET", "/healthz"):
-            response = self._healthz()
-        elif (request.method, request.path) == ("POST", "/v1/query/online"):
-            response = self._query(request)
-        elif request.path in ("/healthz", "/v1/query/online"):
+        elif route is not None:
+            response = route(request)
+        elif any(path == request.path for _, path in routes):
             response = json_response({"error": f"method {request.method} not allowed"}, 405)
         else:
             response = json_response({"error": f"no route {request.path}"}, 404)
         return response(environ, start_response)
+
+
+class QueryServer(RegionalService):
+    """One region's query servers: `hosts` are the names its ALB answers (others: 404)."""
+
+    server_name = "sandbox-query"
+
+    @property
+    def deployment_id(self) -> str:
+        return self.chalk.served()
+
+    def routes(self) -> dict[tuple[str, str], Callable[[Request], Response]]:
+        return {("GET", "/healthz"): lambda _r: self._healthz(), ("POST", "/v1/query/online"): self._query}
 
     def _healthz(self) -> Response:
         if self.chalk.serving():

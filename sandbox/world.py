@@ -35,6 +35,7 @@ from werkzeug.wrappers import Response
 
 from sandbox.api_server import ApiServer
 from sandbox.aurora import AuroraSim
+from sandbox.aurora import create_primary_cluster
 from sandbox.aws import ACCOUNT_ID
 from sandbox.aws import AwsCall
 from sandbox.aws import AwsServer
@@ -56,6 +57,7 @@ from sandbox.fis import FisSim
 from sandbox.kafka_log import KafkaLog
 from sandbox.kube import RegionalKube
 from sandbox.msk import MskSim
+from sandbox.msk import prepare_for_replicator
 from sandbox.net import region_address
 from sandbox.net import require_addresses
 from sandbox.net import sockets_on_one_port
@@ -439,21 +441,7 @@ class World:
             TableName=ONLINE_TABLE,
             Item={"pk": {"S": "user.1"}, "user.id": {"N": "1"}, "user.name": {"S": "Ada"}},
         )
-        rds.create_db_cluster(
-            DBClusterIdentifier=reg.aurora_cluster,
-            Engine="aurora-postgresql",
-            EngineVersion="15.4",
-            MasterUsername="chalk",
-            MasterUserPassword="sandbox-only-password",
-            StorageEncrypted=True,
-            KmsKeyId=reg.kms_key,
-        )
-        rds.create_db_instance(
-            DBInstanceIdentifier=f"{reg.aurora_cluster}-1",
-            DBClusterIdentifier=reg.aurora_cluster,
-            DBInstanceClass="db.r6g.large",
-            Engine="aurora-postgresql",
-        )
+        create_primary_cluster(rds, reg.aurora_cluster, reg.kms_key)
 
     def _wait_msk_active(self) -> None:
         deadline = time.monotonic() + 30
@@ -465,33 +453,8 @@ class World:
                 time.sleep(0.05)
 
     def _prepare_for_replicator(self, reg: _Region) -> None:
-        """What Chalk's team does for MSK Replicator (msk-replicator-prepare-cluster): multi-VPC
-        private connectivity with IAM, and a cluster policy for kafka.amazonaws.com."""
-        kafka = self.client("kafka", reg.msk_arn.split(":")[3])
-        version = kafka.describe_cluster_v2(ClusterArn=reg.msk_arn)["ClusterInfo"]["CurrentVersion"]
-        kafka.update_connectivity(
-            ClusterArn=reg.msk_arn,
-            CurrentVersion=version,
-            ConnectivityInfo={
-                "VpcConnectivity": {"ClientAuthentication": {"Sasl": {"Iam": {"Enabled": True}}}}
-            },
-        )
-        policy = {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Effect": "Allow",
-                    "Principal": {"Service": ["kafka.amazonaws.com"]},
-                    "Action": [
-                        "kafka:CreateVpcConnection",
-                        "kafka:GetBootstrapBrokers",
-                        "kafka:DescribeClusterV2",
-                    ],
-                    "Resource": reg.msk_arn,
-                }
-            ],
-        }
-        kafka.put_cluster_policy(ClusterArn=reg.msk_arn, Policy=json.dumps(policy))
+        """What Chalk's team does for MSK Replicator (msk-replicator-prepare-cluster)."""
+        prepare_for_replicator(self.client("kafka", reg.msk_arn.split(":")[3]), reg.msk_arn)
 
     # -- Chalk ----------------------------------------------------------------------------------
 

@@ -1,8 +1,10 @@
 """Tasks for Amazon CloudWatch: the replication-lag alarms provision keeps in line with the topology's guards.
 
-Alarms are ours by the `chalkdr-<env>-` name prefix. PutMetricAlarm replaces an alarm whole,
-so an update is the same call as a create; tags are given on create (PutMetricAlarm applies
-`Tags` only when it creates the alarm).
+Alarms are found by the `chalkdr-<env>-` name prefix and read with their tags (whose they are).
+PutMetricAlarm replaces an alarm whole, so an update is the same call as a create; tags are
+given on create, since PutMetricAlarm applies `Tags` only when it creates the alarm and ignores
+them on an update (CloudWatch API reference, PutMetricAlarm: "To change the tags of an existing
+alarm, use TagResource"), which is how an adopted alarm is tagged.
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ from tasks.retry import retry_options
 __all__ = ["ensure_alarm", "read_alarms"]
 
 
-def _alarm(region: str, raw: Mapping[str, Any]) -> ObservedAlarm:
+def _alarm(region: str, raw: Mapping[str, Any], tags: Mapping[str, str]) -> ObservedAlarm:
     return ObservedAlarm(
+        tags=dict(tags),
         name=raw["AlarmName"],
         region=region,
         namespace=raw.get("Namespace"),
@@ -36,10 +39,10 @@ def _alarm(region: str, raw: Mapping[str, Any]) -> ObservedAlarm:
         dimensions={d["Name"]: d["Value"] for d in raw.get("Dimensions", [])},
         statistic=raw.get("Statistic"),
         period=raw.get("Period"),
-        evaluation_periods=raw.get("EvaluationPeriods"),
+        evaluation_periods=raw["EvaluationPeriods"],  # required by PutMetricAlarm: always there
         datapoints_to_alarm=raw.get("DatapointsToAlarm"),
         threshold=raw.get("Threshold"),
-        comparison_operator=raw.get("ComparisonOperator"),
+        comparison_operator=raw["ComparisonOperator"],
         treat_missing_data=raw.get("TreatMissingData"),
         alarm_actions=tuple(raw.get("AlarmActions", [])),
         ok_actions=tuple(raw.get("OKActions", [])),
@@ -49,12 +52,19 @@ def _alarm(region: str, raw: Mapping[str, Any]) -> ObservedAlarm:
 
 @task(task_run_name="read-alarms-{region}", cache_policy=NO_CACHE, **retry_options())
 def read_alarms(clients: AwsClients, region: str, prefix: str) -> list[ObservedAlarm]:
-    """Every metric alarm in `region` whose name starts with `prefix`."""
-    found = []
+    """Every metric alarm in `region` whose name starts with `prefix`, with its tags."""
+    cloudwatch = clients.cloudwatch(region)
+    raw: list[Mapping[str, Any]] = []
     with aws_call("cloudwatch", "DescribeAlarms", f"{region}/{prefix}*"):
-        pages = clients.cloudwatch(region).get_paginator("describe_alarms")
-        for page in pages.paginate(AlarmNamePrefix=prefix, AlarmTypes=["MetricAlarm"]):
-            found += [_alarm(region, a) for a in page.get("MetricAlarms", [])]
+        for page in cloudwatch.get_paginator("describe_alarms").paginate(
+            AlarmNamePrefix=prefix, AlarmTypes=["MetricAlarm"]
+        ):
+            raw += page.get("MetricAlarms", [])
+    found = []
+    for alarm in raw:
+        with aws_call("cloudwatch", "ListTagsForResource", alarm["AlarmArn"]):
+            tags = cloudwatch.list_tags_for_resource(ResourceARN=alarm["AlarmArn"]).get("Tags", [])
+        found.append(_alarm(region, alarm, {t["Key"]: t["Value"] for t in tags}))
     return found
 
 
@@ -83,14 +93,19 @@ def ensure_alarm(apply: ApplyContext, change: Change) -> ChangeResult:
     if change.action is Action.CREATE:
         params["Tags"] = tag_list(spec.tags)
     cloudwatch = apply.clients.cloudwatch(spec.region)
-    with aws_call("cloudwatch", "PutMetricAlarm", f"{spec.region}/{spec.name}"):
-        cloudwatch.put_metric_alarm(**params)
     trail = apply.trail("cloudwatch")
-    trail.record(
-        f"{change.action.value}-alarm",
-        spec.arn,
-        spec.region,
-        "cloudwatch:PutMetricAlarm",
-        metric=f"{spec.namespace}/{spec.metric_name}",
-    )
+    if change.adoption:  # PutMetricAlarm ignores Tags on an existing alarm
+        with aws_call("cloudwatch", "TagResource", spec.arn):
+            cloudwatch.tag_resource(ResourceARN=spec.arn, Tags=tag_list(spec.tags))  # type: ignore[arg-type]
+        trail.record("adopt-alarm", spec.arn, spec.region, "cloudwatch:TagResource", **change.adoption)
+    if not change.only_adopts:
+        with aws_call("cloudwatch", "PutMetricAlarm", f"{spec.region}/{spec.name}"):
+            cloudwatch.put_metric_alarm(**params)
+        trail.record(
+            f"{change.action.value}-alarm",
+            spec.arn,
+            spec.region,
+            "cloudwatch:PutMetricAlarm",
+            metric=f"{spec.namespace}/{spec.metric_name}",
+        )
     return change.result(trail.records)

@@ -32,12 +32,17 @@ from chalkdr.audit import AuditRecord
 from chalkdr.classify import aws_call
 from chalkdr.classify import classify_kube_error
 from chalkdr.clients import AwsClients
+from chalkdr.drill import ALLOWED_FIS_ACTIONS
 from chalkdr.drill import Routing
 from chalkdr.drill import Scenario
 from chalkdr.errors import ChalkDrError
 from chalkdr.errors import PermanentAwsError
 from chalkdr.errors import TransientAwsError
 from chalkdr.errors import TransientKubeError
+from chalkdr.plan import OWNER_TAG_KEY
+from chalkdr.plan import RECOVERY_TAG
+from chalkdr.plan import ownership_tags
+from chalkdr.plan.alarms import dynamodb_lag_alarm_name
 from chalkdr.settings import DEFAULT_RETRIES
 from chalkdr.settings import RetrySettings
 from chalkdr.topology import RegionConfig
@@ -45,7 +50,15 @@ from chalkdr.topology import Topology
 from tasks.audit import emit_audit_event
 from tasks.locks import crash_dead_runs
 
-__all__ = ["Fault", "SweepIncomplete", "make_fault", "sweep_leftovers", "undo_with_retries"]
+__all__ = [
+    "Fault",
+    "SweepIncomplete",
+    "check_fis_template",
+    "make_fault",
+    "recoveries_in_effect",
+    "sweep_leftovers",
+    "undo_with_retries",
+]
 
 DRILL_TAG = "chalk-dr:drill-id"
 FLOW_RUN_TAG = "chalk-dr:flow-run-id"
@@ -312,14 +325,18 @@ def _restore_deployment(clients: AwsClients, region: RegionConfig) -> list[Repai
 
 @dataclass
 class FisExperiment:
-    """fis-experiment / replication-paused: run an AWS FIS experiment; undo stops it."""
+    """fis-experiment / replication-paused: run an AWS FIS experiment; undo stops it, and deletes
+    the template when the drill created it (replication-paused: one template per drill)."""
 
     clients: AwsClients
     region: str
     drill_id: str
+    environment: str
     template_factory: Callable[[], str]  # returns the experiment template id (may create it)
     scenario: Scenario = Scenario.FIS_EXPERIMENT
+    owns_template: bool = False  # the factory creates it: undo deletes it
     experiment_id: str | None = None
+    template_id: str | None = None
     flow_run_id: str | None = field(default_factory=flow_run.get_id)  # the run the marker names
 
     @property
@@ -327,7 +344,7 @@ class FisExperiment:
         return f"fis:{self.region}/experiment/{self.experiment_id or 'pending'}"
 
     def inject(self) -> None:
-        template_id = self.template_factory()
+        template_id = self.template_id = self.template_factory()
         fis = self.clients.fis(self.region)
         with aws_call("fis", "StartExperiment", template_id):
             exp = fis.start_experiment(
@@ -335,7 +352,7 @@ class FisExperiment:
                 clientToken=f"{self.drill_id}-{template_id}"[:64],
                 tags={
                     DRILL_TAG: self.drill_id,
-                    MANAGED_TAG: "true",
+                    **ownership_tags(self.environment),
                     **({FLOW_RUN_TAG: self.flow_run_id} if self.flow_run_id else {}),
                 },
             )["experiment"]
@@ -345,12 +362,28 @@ class FisExperiment:
         )
 
     def undo(self) -> list[str]:
-        if self.experiment_id is None:
-            return []
-        restored = _stop_experiment(self.clients, self.region, self.experiment_id)
-        if restored:
-            _audit("fis", "stop-experiment", self.target, self.region, "fis:StopExperiment")
+        restored: list[Repaired] = []
+        if self.experiment_id is not None:
+            restored = _stop_experiment(self.clients, self.region, self.experiment_id)
+            if restored:
+                _audit("fis", "stop-experiment", self.target, self.region, "fis:StopExperiment")
+        if self.owns_template and self.template_id is not None:
+            restored += _delete_template(self.clients, self.region, self.template_id)
         return [r.line for r in restored]
+
+
+def _delete_template(clients: AwsClients, region: str, template_id: str) -> list[Repaired]:
+    """Delete a template a drill created (idempotent: one already gone is fine)."""
+    fis = clients.fis(region)
+    try:
+        with aws_call("fis", "DeleteExperimentTemplate", template_id):
+            fis.delete_experiment_template(id=template_id)
+    except PermanentAwsError as exc:
+        if exc.code == "ResourceNotFoundException":
+            return []
+        raise
+    _audit("fis", "delete-experiment-template", f"fis:{region}/template/{template_id}", region, "fis:Delete")
+    return [Repaired(f"FIS experiment template {template_id} in {region}: deleted (created by a drill)")]
 
 
 def _stop_experiment(clients: AwsClients, region: str, experiment_id: str) -> list[Repaired]:
@@ -391,12 +424,13 @@ def _pause_replication_template(
         with aws_call("dynamodb", "DescribeTable", table):
             arns.append(ddb.describe_table(TableName=table)["Table"]["TableArn"])
     minutes = max(1, int(duration_s // 60) + 1)
+    stop_alarms = _pause_stop_alarms(topology, clients)
     with aws_call("fis", "CreateExperimentTemplate", "replication-paused"):
         tpl = clients.fis(primary.aws_region).create_experiment_template(
             clientToken=f"{drill_id}-pause"[:64],
             description=f"chalk-dr drill {drill_id}: pause global-table replication",
             roleArn=topology.fis_role_arn,
-            stopConditions=[{"source": "none"}],
+            stopConditions=[{"source": "aws:cloudwatch:alarm", "value": arn} for arn in stop_alarms],
             targets={
                 "tables": {
                     "resourceType": "aws:dynamodb:global-table",
@@ -411,9 +445,75 @@ def _pause_replication_template(
                     "targets": {"Tables": "tables"},
                 }
             },
-            tags={DRILL_TAG: drill_id, MANAGED_TAG: "true"},
+            tags={DRILL_TAG: drill_id, **ownership_tags(topology.environment)},
         )["experimentTemplate"]
     return str(tpl["id"])
+
+
+def _pause_stop_alarms(topology: Topology, clients: AwsClients) -> list[str]:
+    """The stop conditions of a pause chalk-dr creates: the replication-latency alarms provision
+    keeps on the paused direction (primary -> each secondary, at the topology's lag guard). The
+    pause may hold writes back only until that guard has been exceeded for the alarm's periods;
+    then FIS ends it (an alarm in ALARM stops the experiment: FIS user guide, "Stop conditions").
+    Missing or unowned alarms refuse the scenario: run provision first."""
+    env, primary = topology.environment, topology.primary.aws_region
+    names = [
+        dynamodb_lag_alarm_name(env, table, primary, receiver.aws_region)
+        for table in topology.primary.online_store_tables
+        for receiver in topology.secondaries
+    ]
+    cw = clients.cloudwatch(primary)
+    with aws_call("cloudwatch", "DescribeAlarms", primary):
+        found = {a["AlarmName"]: a["AlarmArn"] for a in cw.describe_alarms(AlarmNames=names)["MetricAlarms"]}
+    owned: dict[str, str] = {}
+    for name, arn in found.items():
+        with aws_call("cloudwatch", "ListTagsForResource", name):
+            tags = {t["Key"]: t["Value"] for t in cw.list_tags_for_resource(ResourceARN=arn)["Tags"]}
+        if tags.get(OWNER_TAG_KEY) == env:
+            owned[name] = arn
+    missing = [n for n in names if n not in owned]
+    if missing:
+        raise PermanentAwsError(
+            service="fis",
+            operation="CreateExperimentTemplate",
+            resource="replication-paused",
+            code="MissingStopCondition",
+            message=(
+                f"no replication-latency alarm of {env} to stop the pause on: {', '.join(missing)} "
+                "(missing, or not tagged for the environment): run provision first"
+            ),
+        )
+    return [owned[n] for n in names]
+
+
+def check_fis_template(topology: Topology, clients: AwsClients, template_id: str) -> list[str]:
+    """Why an operator's FIS template may not run in a drill of `topology` (empty: it may).
+
+    Accepted only when it is tagged for chalk-dr and this environment (`chalk-dr:managed=true`,
+    `chalk-dr:environment=<env>`: someone decided it is a drill of this environment) and every
+    action is on ALLOWED_FIS_ACTIONS (faults that end when the experiment is stopped).
+    """
+    region = topology.primary.aws_region
+    fis = clients.fis(region)
+    with aws_call("fis", "GetExperimentTemplate", template_id):
+        tpl = fis.get_experiment_template(id=template_id)["experimentTemplate"]
+    problems = []
+    tags = tpl.get("tags") or {}
+    if tags.get(MANAGED_TAG) != "true" or tags.get(OWNER_TAG_KEY) != topology.environment:
+        problems.append(
+            f"FIS template {template_id} in {region} is not tagged for chalk-dr and {topology.environment} "
+            f"({MANAGED_TAG}=true, {OWNER_TAG_KEY}={topology.environment}): a drill runs only templates "
+            "marked for its environment"
+        )
+    refused = sorted(
+        {a.get("actionId", "?") for a in (tpl.get("actions") or {}).values()} - ALLOWED_FIS_ACTIONS
+    )
+    if refused:
+        problems.append(
+            f"FIS template {template_id} in {region} runs actions a drill may not run: {', '.join(refused)} "
+            "(allowed: faults that end when the experiment is stopped; chalkdr.drill.ALLOWED_FIS_ACTIONS)"
+        )
+    return problems
 
 
 def make_fault(
@@ -441,13 +541,15 @@ def make_fault(
             clients,
             primary.aws_region,
             drill_id,
+            topology.environment,
             lambda: _pause_replication_template(topology, clients, drill_id, duration_s),
             scenario=Scenario.REPLICATION_PAUSED,
+            owns_template=True,
         )
     if not fis_template_id:
         raise ValueError("scenario fis-experiment needs fis_experiment_template_id")
     template = fis_template_id
-    return FisExperiment(clients, primary.aws_region, drill_id, lambda: template)
+    return FisExperiment(clients, primary.aws_region, drill_id, topology.environment, lambda: template)
 
 
 @task(name="inject-fault", cache_policy=NO_CACHE)
@@ -506,7 +608,7 @@ def sweep_leftovers(topology: Topology, clients: AwsClients, routing: Routing) -
         )
         attempt(
             f"FIS experiments in {region.aws_region}",
-            lambda region=region: _sweep_experiments(clients, region.aws_region),
+            lambda region=region: _sweep_experiments(clients, region.aws_region, topology.environment),
         )
     for r in restored:
         logger.warning("swept: %s", r.line)
@@ -536,15 +638,66 @@ def _sweep_health_check(clients: AwsClients, hc_id: str) -> list[Repaired]:
         )
     if DRILL_TAG not in tags and not inverted:
         return []
+    if RECOVERY_TAG in tags and DRILL_TAG not in tags:
+        # A failover's inversion: the incident's decision, undone by its failback, not by a sweep.
+        get_run_logger().info(
+            "health check %s is inverted by recovery %s: left to its failback", hc_id, tags[RECOVERY_TAG]
+        )
+        return []
     owner = _owner(tags.get(DRILL_TAG), tags.get(FLOW_RUN_TAG))
     return _restore_health_check(clients, hc_id, owner, tags.get(FLOW_RUN_TAG))
 
 
-def _sweep_experiments(clients: AwsClients, region: str) -> list[Repaired]:
-    with aws_call("fis", "ListExperiments", region):
-        experiments = clients.fis(region).list_experiments()["experiments"]
+def _pages(clients: AwsClients, region: str, operation: str, key: str) -> list[dict[str, Any]]:
+    """Every item of a paginated FIS list call, through botocore's paginator (nextToken)."""
+    paginator = clients.fis(region).get_paginator(
+        "list_experiments" if operation == "ListExperiments" else "list_experiment_templates"
+    )
+    with aws_call("fis", operation, region):
+        return [item for page in paginator.paginate(PaginationConfig={"PageSize": 100}) for item in page[key]]
+
+
+def _ours(tags: dict[str, str] | None, environment: str) -> bool:
+    """Started or created by a drill of this environment (other environments' are not ours)."""
+    tags = tags or {}
+    return DRILL_TAG in tags and tags.get(OWNER_TAG_KEY) == environment
+
+
+def recoveries_in_effect(clients: AwsClients, routing: Routing) -> list[str]:
+    """The health checks a failover inverted and no failback has restored yet, one line each:
+    a drill refuses to run while one is in effect (it would rehearse on a layout mid-incident)."""
+    r53 = clients.route53()
+    found = []
+    for region, route in sorted(routing.routes.items()):
+        if route.health_check_id is None:
+            continue
+        with aws_call("route53", "ListTagsForResource", route.health_check_id):
+            tags = r53.list_tags_for_resource(ResourceType="healthcheck", ResourceId=route.health_check_id)[
+                "ResourceTagSet"
+            ]["Tags"]
+        recovery = next((t["Value"] for t in tags if t["Key"] == RECOVERY_TAG), None)
+        if recovery is not None:
+            found.append(
+                f"recovery {recovery} is in effect: the health check of {region} "
+                f"({route.health_check_id}) is inverted by it; fail back first"
+            )
+    return found
+
+
+def _sweep_experiments(clients: AwsClients, region: str, environment: str) -> list[Repaired]:
+    """Stop this environment's drill experiments still running, then delete the templates its
+    drills created that no running experiment uses. Every page is read."""
+    experiments = _pages(clients, region, "ListExperiments", "experiments")
     restored: list[Repaired] = []
     for exp in experiments:
-        if DRILL_TAG in (exp.get("tags") or {}) and exp["state"]["status"] in RUNNING_FIS_STATES:
+        if _ours(exp.get("tags"), environment) and exp["state"]["status"] in RUNNING_FIS_STATES:
             restored += _stop_experiment(clients, region, exp["id"])
+    in_use = {
+        e.get("experimentTemplateId")
+        for e in _pages(clients, region, "ListExperiments", "experiments")
+        if e["state"]["status"] in RUNNING_FIS_STATES
+    }
+    for tpl in _pages(clients, region, "ListExperimentTemplates", "experimentTemplates"):
+        if _ours(tpl.get("tags"), environment) and tpl["id"] not in in_use:
+            restored += _delete_template(clients, region, tpl["id"])
     return restored

@@ -40,10 +40,13 @@ from pydantic import ConfigDict
 from pydantic import Field
 from pydantic import ValidationError
 
+from chalkdr.errors import ChalkDrError
+
 __all__ = [
     "KILL_SWITCH_VARIABLE",
     "LIVE_STATES",
     "MARKED_CRASHED_PREFIX",
+    "LockMisconfigured",
     "LockRecord",
     "RunRef",
     "claim_lock_record",
@@ -67,18 +70,32 @@ HEARTBEAT_EVENT = "prefect.flow-run.heartbeat"
 
 
 def ensure_lock(name: str, *, limit: int = 1) -> str:
-    """Make sure a global concurrency limit exists (Prefect never creates one on use).
+    """Make sure a global concurrency limit exists (Prefect never creates one on use) and is one
+    that excludes: active, with `limit` slots. Fails closed otherwise.
 
     Acquire it with `concurrency(name, occupy=1, strict=True)`: without strict, a missing limit
-    silently runs unguarded (PREFECT-NOTES.md).
+    silently runs unguarded (PREFECT-NOTES.md). An inactive limit, or one raised to 2 slots by
+    hand, would let two runbooks of an environment run at once (a provision apply resetting a
+    drill's fault, two drills inverting each other's checks): refused, naming the fix.
     """
     with get_client(sync_client=True) as client:
         try:
-            client.read_global_concurrency_limit_by_name(name)
+            found = client.read_global_concurrency_limit_by_name(name)
         except ObjectNotFound:
             with contextlib.suppress(ObjectAlreadyExists):  # another run created it first
                 client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=limit))
+            found = client.read_global_concurrency_limit_by_name(name)
+    if not found.active or found.limit != limit:
+        raise LockMisconfigured(
+            f"the global concurrency limit {name} must be active with limit {limit} to exclude other runs "
+            f"(it is {'active' if found.active else 'inactive'} with limit {found.limit}): "
+            f"`prefect gcl update {name} --limit {limit} --enable`"
+        )
     return name
+
+
+class LockMisconfigured(ChalkDrError):
+    """An environment's lock exists but would not exclude (inactive, or more than one slot)."""
 
 
 def kill_switch_reason() -> str | None:

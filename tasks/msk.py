@@ -103,6 +103,7 @@ def _replicator(region: str, raw: Mapping[str, Any]) -> ObservedReplicator:
         consumer_groups=tuple(groups.get("ConsumerGroupsToReplicate", [])),
         sync_consumer_group_offsets=bool(groups.get("SynchroniseConsumerGroupOffsets", False)),
         service_execution_role_arn=raw.get("ServiceExecutionRoleArn"),
+        tags=dict(raw.get("Tags") or {}),  # DescribeReplicator answers them: whose it is
     )
 
 
@@ -212,7 +213,9 @@ def _create(clients: AwsClients, spec: ReplicatorSpec) -> str:
                     "TargetCompressionType": "NONE",
                     "TopicReplication": {
                         **_topic_replication(spec),  # type: ignore[typeddict-item]
-                        "StartingPosition": {"Type": "EARLIEST"},
+                        # The plan chose it: EARLIEST for a first replicator (the initial
+                        # copy), LATEST for a replacement (said in the plan, with its gap).
+                        "StartingPosition": {"Type": spec.starting_position},
                         # Same names in both regions: consumers fail over without renaming topics.
                         "TopicNameConfiguration": {"Type": "IDENTICAL"},
                     },
@@ -226,7 +229,8 @@ def _create(clients: AwsClients, spec: ReplicatorSpec) -> str:
 
 @task(task_run_name="ensure-replicator-{change.id}", cache_policy=NO_CACHE)
 def ensure_replicator(apply: ApplyContext, change: Change) -> ChangeResult:
-    """Create, update (topics, offset sync) or replace (clusters, role: immutable) and await RUNNING."""
+    """Create, update (topics, offset sync) or replace (clusters, role: immutable) and await RUNNING;
+    an adopted replicator is tagged for this environment first (TagResource, audited)."""
     spec = change.typed_spec(ReplicatorSpec)
     trail = apply.trail("msk", replicator=spec.name)
 
@@ -235,17 +239,22 @@ def ensure_replicator(apply: ApplyContext, change: Change) -> ChangeResult:
 
     arn = change.current_id
     if change.action is Action.UPDATE and arn is not None:
-        with aws_call("kafka", "UpdateReplicationInfo", arn):
-            apply.clients.kafka(spec.region).update_replication_info(
-                ReplicatorArn=arn,
-                CurrentVersion=change.current_version or "",
-                SourceKafkaClusterArn=spec.source.arn,
-                TargetKafkaClusterArn=spec.target.arn,
-                TopicReplication=_topic_replication(spec),  # type: ignore[arg-type]
-                ConsumerGroupReplication=_group_replication(spec),  # type: ignore[arg-type]
-            )
-        audited("update-replicator", arn, "UpdateReplicationInfo", topics=list(spec.topics))
-        _wait(apply.clients, spec, arn, apply.waits, gone=False)
+        if change.adoption:
+            with aws_call("kafka", "TagResource", arn):
+                apply.clients.kafka(spec.region).tag_resource(ResourceArn=arn, Tags=dict(spec.tags))
+            audited("adopt-replicator", arn, "TagResource", **change.adoption)
+        if not change.only_adopts:
+            with aws_call("kafka", "UpdateReplicationInfo", arn):
+                apply.clients.kafka(spec.region).update_replication_info(
+                    ReplicatorArn=arn,
+                    CurrentVersion=change.current_version or "",
+                    SourceKafkaClusterArn=spec.source.arn,
+                    TargetKafkaClusterArn=spec.target.arn,
+                    TopicReplication=_topic_replication(spec),  # type: ignore[arg-type]
+                    ConsumerGroupReplication=_group_replication(spec),  # type: ignore[arg-type]
+                )
+            audited("update-replicator", arn, "UpdateReplicationInfo", topics=list(spec.topics))
+            _wait(apply.clients, spec, arn, apply.waits, gone=False)
     else:
         if change.action is Action.REPLACE and arn is not None:
             with aws_call("kafka", "DeleteReplicator", arn):
@@ -255,6 +264,12 @@ def ensure_replicator(apply: ApplyContext, change: Change) -> ChangeResult:
             audited("delete-replicator", arn, "DeleteReplicator", reason="immutable settings changed")
             _wait(apply.clients, spec, arn, apply.waits, gone=True)
         arn = _create(apply.clients, spec)
-        audited("create-replicator", arn, "CreateReplicator", topics=list(spec.topics))
+        audited(
+            "create-replicator",
+            arn,
+            "CreateReplicator",
+            topics=list(spec.topics),
+            starting_position=spec.starting_position,
+        )
         _wait(apply.clients, spec, arn, apply.waits, gone=False)
     return change.result(trail.records, resource_id=arn)

@@ -46,9 +46,11 @@ from tasks.route53 import read_route53_health
 
 __all__ = [
     "ProbeSet",
+    "aurora_dimensions",
     "await_steady_state",
     "canary_served",
     "gather_steady_state",
+    "latest_datapoint",
     "measure_canary_replication",
     "observe_until",
     "read_dns_answer",
@@ -259,7 +261,7 @@ def read_dns_answer(probes: ProbeSet, routing: Routing) -> tuple[str | None, tup
     return routing.region_of_answer(found.addresses), found.addresses
 
 
-def _latest(
+def latest_datapoint(
     clients: AwsClients, region: str, namespace: str, metric: str, dims: dict[str, str]
 ) -> float | None:
     """The newest datapoint of the last LAG_WINDOW_PERIODS periods (Maximum), or None."""
@@ -279,7 +281,7 @@ def _latest(
     return float(max(points, key=lambda p: p["Timestamp"])["Maximum"])
 
 
-def _aurora_dimensions(clients: AwsClients, region: str, cluster_id: str) -> dict[str, str]:
+def aurora_dimensions(clients: AwsClients, region: str, cluster_id: str) -> dict[str, str]:
     """The dimension set AuroraGlobalDBReplicationLag is published under for this cluster (AWS:
     DBClusterIdentifier and SourceRegion), found with ListMetrics rather than assumed."""
     with aws_call("monitoring", "ListMetrics", f"AWS/RDS/AuroraGlobalDBReplicationLag/{cluster_id}"):
@@ -300,7 +302,7 @@ def read_replication_lags(topology: Topology, clients: AwsClients) -> dict[str, 
     lags: dict[str, LagReading] = {}
     for table in primary.online_store_tables:
         for sec in topology.secondaries:
-            v = _latest(
+            v = latest_datapoint(
                 clients,
                 primary.aws_region,
                 "AWS/DynamoDB",
@@ -313,19 +315,19 @@ def read_replication_lags(topology: Topology, clients: AwsClients) -> dict[str, 
     for region, name in replicator_names(topology).items():
         dims = {"ReplicatorName": name}
         lags[f"msk:{name}:latency"] = LagReading(
-            value=_latest(clients, region, "AWS/Kafka", "ReplicationLatency", dims),
+            value=latest_datapoint(clients, region, "AWS/Kafka", "ReplicationLatency", dims),
             limit=g.max_msk_replication_lag_ms,
             unit="ms",
         )
         lags[f"msk:{name}:message-lag"] = LagReading(
-            value=_latest(clients, region, "AWS/Kafka", "MessageLag", dims),
+            value=latest_datapoint(clients, region, "AWS/Kafka", "MessageLag", dims),
             limit=g.max_msk_message_lag,
             unit="messages",
         )
     for sec in topology.secondaries:
-        dims = _aurora_dimensions(clients, sec.aws_region, sec.aurora_cluster_id)
+        dims = aurora_dimensions(clients, sec.aws_region, sec.aurora_cluster_id)
         lags[f"aurora:{sec.aurora_cluster_id}"] = LagReading(
-            value=_latest(clients, sec.aws_region, "AWS/RDS", "AuroraGlobalDBReplicationLag", dims),
+            value=latest_datapoint(clients, sec.aws_region, "AWS/RDS", "AuroraGlobalDBReplicationLag", dims),
             limit=g.max_aurora_replication_lag_ms,
             unit="ms",
         )
@@ -514,7 +516,9 @@ def take_observation(
     query_cached = (
         _query_probe(probes, probes.failover_cached, routing, canary_id) if probes.failover_cached else None
     )
+    regional_from = time.monotonic()
     available = {r: probes.query(c).ok for r, c in probes.regional.items()}
+    available_mono = (regional_from + time.monotonic()) / 2
     health = (
         watcher.snapshot()
         if watcher is not None
@@ -531,6 +535,7 @@ def take_observation(
         query_cached=query_cached,
         answer=probes.answer_shares(routing, found.addresses),
         available=available,
+        available_mono=available_mono,
     )
 
 

@@ -39,6 +39,7 @@ from chalkdr.plan import RecordSpec
 from chalkdr.plan import WaitPolicy
 from chalkdr.plan import caller_reference_prefix
 from chalkdr.plan import normalize_dns
+from chalkdr.plan import ownership_record_name
 from chalkdr.plan import tag_list
 from chalkdr.topology import RegionConfig
 from chalkdr.topology import Topology
@@ -145,22 +146,31 @@ def _record(raw: Mapping[str, Any]) -> ObservedRecord:
     )
 
 
-def read_records_named(clients: AwsClients, zone_id: str, name: str) -> list[ObservedRecord]:
-    """The A records of one name: a listing that starts at (name, A) and stops when the name changes."""
+def read_records_named(
+    clients: AwsClients, zone_id: str, name: str, record_type: str = "A"
+) -> list[ObservedRecord]:
+    """The records of one name and type: a listing that starts at (name, type) and stops when
+    the name or the type changes."""
     route53 = clients.route53()
     found: list[ObservedRecord] = []
-    params: dict[str, Any] = {"HostedZoneId": zone_id, "StartRecordName": name, "StartRecordType": "A"}
+    params: dict[str, Any] = {
+        "HostedZoneId": zone_id,
+        "StartRecordName": name,
+        "StartRecordType": record_type,
+    }
     while True:
-        with aws_call("route53", "ListResourceRecordSets", f"{zone_id}/{name}"):
+        with aws_call("route53", "ListResourceRecordSets", f"{zone_id}/{name}/{record_type}"):
             page = route53.list_resource_record_sets(**params)
         sets = page.get("ResourceRecordSets", [])
-        mine = [s for s in sets if normalize_dns(s["Name"]) == normalize_dns(name) and s["Type"] == "A"]
+        mine = [
+            s for s in sets if normalize_dns(s["Name"]) == normalize_dns(name) and s["Type"] == record_type
+        ]
         found += [_record(s) for s in mine]
         if (
             not page.get("IsTruncated")
             or len(mine) < len(sets)
             or normalize_dns(page.get("NextRecordName", "")) != normalize_dns(name)
-            or page.get("NextRecordType") != "A"
+            or page.get("NextRecordType") != record_type
         ):
             return found
         params["StartRecordName"] = page["NextRecordName"]
@@ -171,9 +181,10 @@ def read_records_named(clients: AwsClients, zone_id: str, name: str) -> list[Obs
 
 @task(task_run_name="read-route53", cache_policy=NO_CACHE, **retry_options())
 def read_route53(clients: AwsClients, topology: Topology) -> ObservedRoute53:
-    """The hosted zone, this environment's health checks (by CallerReference) and the topology's A records.
+    """The hosted zone, this environment's health checks (by CallerReference) with their tags, the
+    topology's A records and each name's ownership TXT record.
 
-    The zone, the health-check listing and one listing per record name are independent: they run
+    The zone, the health-check listing and one listing per record name and type are independent: they run
     concurrently, at most `_ROUTE53_CONCURRENCY` at a time (Route 53 allows 5 requests/s per
     account; botocore retries the odd throttle), so the read does not lengthen with each region.
     """
@@ -186,6 +197,10 @@ def read_route53(clients: AwsClients, topology: Topology) -> ObservedRoute53:
         zone = pool.submit(_zone, clients, zone_id)
         checks = pool.submit(_health_checks, clients, prefixes)
         listings = [pool.submit(read_records_named, clients, zone_id, name) for name in names]
+        listings += [
+            pool.submit(read_records_named, clients, zone_id, ownership_record_name(name), "TXT")
+            for name in names
+        ]
         zone_name, private = zone.result()
         raw_checks, tags = checks.result()
         records: list[ObservedRecord] = []
@@ -272,12 +287,13 @@ def _create_health_check(clients: AwsClients, spec: HealthCheckSpec) -> tuple[st
 
 @task(task_run_name="ensure-health-check-{change.region}", cache_policy=NO_CACHE)
 def ensure_health_check(apply: ApplyContext, change: Change) -> ChangeResult:
-    """Create the region's check (create/replace) or update it in place (version-checked), then tag it."""
+    """Create the region's check (create/replace) or update it in place (version-checked), then tag
+    it; an adopted check gets this environment's tags (audited as its adoption)."""
     spec = change.typed_spec(HealthCheckSpec)
     route53 = apply.clients.route53()
     trail = apply.trail("route53")
     changed = {d.field for d in change.diffs}
-    updated = sorted(changed - {"tags", "stale_health_checks"})
+    updated = sorted(changed - {"tags", "owner", "stale_health_checks"})
     hc_id = change.current_id
     if hc_id is None:
         hc_id, reference = _create_health_check(apply.clients, spec)
@@ -319,24 +335,26 @@ def ensure_health_check(apply: ApplyContext, change: Change) -> ChangeResult:
                 AddTags=tag_list(spec.tags),  # type: ignore[arg-type]
             )
         trail.record(
-            "tag-health-check",
+            "adopt-health-check" if "owner" in changed else "tag-health-check",
             health_check_arn(hc_id),
             ROUTE53_CONTROL_REGION,
             "route53:ChangeTagsForResource",
+            **change.adoption,
         )
     return change.result(trail.records, resource_id=hc_id)
 
 
 def _record_set(spec: RecordSpec, health_check_id: str | None) -> dict[str, Any]:
-    rrset: dict[str, Any] = {
-        "Name": spec.name,
-        "Type": spec.type,
-        "AliasTarget": {
+    rrset: dict[str, Any] = {"Name": spec.name, "Type": spec.type}
+    if spec.alias is not None:
+        rrset["AliasTarget"] = {
             "HostedZoneId": spec.alias.hosted_zone_id,
             "DNSName": spec.alias.dns_name,
             "EvaluateTargetHealth": spec.alias.evaluate_target_health,
-        },
-    }
+        }
+    else:
+        rrset["TTL"] = spec.ttl
+        rrset["ResourceRecords"] = [{"Value": v} for v in spec.values]
     if spec.set_identifier:
         rrset["SetIdentifier"] = spec.set_identifier
     if spec.failover:
@@ -395,7 +413,8 @@ def ensure_records(
 
     One batch per name keeps PRIMARY/SECONDARY consistent at every instant, and lets a routing
     policy change (failover -> weighted) delete and create every record of the name at once:
-    Route 53 refuses a name that mixes policies. Waiting for INSYNC matters before a replaced
+    Route 53 refuses a name that mixes policies. The name's ownership TXT record is in the same
+    batch, so records are never written without it. Waiting for INSYNC matters before a replaced
     health check is deleted.
     """
     if not changes:
@@ -422,14 +441,16 @@ def ensure_records(
     results = []
     for change, spec in zip(changes, specs, strict=True):
         trail = apply.trail("route53")
+        adopted = change.adoption
         trail.record(
-            f"{change.action.value}-record",
+            "adopt-records" if adopted else f"{change.action.value}-record",
             record_resource(zone_id, spec.name, spec.type, spec.set_identifier),
             ROUTE53_CONTROL_REGION,
             "route53:ChangeResourceRecordSets",
             change_id=info["Id"],
             action="DELETE+CREATE" if change.replaces else "UPSERT",
-            target=spec.alias.dns_name,
+            target=spec.alias.dns_name if spec.alias else ", ".join(spec.values),
+            **({"owner_of": spec.owner_of, **adopted} if spec.owner_of else {}),
         )
         results.append(change.result(trail.records))
     _wait_insync(apply.clients, info["Id"], apply.waits)

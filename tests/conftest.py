@@ -284,7 +284,7 @@ def start_chalk_regions() -> ChalkRegions:
 
     data = copy.deepcopy(yaml.safe_load(EXAMPLE_TOPOLOGY.read_text()))
     env = f"t{uuid.uuid4().hex[:10]}"
-    secret_env = f"CHALK_TEST_{env.upper()}_CLIENT_SECRET"
+    secret_env = f"CHALK_DR_TEST_{env.upper()}_CLIENT_SECRET"  # a topology names CHALK_DR_* variables only
     environment = ChalkEnvironment(
         environment_id=env, client_id=f"client-{env}", client_secret=f"s3cret-{uuid.uuid4().hex}"
     )

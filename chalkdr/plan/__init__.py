@@ -25,6 +25,8 @@ from chalkdr.plan.aurora import ObservedGlobalCluster
 from chalkdr.plan.aurora import SecondaryClusterSpec
 from chalkdr.plan.core import MANAGED_TAG_KEY
 from chalkdr.plan.core import MANAGED_TAGS
+from chalkdr.plan.core import OWNER_TAG_KEY
+from chalkdr.plan.core import RECOVERY_TAG
 from chalkdr.plan.core import Action
 from chalkdr.plan.core import Change
 from chalkdr.plan.core import ChangeResult
@@ -41,6 +43,7 @@ from chalkdr.plan.core import WaitPolicy
 from chalkdr.plan.core import compare
 from chalkdr.plan.core import critical_path_s
 from chalkdr.plan.core import normalize_dns
+from chalkdr.plan.core import ownership_tags
 from chalkdr.plan.core import plan_table_rows
 from chalkdr.plan.core import render_plan_markdown
 from chalkdr.plan.core import tag_list
@@ -68,6 +71,9 @@ from chalkdr.plan.route53 import RecordSpec
 from chalkdr.plan.route53 import caller_reference
 from chalkdr.plan.route53 import caller_reference_prefix
 from chalkdr.plan.route53 import health_check_name
+from chalkdr.plan.route53 import ownership_record_name
+from chalkdr.plan.route53 import ownership_value
+from chalkdr.plan.route53 import record_owner
 from chalkdr.plan.route53 import set_identifier
 from chalkdr.plan.systems import SYSTEMS
 from chalkdr.plan.systems import DesiredState
@@ -85,6 +91,8 @@ __all__ = [
     "ALARM_PERIOD_S",
     "MANAGED_TAGS",
     "MANAGED_TAG_KEY",
+    "OWNER_TAG_KEY",
+    "RECOVERY_TAG",
     "SYSTEMS",
     "Action",
     "AlarmSpec",
@@ -139,8 +147,12 @@ __all__ = [
     "health_check_name",
     "normalize_dns",
     "online_store_tables",
+    "ownership_record_name",
+    "ownership_tags",
+    "ownership_value",
     "plan_for",
     "plan_table_rows",
+    "record_owner",
     "render_plan_markdown",
     "replicator_name",
     "replicator_names",

@@ -1,8 +1,11 @@
 """CloudWatch in the plan: replication-lag alarms at the topology's guards, for every replication path.
 
-Alarms are ours by the `chalkdr-<env>-` name prefix. One alarm per DynamoDB direction (after a
-failover the writes come from another region, so every direction is watched), two per MSK
-replicator (latency and message lag), one per Aurora secondary.
+Alarms are found by the `chalkdr-<env>-` name prefix and are ours by the tag
+`chalk-dr:environment=<env>`: an alarm of the topology's name without it is an error naming it,
+unless the topology's `adopt.alarms` lists it (adopting tags it: TagResource, since PutMetricAlarm
+ignores Tags when it updates an alarm). One alarm per DynamoDB direction (after a failover the
+writes come from another region, so every direction is watched), two per MSK replicator (latency
+and message lag), one per Aurora secondary.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ from typing import Literal
 
 from pydantic import Field
 
-from chalkdr.plan.core import MANAGED_TAGS
 from chalkdr.plan.core import Action
 from chalkdr.plan.core import Change
 from chalkdr.plan.core import FieldDiff
@@ -23,6 +25,8 @@ from chalkdr.plan.core import ResourceKind
 from chalkdr.plan.core import Spec
 from chalkdr.plan.core import StageDef
 from chalkdr.plan.core import compare
+from chalkdr.plan.core import ownership_tags
+from chalkdr.plan.core import unwanted
 from chalkdr.plan.dynamodb import online_store_tables
 from chalkdr.plan.msk import replicator_names
 from chalkdr.topology import Topology
@@ -42,6 +46,7 @@ __all__ = [
     "alarm_prefix",
     "changes",
     "desired",
+    "dynamodb_lag_alarm_name",
 ]
 
 # Replication lag alarms: one-minute maxima, three in a row above the guard.
@@ -67,18 +72,29 @@ def alarm_prefix(environment: str) -> str:
     return f"chalkdr-{environment}-"
 
 
-class _AlarmSettings(PlanModel):
-    """What PutMetricAlarm sets, the same fields whether wanted or read (AWS omits some)."""
+def dynamodb_lag_alarm_name(environment: str, table: str, source: str, receiver: str) -> str:
+    """The alarm on `table`'s replication latency from `source` to `receiver` (in `source`)."""
+    return f"{alarm_prefix(environment)}{_dynamodb_lag_slug(table, source, receiver)}"
 
+
+def _dynamodb_lag_slug(table: str, source: str, receiver: str) -> str:
+    return f"dynamodb-{table}-{source}-to-{receiver}-replication-latency"
+
+
+class _AlarmSettings(PlanModel):
+    """What PutMetricAlarm sets, the same fields whether wanted or read. AWS omits what was not
+    set (a metric-math alarm has no single metric, DatapointsToAlarm and TreatMissingData have
+    defaults); EvaluationPeriods and ComparisonOperator are required, so every alarm has them."""
+
+    evaluation_periods: int
+    comparison_operator: str
     namespace: str | None = None
     metric_name: str | None = None
     dimensions: dict[str, str] = Field(default_factory=dict)
     statistic: str | None = None
     period: int | None = None
-    evaluation_periods: int | None = None
-    datapoints_to_alarm: int | None = None
     threshold: float | None = None
-    comparison_operator: str | None = None
+    datapoints_to_alarm: int | None = None
     treat_missing_data: str | None = None
     alarm_actions: tuple[str, ...] = ()
     ok_actions: tuple[str, ...] = ()
@@ -91,6 +107,16 @@ class _AlarmSettings(PlanModel):
         out["threshold"] = None if self.threshold is None else float(self.threshold)
         out["treat_missing_data"] = self.treat_missing_data or "missing"  # AWS's default
         return out
+
+
+class ObservedAlarm(_AlarmSettings):
+    name: str
+    region: str
+    tags: dict[str, str] = Field(default_factory=dict)  # ListTagsForResource
+
+
+class ObservedAlarms(PlanModel):
+    alarms: dict[str, tuple[ObservedAlarm, ...]] = Field(default_factory=dict)  # region -> ours there
 
 
 class AlarmSpec(_AlarmSettings, Spec):
@@ -114,15 +140,6 @@ class AlarmSpec(_AlarmSettings, Spec):
         return f"arn:aws:cloudwatch:{self.region}:{self.account_id}:alarm:{self.name}"
 
 
-class ObservedAlarm(_AlarmSettings):
-    name: str
-    region: str
-
-
-class ObservedAlarms(PlanModel):
-    alarms: dict[str, tuple[ObservedAlarm, ...]] = Field(default_factory=dict)  # region -> ours there
-
-
 def _alarm(topology: Topology, slug: str, region: str, metric: tuple[str, str], **fields: Any) -> AlarmSpec:
     cfg = topology.region(region)
     account = cfg.msk_cluster_arn.split(":")[4]  # the account the topology names
@@ -134,7 +151,7 @@ def _alarm(topology: Topology, slug: str, region: str, metric: tuple[str, str], 
         namespace=metric[0],
         metric_name=metric[1],
         account_id=account,
-        tags=MANAGED_TAGS,
+        tags=ownership_tags(topology.environment),
         **fields,
     )
 
@@ -151,7 +168,7 @@ def desired(topology: Topology, observed: ObservedState, findings: Findings) -> 
                 specs.append(
                     _alarm(
                         topology,
-                        f"dynamodb-{table}-{source}-to-{receiver}-replication-latency",
+                        _dynamodb_lag_slug(table, source, receiver),
                         source,
                         ("AWS/DynamoDB", "ReplicationLatency"),
                         dimensions={"TableName": table, "ReceivingRegion": receiver},
@@ -216,26 +233,31 @@ def _keeping_operator_actions(spec: AlarmSpec, current: ObservedAlarm) -> AlarmS
     )
 
 
+def _change(
+    desired: DesiredState, spec: AlarmSpec, observed: ObservedAlarms, findings: Findings
+) -> Change | None:
+    current = next((a for a in observed.alarms.get(spec.region, ()) if a.name == spec.name), None)
+    if current is None:
+        metric = FieldDiff(field="metric", new=f"{spec.namespace} {spec.metric_name}")
+        return Change.of(
+            spec, Action.CREATE, [metric, FieldDiff(field="threshold", new=float(spec.threshold))]
+        )
+    taking = desired.claim_tagged(
+        findings, "alarms", spec.name, current.tags, f"{spec.region}: CloudWatch alarm {spec.name}"
+    )
+    if taking is None:
+        return None
+    merged = _keeping_operator_actions(spec, current)
+    action, diffs = compare(current.settings(), merged.settings())
+    return Change.of(merged, Action.UPDATE if taking else action, [*diffs, *taking])
+
+
 def changes(desired: DesiredState, observed: ObservedState, findings: Findings) -> list[Change]:
-    out = []
-    wanted: set[tuple[str, str]] = set()
-    for spec in desired.of(AlarmSpec):
-        wanted.add((spec.region, spec.name))
-        current = next((a for a in observed.alarms.alarms.get(spec.region, ()) if a.name == spec.name), None)
-        if current is None:
-            metric = FieldDiff(field="metric", new=f"{spec.namespace} {spec.metric_name}")
-            created = [metric, FieldDiff(field="threshold", new=float(spec.threshold))]
-            out.append(Change.of(spec, Action.CREATE, created))
-            continue
-        merged = _keeping_operator_actions(spec, current)
-        out.append(Change.of(merged, *compare(current.settings(), merged.settings())))
-    for region, alarms in observed.alarms.alarms.items():
-        for alarm in alarms:
-            if (region, alarm.name) not in wanted:
-                findings.warnings.append(
-                    f"{region}: alarm {alarm.name} is no longer in the topology (left alone)"
-                )
-    return out
+    specs = desired.of(AlarmSpec)
+    for region, alarm in unwanted(specs, observed.alarms.alarms):
+        findings.warnings.append(f"{region}: alarm {alarm.name} is no longer in the topology (left alone)")
+    found = (_change(desired, spec, observed.alarms, findings) for spec in specs)
+    return [c for c in found if c is not None]
 
 
 # Alarms watch what the other stages make: the replicas' and replicators' metrics.

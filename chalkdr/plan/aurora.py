@@ -9,11 +9,11 @@ provision never moves the writer (failover and failback do).
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+from typing import Any
 from typing import Literal
 
 from pydantic import Field
 
-from chalkdr.plan.core import MANAGED_TAGS
 from chalkdr.plan.core import Action
 from chalkdr.plan.core import Change
 from chalkdr.plan.core import FieldDiff
@@ -22,6 +22,7 @@ from chalkdr.plan.core import PlanModel
 from chalkdr.plan.core import ResourceKind
 from chalkdr.plan.core import Spec
 from chalkdr.plan.core import StageDef
+from chalkdr.plan.core import ownership_tags
 from chalkdr.topology import Topology
 
 if TYPE_CHECKING:
@@ -110,7 +111,12 @@ def desired(topology: Topology, observed: ObservedState, findings: Findings) -> 
             "(rds:DescribeDBClusters): the global cluster is built from it"
         )
         return []
-    engine, version = primary.engine, primary.engine_version
+    # What every Aurora resource of the plan shares: the primary's engine, and our tags.
+    member: dict[str, Any] = {
+        "engine": primary.engine,
+        "engine_version": primary.engine_version,
+        "tags": ownership_tags(topology.environment),
+    }
     secondaries = []
     for i, r in enumerate(topology.regions):
         if r is primary_cfg:
@@ -141,12 +147,10 @@ def desired(topology: Topology, observed: ObservedState, findings: Findings) -> 
         assert cfg.subnet_group is not None and cfg.instance_class is not None
         secondaries.append(
             SecondaryClusterSpec(
+                **member,
                 id=r.aurora_cluster_id,
                 region=r.aws_region,
                 global_cluster_id=gid,
-                engine=engine,
-                engine_version=version,
-                tags=MANAGED_TAGS,
                 subnet_group=cfg.subnet_group,
                 security_group_ids=tuple(cfg.security_group_ids),
                 kms_key_id=cfg.kms_key_id if primary.storage_encrypted else None,
@@ -155,13 +159,11 @@ def desired(topology: Topology, observed: ObservedState, findings: Findings) -> 
         )
     return [
         GlobalClusterSpec(
+            **member,
             id=gid,
             region=primary_cfg.aws_region,
             writer_cluster_id=primary.id,
             writer_cluster_arn=primary.arn,
-            engine=engine,
-            engine_version=version,
-            tags=MANAGED_TAGS,
         ),
         *secondaries,
     ]

@@ -22,6 +22,7 @@ from enum import StrEnum
 from typing import Annotated
 from typing import Any
 from typing import ClassVar
+from typing import Protocol
 from typing import TypeVar
 
 from pydantic import BaseModel
@@ -38,6 +39,8 @@ from chalkdr.topology import RoutingMode
 __all__ = [
     "MANAGED_TAGS",
     "MANAGED_TAG_KEY",
+    "OWNER_TAG_KEY",
+    "RECOVERY_TAG",
     "Action",
     "Change",
     "ChangeResult",
@@ -53,20 +56,41 @@ __all__ = [
     "Stage",
     "StageDef",
     "WaitPolicy",
+    "claim",
     "compare",
     "critical_path_s",
     "normalize_dns",
+    "ownership_tags",
     "plan_table_rows",
     "render_plan_markdown",
     "stages_for",
     "tag_list",
+    "unwanted",
 ]
+
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
 
 _T = TypeVar("_T")
 _S = TypeVar("_S", bound="Spec")
+_N = TypeVar("_N", bound=_Named)
 
 MANAGED_TAG_KEY = "chalk-dr:managed"
 MANAGED_TAGS: dict[str, str] = {MANAGED_TAG_KEY: "true"}
+# Whose a resource is: the environment whose provision made (or adopted) it. `chalk-dr:managed`
+# alone says only that some chalk-dr made it; provision changes what names its own environment.
+OWNER_TAG_KEY = "chalk-dr:environment"
+# On a health check a failover inverted (tasks/recovery.py): the inversion is an incident's
+# decision, not drift and not a drill's leftover; provision and the sweep leave it to failback.
+RECOVERY_TAG = "chalk-dr:recovery-id"
+
+
+def ownership_tags(environment: str) -> dict[str, str]:
+    """The tags everything chalk-dr creates for `environment` carries."""
+    return {**MANAGED_TAGS, OWNER_TAG_KEY: environment}
 
 
 class PlanError(ChalkDrError):
@@ -189,6 +213,18 @@ class Change(PlanModel):
             **live,
         )
 
+    @property
+    def adoption(self) -> dict[str, Any]:
+        """When this change takes an existing resource over (the topology's `adopt`), the audit
+        detail saying whose it was (None: nobody's) and whose it is now; else empty."""
+        owner = next((d for d in self.diffs if d.field == "owner"), None)
+        return {"adopted_from": owner.old, "owner": owner.new} if owner else {}
+
+    @property
+    def only_adopts(self) -> bool:
+        """The change takes a resource over and changes nothing else about it."""
+        return bool(self.diffs) and all(d.field == "owner" for d in self.diffs)
+
     def typed_spec(self, spec_type: type[_S]) -> _S:
         """The spec as the type an apply task expects; anything else is a programming error."""
         if not isinstance(self.spec, spec_type):
@@ -231,6 +267,45 @@ def compare(
     if changed & set(immutable):
         return Action.REPLACE, diffs
     return (Action.UPDATE if diffs else Action.NOOP), diffs
+
+
+def claim(
+    findings: Findings,
+    *,
+    environment: str,
+    owner: str | None,
+    adopted: bool,
+    what: str,
+    marker: str,
+    adopt_field: str,
+) -> list[FieldDiff] | None:
+    """Whether the plan may change an existing resource, by its ownership.
+
+    `owner` is the environment its ownership marker (`marker`: a tag or a TXT record) names, or
+    None when it has none. This environment's: no diff. Another's or nobody's: an error naming
+    the resource (`what`, e.g. "us-west-2: MSK replicator x") and None, unless the topology
+    adopts it (`adopt.<adopt_field>`), in which case the diff that takes it over.
+    """
+    if owner == environment:
+        return []
+    if adopted:
+        return [FieldDiff(field="owner", old=owner, new=environment)]
+    has = f"it has no {marker}" if owner is None else f"its {marker} names environment {owner!r}"
+    findings.errors.append(
+        f"{what} exists and is not chalk-dr's for environment {environment} ({has}): provision changes "
+        f"only what it owns; list it under adopt.{adopt_field} in the topology to take it over "
+        "(recorded in the audit), or remove or rename it"
+    )
+    return None
+
+
+def unwanted(specs: Iterable[Spec], observed: Mapping[str, Iterable[_N]]) -> list[tuple[str, _N]]:
+    """The resources read (region -> those found there, by name) that no spec names: what the
+    plan leaves alone, and reports."""
+    wanted = {(s.region, s.resource_id) for s in specs}
+    return [
+        (region, x) for region, found in observed.items() for x in found if (region, x.name) not in wanted
+    ]
 
 
 class ChangeResult(PlanModel):

@@ -1,7 +1,9 @@
 """DynamoDB in the plan: every online-store table a global table (2019.11.21) with a replica in every region.
 
-The tables are Chalk's; their replicas are ours. AWS adds a replica only where no table of that
-name exists, one replica change per table at a time (the apply task adds them in turn).
+The tables are Chalk's; the replicas provision adds are ours, tagged for the environment on
+creation (a replica someone else added is left as it is: the plan never changes one). AWS adds
+a replica only where no table of that name exists, one replica change per table at a time (the
+apply task adds them in turn).
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from typing import Literal
 
 from pydantic import Field
 
-from chalkdr.plan.core import MANAGED_TAGS
 from chalkdr.plan.core import Action
 from chalkdr.plan.core import Change
 from chalkdr.plan.core import FieldDiff
@@ -20,6 +21,7 @@ from chalkdr.plan.core import PlanModel
 from chalkdr.plan.core import ResourceKind
 from chalkdr.plan.core import Spec
 from chalkdr.plan.core import StageDef
+from chalkdr.plan.core import ownership_tags
 from chalkdr.topology import Topology
 
 if TYPE_CHECKING:
@@ -75,7 +77,7 @@ def desired(topology: Topology, observed: ObservedState, findings: Findings) -> 
             table=t,
             region=topology.primary.aws_region,
             regions=regions,
-            tags=MANAGED_TAGS,
+            tags=ownership_tags(topology.environment),
             replica_kms_keys=keys,
         )
         for t in online_store_tables(topology)

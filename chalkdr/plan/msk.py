@@ -2,6 +2,19 @@
 
 A replicator lives in its target cluster's region. Its clusters and service role are immutable
 (a change replaces it); its topics and consumer-group settings are updated in place.
+
+Ownership: the replicator the plan keeps is the one with the topology's name in the target
+region that carries the tag `chalk-dr:environment=<env>`. Replicator names are unique per region,
+so one of that name without the tag (another environment's, or nobody's) is an error naming it,
+unless the topology's `adopt.replicators` lists it; adopting adds the tags (TagResource).
+
+Where a new replicator starts reading: a first one from EARLIEST, the initial copy of what the
+source retains, and the plan says so. A replacement (its predecessor already copied that)
+starts from LATEST and the plan warns about the gap: records produced between the deletion and
+the new replicator RUNNING are not copied. EARLIEST would instead replay every record the
+source retains, and that count is not something the MSK API reports (ListTopics,
+DescribeTopic and DescribeTopicPartitions give partitions, not offsets; only Kafka's ListOffsets
+does), so the plan never chooses it for a replacement.
 """
 
 from __future__ import annotations
@@ -13,14 +26,18 @@ from typing import Literal
 
 from pydantic import Field
 
-from chalkdr.plan.core import MANAGED_TAGS
+from chalkdr.plan.core import OWNER_TAG_KEY
+from chalkdr.plan.core import Action
 from chalkdr.plan.core import Change
+from chalkdr.plan.core import FieldDiff
 from chalkdr.plan.core import Findings
 from chalkdr.plan.core import PlanModel
 from chalkdr.plan.core import ResourceKind
 from chalkdr.plan.core import Spec
 from chalkdr.plan.core import StageDef
 from chalkdr.plan.core import compare
+from chalkdr.plan.core import ownership_tags
+from chalkdr.plan.core import unwanted
 from chalkdr.topology import Topology
 
 if TYPE_CHECKING:
@@ -139,6 +156,8 @@ class ReplicatorSpec(Spec):
     sync_consumer_group_offsets: bool = True
     service_execution_role_arn: str
     tags: dict[str, str]
+    # Where a new replicator starts reading the source topics (CreateReplicator StartingPosition).
+    starting_position: Literal["EARLIEST", "LATEST"] = "EARLIEST"
 
 
 class ObservedMskCluster(PlanModel):
@@ -173,6 +192,7 @@ class ObservedReplicator(PlanModel):
     consumer_groups: tuple[str, ...] = ()
     sync_consumer_group_offsets: bool = False
     service_execution_role_arn: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
 
 
 class ObservedMsk(PlanModel):
@@ -228,40 +248,69 @@ def desired(topology: Topology, observed: ObservedState, findings: Findings) -> 
                 target=target.endpoint(),
                 topics=tuple(sorted(topology.msk.topics)),
                 service_execution_role_arn=topology.msk.service_execution_role_arn,
-                tags=MANAGED_TAGS,
+                tags=ownership_tags(topology.environment),
             )
         )
     return specs
 
 
+def _replacement(spec: ReplicatorSpec, diffs: list[FieldDiff], findings: Findings) -> ReplicatorSpec:
+    """The spec a replacement is created from: LATEST, with the gap that leaves said in the plan."""
+    changed = ", ".join(d.field for d in diffs if d.field in _IMMUTABLE)
+    findings.warnings.append(
+        f"{spec.region}: MSK replicator {spec.name} is replaced ({changed} cannot change in place) and "
+        f"the new one starts from LATEST: records produced to {', '.join(spec.topics)} between the old "
+        "one's deletion and the new one RUNNING are not copied to the target. Starting from EARLIEST "
+        "would replay every record the source retains, a number the MSK API does not report"
+    )
+    return spec.model_copy(update={"starting_position": "LATEST"})
+
+
+def _change(
+    desired: DesiredState, spec: ReplicatorSpec, observed: ObservedMsk, findings: Findings
+) -> Change | None:
+    current = next(
+        (
+            r
+            for r in observed.replicators.get(spec.region, ())
+            if r.name == spec.name and r.state != "DELETING"
+        ),
+        None,
+    )
+    if current is None:
+        action, diffs = compare(None, {**_settings(spec), "starting_position": spec.starting_position})
+        return Change.of(spec, action, diffs)
+    what = f"{spec.region}: MSK replicator {spec.name} ({current.arn})"
+    taking = desired.claim_tagged(findings, "replicators", spec.name, current.tags, what)
+    if taking is None:
+        return None
+    if current.state == "FAILED":
+        findings.warnings.append(f"{spec.region}: MSK replicator {spec.name} is FAILED; see its StateInfo")
+    action, diffs = compare(_settings(current), _settings(spec), immutable=_IMMUTABLE)
+    if action is Action.REPLACE:
+        spec = _replacement(spec, diffs, findings)
+        diffs.append(FieldDiff(field="starting_position", new=spec.starting_position))
+    elif taking:
+        action = Action.UPDATE
+    return Change.of(
+        spec,
+        action,
+        [*diffs, *taking],
+        current_id=current.arn,
+        current_version=current.current_version,
+    )
+
+
 def changes(desired: DesiredState, observed: ObservedState, findings: Findings) -> list[Change]:
-    out = []
-    for spec in desired.of(ReplicatorSpec):
-        current = next(
-            (
-                r
-                for r in observed.msk.replicators.get(spec.region, ())
-                if r.name == spec.name and r.state != "DELETING"
-            ),
-            None,
-        )
-        if current is not None and current.state == "FAILED":
+    specs = desired.of(ReplicatorSpec)
+    found = [_change(desired, spec, observed.msk, findings) for spec in specs]
+    for region, r in unwanted(specs, observed.msk.replicators):
+        if r.tags.get(OWNER_TAG_KEY) == desired.environment:
             findings.warnings.append(
-                f"{spec.region}: MSK replicator {spec.name} is FAILED; see its StateInfo"
+                f"{region}: MSK replicator {r.name} is this environment's but no longer in the topology "
+                "(left alone)"
             )
-        action, diffs = compare(
-            _settings(current) if current else None, _settings(spec), immutable=_IMMUTABLE
-        )
-        out.append(
-            Change.of(
-                spec,
-                action,
-                diffs,
-                current_id=current.arn if current else None,
-                current_version=current.current_version if current else None,
-            )
-        )
-    return out
+    return [c for c in found if c is not None]
 
 
 STAGES = (StageDef("msk-replicators", ResourceKind.REPLICATOR, concurrent=True),)

@@ -6,6 +6,20 @@ Identity rules (what makes a re-run find what an earlier run made):
   new check (replace), and an interrupted replace leaves a check with the old hash to clean up;
 - a record is (name, type, SetIdentifier); failover/weighted/latency records use `<env>-<region>`
   so that every SetIdentifier in the zone is unique (moto deletes by SetIdentifier alone).
+
+Ownership (what makes provision leave other people's things alone):
+- a health check is this environment's when it carries the tag `chalk-dr:environment=<env>`;
+  one with this environment's CallerReference but not that tag is an error naming it, unless
+  the topology's `adopt.health_checks` lists its id;
+- DNS names cannot be tagged, so each name chalk-dr writes A records under has an ownership TXT
+  record beside it, as external-dns's TXT registry keeps one (kubernetes-sigs/external-dns,
+  docs/registry/txt.md): named with a prefix that carries the record type (external-dns's
+  `--txt-prefix` with `%{record_type}`, here `_chalk-dr-a.<name>`, a label of its own so it
+  never collides with external-dns's own `a-<name>` records), valued in external-dns's label
+  format with chalk-dr as the heritage: `"heritage=chalk-dr,chalk-dr/owner=<env>"`. It is
+  written in the same atomic change batch as the name's records. An existing record the plan
+  would change under a name without this environment's TXT record is an error naming it,
+  unless `adopt.records` lists the name.
 """
 
 from __future__ import annotations
@@ -18,7 +32,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from chalkdr.plan.core import MANAGED_TAGS
+from chalkdr.plan.core import RECOVERY_TAG
 from chalkdr.plan.core import Action
 from chalkdr.plan.core import Change
 from chalkdr.plan.core import FieldDiff
@@ -27,8 +41,10 @@ from chalkdr.plan.core import PlanModel
 from chalkdr.plan.core import ResourceKind
 from chalkdr.plan.core import Spec
 from chalkdr.plan.core import StageDef
+from chalkdr.plan.core import claim
 from chalkdr.plan.core import compare
 from chalkdr.plan.core import normalize_dns
+from chalkdr.plan.core import ownership_tags
 from chalkdr.topology import RegionConfig
 from chalkdr.topology import RoutingMode
 from chalkdr.topology import Topology
@@ -51,11 +67,16 @@ __all__ = [
     "changes",
     "desired",
     "health_check_name",
+    "ownership_record_name",
+    "ownership_value",
+    "record_owner",
     "set_identifier",
 ]
 
 _CALLER_REFERENCE_MAX = 64  # Route 53's limit
 _HASH_LEN = 10
+OWNERSHIP_RECORD_TTL = 300  # external-dns's default TTL for its registry records
+OWNERSHIP_HERITAGE = "chalk-dr"
 
 
 # -- names ------------------------------------------------------------------------------------
@@ -82,31 +103,50 @@ def set_identifier(environment: str, region: str) -> str:
     return f"{environment}-{region}"
 
 
+def ownership_record_name(name: str, record_type: str = "A") -> str:
+    """The TXT record that says whose `name`'s records of `record_type` are (external-dns's
+    `--txt-prefix=_chalk-dr-%{record_type}.`)."""
+    return f"_chalk-dr-{record_type.lower()}.{normalize_dns(name)}"
+
+
+def ownership_value(environment: str) -> str:
+    """The TXT value as Route 53 takes it (quoted), in external-dns's `heritage=..,<h>/owner=..` form."""
+    return f'"heritage={OWNERSHIP_HERITAGE},{OWNERSHIP_HERITAGE}/owner={environment}"'
+
+
+def record_owner(values: tuple[str, ...]) -> str | None:
+    """The environment an ownership TXT record's values name, or None when none is chalk-dr's."""
+    for value in values:
+        labels = dict(p.split("=", 1) for p in value.strip().strip('"').split(",") if "=" in p)
+        owner = labels.get(f"{OWNERSHIP_HERITAGE}/owner")
+        if labels.get("heritage") == OWNERSHIP_HERITAGE and owner:
+            return owner
+    return None
+
+
 # -- models -----------------------------------------------------------------------------------
 
 
-def _health_check_fields(
-    fqdn: str | None,
-    port: int | None,
-    resource_path: str | None,
-    failure_threshold: int | None,
-    regions: tuple[str, ...],
-    inverted: bool,
-    disabled: bool,
-) -> dict[str, Any]:
-    """The settings UpdateHealthCheck can change in place, compared between spec and AWS."""
-    return {
-        "fqdn": normalize_dns(fqdn) if fqdn else None,
-        "port": port,
-        "resource_path": resource_path,
-        "failure_threshold": failure_threshold,
-        "regions": sorted(regions),
-        "inverted": inverted,
-        "disabled": disabled,
-    }
+class _HealthCheckSettings(PlanModel):
+    """What UpdateHealthCheck can change in place, the same fields whether wanted or read."""
+
+    fqdn: str | None = None
+    port: int | None = None
+    resource_path: str | None = None
+    failure_threshold: int | None = None
+    regions: tuple[str, ...] = ()
+    inverted: bool = False
+    disabled: bool = False
+
+    def mutable(self) -> dict[str, Any]:
+        """The in-place settings as compared between spec and AWS (AWS's orderings and case aside)."""
+        out = self.model_dump(include=set(_HealthCheckSettings.model_fields))
+        out["fqdn"] = normalize_dns(self.fqdn) if self.fqdn else None
+        out["regions"] = sorted(self.regions)
+        return out
 
 
-class HealthCheckSpec(Spec):
+class HealthCheckSpec(_HealthCheckSettings, Spec):
     kind: Literal["route53-health-check"] = "route53-health-check"
     # `region` is the region whose ALB is checked (the check itself lives in Route 53).
     name: str
@@ -117,40 +157,16 @@ class HealthCheckSpec(Spec):
     resource_path: str
     request_interval: int
     failure_threshold: int
-    regions: tuple[str, ...]
     tags: dict[str, str]
 
-    def mutable(self) -> dict[str, Any]:
-        return _health_check_fields(
-            self.fqdn, self.port, self.resource_path, self.failure_threshold, self.regions, False, False
-        )
 
-
-class ObservedHealthCheck(PlanModel):
+class ObservedHealthCheck(_HealthCheckSettings):
     id: str
     caller_reference: str
     version: int
     type: str
-    fqdn: str | None = None
-    port: int | None = None
-    resource_path: str | None = None
     request_interval: int | None = None
-    failure_threshold: int | None = None
-    regions: tuple[str, ...] = ()
-    inverted: bool = False
-    disabled: bool = False
     tags: dict[str, str] = Field(default_factory=dict)
-
-    def mutable(self) -> dict[str, Any]:
-        return _health_check_fields(
-            self.fqdn,
-            self.port,
-            self.resource_path,
-            self.failure_threshold,
-            self.regions,
-            self.inverted,
-            self.disabled,
-        )
 
 
 class AliasTarget(PlanModel):
@@ -160,13 +176,25 @@ class AliasTarget(PlanModel):
 
 
 class _Routed(PlanModel):
-    """The routing settings a record set carries, the same whether wanted or read."""
+    """What a record set carries, the same whether wanted or read: its name and type, its
+    routing settings, and its answer (an alias, or a TTL and values)."""
 
+    # which record set: Route 53's key
+    name: str
     type: str = "A"
     set_identifier: str | None = None
+    # its answer: an alias, or a TTL and values
+    alias: AliasTarget | None = None
+    ttl: int | None = None
+    values: tuple[str, ...] = ()
+    # its routing policy (none of them: simple)
     failover: str | None = None
     weight: int | None = None
     latency_region: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str | None]:
+        return (normalize_dns(self.name), self.type, self.set_identifier)
 
     @property
     def routing(self) -> str:
@@ -187,16 +215,16 @@ class _Routed(PlanModel):
 
 class RecordSpec(_Routed, Spec):
     kind: Literal["route53-record"] = "route53-record"
-    # `region` is the region the record points at.
+    # `region` is the region the record points at ("global" for an ownership record).
     zone_id: str
-    name: str
     failover: Literal["PRIMARY", "SECONDARY"] | None = None
-    alias: AliasTarget
     health_check_region: str | None = None  # whose health check it carries
+    owner_of: str | None = None  # an ownership TXT record: the name whose records it claims
 
     @property
-    def key(self) -> tuple[str, str, str | None]:
-        return (normalize_dns(self.name), self.type, self.set_identifier)
+    def batch_name(self) -> str:
+        """The name whose atomic change batch this record is written in (its own, or the one it owns)."""
+        return normalize_dns(self.owner_of or self.name)
 
     @property
     def resource_id(self) -> str:
@@ -205,15 +233,7 @@ class RecordSpec(_Routed, Spec):
 
 
 class ObservedRecord(_Routed):
-    name: str
-    alias: AliasTarget | None = None
-    ttl: int | None = None
-    values: tuple[str, ...] = ()
     health_check_id: str | None = None
-
-    @property
-    def key(self) -> tuple[str, str, str | None]:
-        return (normalize_dns(self.name), self.type, self.set_identifier)
 
 
 class ObservedAlb(PlanModel):
@@ -230,7 +250,8 @@ class ObservedRoute53(PlanModel):
     zone_name: str | None  # None: the hosted zone does not exist
     private_zone: bool = False
     health_checks: tuple[ObservedHealthCheck, ...] = ()  # those with this environment's reference
-    records: tuple[ObservedRecord, ...] = ()  # every A record under the names the topology uses
+    # Every A record under the names the topology uses, and the ownership TXT record of each name.
+    records: tuple[ObservedRecord, ...] = ()
     albs: dict[str, ObservedAlb] = Field(default_factory=dict)  # region -> its ALB (absent: not found)
 
 
@@ -283,7 +304,7 @@ def _health_checks(
                 request_interval=hc.request_interval,
                 failure_threshold=hc.failure_threshold,
                 regions=tuple(sorted(hc.regions)),
-                tags={**MANAGED_TAGS, "Name": name},
+                tags={**ownership_tags(topology.environment), "Name": name},
             )
         )
     return specs
@@ -357,7 +378,19 @@ def _records(topology: Topology, observed: ObservedRoute53, findings: Findings) 
             specs.append(
                 RecordSpec(zone_id=r53.zone_id, name=r.query_hostname, alias=_alias(alb), region=r.aws_region)
             )
-    return specs
+    owners = [
+        RecordSpec(
+            zone_id=r53.zone_id,
+            name=ownership_record_name(name),
+            type="TXT",
+            ttl=OWNERSHIP_RECORD_TTL,
+            values=(ownership_value(topology.environment),),
+            region="global",
+            owner_of=name,
+        )
+        for name in dict.fromkeys(s.batch_name for s in specs)
+    ]
+    return [*specs, *owners]
 
 
 def desired(topology: Topology, observed: ObservedState, findings: Findings) -> list[Spec]:
@@ -369,43 +402,76 @@ def desired(topology: Topology, observed: ObservedState, findings: Findings) -> 
 # -- changes ----------------------------------------------------------------------------------
 
 
-def _ours(check: ObservedHealthCheck, prefix: str) -> str | None:
-    """The immutable-settings hash of one of our checks for this region, else None."""
+def _reference_hash(check: ObservedHealthCheck, prefix: str) -> str | None:
+    """The immutable-settings hash of a check with this region's CallerReference, else None."""
     if not check.caller_reference.startswith(prefix):
         return None
     m = re.fullmatch(rf"([0-9a-f]{{{_HASH_LEN}}})(?:\.\d+)?", check.caller_reference[len(prefix) :])
     return m.group(1) if m else None
 
 
-def _health_check_change(environment: str, spec: HealthCheckSpec, observed: ObservedRoute53) -> Change:
-    prefix = caller_reference_prefix(environment, spec.region)
+def _claimed_checks(
+    desired: DesiredState, spec: HealthCheckSpec, observed: ObservedRoute53, findings: Findings
+) -> dict[str, tuple[ObservedHealthCheck, list[FieldDiff]]] | None:
+    """This region's checks (by CallerReference) that are ours or adopted, with what adopting them
+    takes; None when one of them belongs to someone else (an error names it)."""
+    prefix = caller_reference_prefix(desired.environment, spec.region)
+    mine: dict[str, tuple[ObservedHealthCheck, list[FieldDiff]]] = {}
+    blocked = False
+    for c in observed.health_checks:
+        if _reference_hash(c, prefix) is None:
+            continue
+        what = f"{spec.region}: Route 53 health check {c.id} (CallerReference {c.caller_reference})"
+        taking = desired.claim_tagged(findings, "health_checks", c.id, c.tags, what)
+        if taking is None:
+            blocked = True
+        else:
+            mine[c.id] = (c, taking)
+    return None if blocked else mine
+
+
+def _health_check_change(
+    desired: DesiredState, spec: HealthCheckSpec, observed: ObservedRoute53, findings: Findings
+) -> Change | None:
+    claimed = _claimed_checks(desired, spec, observed, findings)
+    if claimed is None:
+        return None
+    prefix = caller_reference_prefix(desired.environment, spec.region)
     want = spec.caller_reference[len(prefix) :]
-    mine = [c for c in observed.health_checks if _ours(c, prefix) is not None]
     keep = next(
         (
             c
-            for c in mine
-            if _ours(c, prefix) == want
+            for c, _ in claimed.values()
+            if _reference_hash(c, prefix) == want
             and c.type == spec.type
             and c.request_interval == spec.request_interval
         ),
         None,
     )
-    stale = tuple(c.id for c in mine if c is not keep)
+    stale = tuple(i for i in claimed if keep is None or i != keep.id)
     if keep is None:
         if not stale:
             created = FieldDiff(field="health_check", new=f"{spec.type} {spec.fqdn}:{spec.port}")
             return Change.of(spec, Action.CREATE, [created])
-        old = next(c for c in mine if c.id == stale[0])
+        old = claimed[stale[0]][0]
         _, immutable = compare(
             {"type": old.type, "request_interval": old.request_interval},
             {"type": spec.type, "request_interval": spec.request_interval},
         )
         _, mutable = compare(old.mutable(), spec.mutable())
         return Change.of(spec, Action.REPLACE, [*immutable, *mutable], stale_ids=stale)
+    if keep.inverted and RECOVERY_TAG in keep.tags:
+        # A failover inverted it: traffic stays away from that region until failback.
+        findings.warnings.append(
+            f"route53: health check {keep.id} ({spec.region}) is inverted by recovery "
+            f"{keep.tags[RECOVERY_TAG]}: left inverted until failback"
+        )
+        spec = spec.model_copy(update={"inverted": True})
     action, diffs = compare(keep.mutable(), spec.mutable())
-    if keep.tags != spec.tags:
-        diffs.append(FieldDiff(field="tags", old=dict(keep.tags), new=dict(spec.tags)))
+    # Only our keys count: tags an operator added are theirs, and AddTags leaves them alone.
+    tags = {k: v for k in spec.tags if (v := keep.tags.get(k)) is not None}
+    if tags != spec.tags:
+        diffs += [FieldDiff(field="tags", old=tags, new=dict(spec.tags)), *claimed[keep.id][1]]
         action = Action.UPDATE
     if stale:
         diffs.append(FieldDiff(field="stale_health_checks", old=list(stale), new=[]))
@@ -420,16 +486,16 @@ def pending_health_check_id(spec: HealthCheckSpec) -> str:
     return f"(new health check {spec.name})"
 
 
-def _record_fields(record: RecordSpec | ObservedRecord, health_check_id: str | None) -> dict[str, Any]:
+def _record_fields(record: _Routed, health_check_id: str | None) -> dict[str, Any]:
     alias = record.alias
-    values = record.values if isinstance(record, ObservedRecord) else ()
     return {
         "alias_target": normalize_dns(alias.dns_name) if alias else None,
         "alias_zone": alias.hosted_zone_id if alias else None,
         "evaluate_target_health": alias.evaluate_target_health if alias else None,
         "health_check_id": health_check_id,
         record.routing: record.routing_value,
-        "values": list(values),
+        "ttl": record.ttl,
+        "values": list(record.values),
     }
 
 
@@ -448,20 +514,59 @@ def _record_change(spec: RecordSpec, current: ObservedRecord | None, health_chec
     return Change.of(spec, Action.REPLACE, diffs, replaces=current.model_dump(mode="json"))
 
 
+def _claimed_name(
+    desired: DesiredState,
+    name: str,
+    group: list[RecordSpec],
+    records: dict[tuple[str, str, str | None], ObservedRecord],
+    findings: Findings,
+) -> list[FieldDiff] | None:
+    """Whether the records of `name` are this environment's to write, by the name's ownership TXT
+    record: [] when they are (or nothing is there yet), the diffs that adopt them, or None."""
+    owner_spec = next(r for r in group if r.owner_of is not None)
+    txt = records.get(owner_spec.key)
+    existing = [r.resource_id for r in group if r.owner_of is None and r.key in records]
+    if txt is None and not existing:
+        return []  # a name nobody has written yet: ours to create, with its ownership record
+    return claim(
+        findings,
+        environment=desired.environment,
+        owner=record_owner(txt.values) if txt else None,
+        adopted=name in desired.adopt.records,
+        what=f"route53: DNS name {name}" + (f" (record {', '.join(existing)})" if existing else ""),
+        marker=f"ownership TXT record {owner_spec.name} saying so",
+        adopt_field="records",
+    )
+
+
 def changes(desired: DesiredState, observed: ObservedState, findings: Findings) -> list[Change]:
     r53 = observed.route53
     out: list[Change] = []
     check_ids: dict[str, str] = {}
+    blocked: set[str] = set()  # regions whose check is someone else's: their records wait too
     for check in desired.of(HealthCheckSpec):
-        change = _health_check_change(desired.environment, check, r53)
+        change = _health_check_change(desired, check, r53, findings)
+        if change is None:
+            blocked.add(check.region)
+            continue
         check_ids[check.region] = change.current_id or pending_health_check_id(check)
         out.append(change)
     by_key = {r.key: r for r in r53.records}
-    wanted = set()
-    for record in desired.of(RecordSpec):
-        wanted.add(record.key)
-        hc = check_ids.get(record.health_check_region) if record.health_check_region else None
-        out.append(_record_change(record, by_key.get(record.key), hc))
+    specs = desired.of(RecordSpec)
+    for name in dict.fromkeys(r.batch_name for r in specs):
+        group = [r for r in specs if r.batch_name == name]
+        taking = _claimed_name(desired, name, group, by_key, findings)
+        if taking is None:
+            continue
+        for record in group:
+            if record.health_check_region in blocked:
+                continue
+            hc = check_ids.get(record.health_check_region) if record.health_check_region else None
+            change = _record_change(record, by_key.get(record.key), hc)
+            if record.owner_of is not None and taking:
+                change = change.model_copy(update={"diffs": (*change.diffs, *taking)})
+            out.append(change)
+    wanted = {r.key for r in specs}
     for rec in r53.records:
         if rec.key not in wanted and rec.type == "A":
             ident = f" (SetIdentifier {rec.set_identifier})" if rec.set_identifier else ""

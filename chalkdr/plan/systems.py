@@ -8,8 +8,10 @@ system means adding its module, its entry here and its slot in `ObservedState`.
 from __future__ import annotations
 
 from collections.abc import Callable
+from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 from typing import TypeVar
 
 from pydantic import Field
@@ -23,9 +25,11 @@ from chalkdr.plan import msk
 from chalkdr.plan import route53
 from chalkdr.plan.alarms import ObservedAlarms
 from chalkdr.plan.aurora import ObservedAurora
+from chalkdr.plan.core import OWNER_TAG_KEY
 from chalkdr.plan.core import AnySpec
 from chalkdr.plan.core import Change
 from chalkdr.plan.core import Check
+from chalkdr.plan.core import FieldDiff
 from chalkdr.plan.core import Findings
 from chalkdr.plan.core import Plan
 from chalkdr.plan.core import PlanHeader
@@ -33,11 +37,13 @@ from chalkdr.plan.core import PlanModel
 from chalkdr.plan.core import Spec
 from chalkdr.plan.core import Stage
 from chalkdr.plan.core import StageDef
+from chalkdr.plan.core import claim
 from chalkdr.plan.core import stages_for
 from chalkdr.plan.dynamodb import ObservedDynamoDb
 from chalkdr.plan.eks import ObservedEksClusters
 from chalkdr.plan.msk import ObservedMsk
 from chalkdr.plan.route53 import ObservedRoute53
+from chalkdr.topology import AdoptConfig
 from chalkdr.topology import Topology
 
 __all__ = [
@@ -70,9 +76,31 @@ class DesiredState(PlanHeader):
     """What AWS must hold for a topology: every system's specs, and what was found on the way."""
 
     specs: tuple[AnySpec, ...] = ()
+    # Existing resources the topology takes over although they are not this environment's.
+    adopt: AdoptConfig = Field(default_factory=AdoptConfig)
 
     def of(self, spec_type: type[_S]) -> list[_S]:
         return [s for s in self.specs if isinstance(s, spec_type)]
+
+    def claim_tagged(
+        self,
+        findings: Findings,
+        adopt_field: Literal["health_checks", "alarms", "replicators"],
+        key: str,
+        tags: Mapping[str, str],
+        what: str,
+    ) -> list[FieldDiff] | None:
+        """`chalkdr.plan.core.claim` for a resource that carries its ownership as a tag, adopted
+        when `key` is listed under `adopt.<adopt_field>`."""
+        return claim(
+            findings,
+            environment=self.environment,
+            owner=tags.get(OWNER_TAG_KEY),
+            adopted=key in getattr(self.adopt, adopt_field),
+            what=what,
+            marker=f"{OWNER_TAG_KEY} tag",
+            adopt_field=adopt_field,
+        )
 
 
 Desire = Callable[[Topology, ObservedState, Findings], list[Spec]]
@@ -118,6 +146,7 @@ def desired_state(topology: Topology, observed: ObservedState) -> DesiredState:
         environment=topology.environment,
         routing=topology.routing,
         specs=tuple(specs),
+        adopt=topology.adopt,
         errors=tuple(findings.errors),
         warnings=tuple(findings.warnings),
         failover=failover_estimate(topology),

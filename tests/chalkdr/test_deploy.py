@@ -29,6 +29,22 @@ from chalkdr.deploy import parse_repository
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 OLD = "fedcba9876543210fedcba9876543210fedcba98"
+# What a worker's environment holds that its children (the Chalk CLI, git) may inherit: where
+# programs and home are, the locale, proxies (either case)...
+WORKER_ENV = {
+    "PATH": "/usr/bin",
+    "HOME": "/home/w",
+    "LANG": "C.UTF-8",
+    "HTTPS_PROXY": "http://proxy:3128",
+    "https_proxy": "http://proxy:3128",
+}
+# ...and what it holds that none of them may get.
+WORKER_SECRETS = {
+    "AWS_SECRET_ACCESS_KEY": "aws",
+    "PREFECT_API_KEY": "pnu_x",
+    "CHALK_DR_PROD_CLIENT_SECRET": "chalk",
+    "OTHER_SECRET": "x",
+}
 
 # What `chalk apply --json` prints on stdout (progress goes to stderr).
 SUCCESS_OUTPUT = (
@@ -138,15 +154,10 @@ class TestCommandAndEnvironment:
 
     def test_child_env_has_one_target_and_no_other_secrets(self) -> None:
         base = {
-            "PATH": "/usr/bin",
-            "HOME": "/root",
-            "LANG": "C.UTF-8",
-            "HTTPS_PROXY": "http://proxy:3128",
+            **WORKER_ENV,
+            **WORKER_SECRETS,
             "CHALK_ACTIVE_ENVIRONMENT": "stale",
             "CHALK_DEMO_WEST_CLIENT_SECRET": "west-secret",
-            "AWS_SECRET_ACCESS_KEY": "aws",
-            "PREFECT_API_KEY": "pnu_x",
-            "OTHER_SECRET": "x",
         }
         env = chalk_cli_env(
             base,
@@ -158,10 +169,7 @@ class TestCommandAndEnvironment:
         # What the real CLI reads (CHALK_ACTIVE_ENVIRONMENT, not CHALK_ENVIRONMENT, which it ignores)
         # and an allow-list of the worker's environment; no other secret reaches the child.
         assert env == {
-            "PATH": "/usr/bin",
-            "HOME": "/root",
-            "LANG": "C.UTF-8",
-            "HTTPS_PROXY": "http://proxy:3128",
+            **WORKER_ENV,
             "CHALK_ACTIVE_ENVIRONMENT": "prod",
             "CHALK_API_SERVER": "https://prod-east.api.example.com",
             "CHALK_CLIENT_ID": "cid",
@@ -225,21 +233,15 @@ class TestRepositories:
 class TestGitEnvironment:
     def test_one_transport_no_prompts_no_worker_secrets(self) -> None:
         base = {
-            "PATH": "/usr/bin",
-            "HOME": "/home/w",
+            **WORKER_ENV,
             "SSH_AUTH_SOCK": "/run/agent",
-            "https_proxy": "http://proxy:3128",
-            "AWS_SECRET_ACCESS_KEY": "aws",
-            "PREFECT_API_KEY": "pnu_x",
-            "CHALK_DR_PROD_CLIENT_SECRET": "chalk",
+            **WORKER_SECRETS,
             "GIT_ALLOW_PROTOCOL": "ext:file:https",  # a worker's own setting does not widen it
         }
         env = git_env(base, transport="https")
         assert env == {
-            "PATH": "/usr/bin",
-            "HOME": "/home/w",
+            **WORKER_ENV,
             "SSH_AUTH_SOCK": "/run/agent",
-            "https_proxy": "http://proxy:3128",
             "GIT_SSH_COMMAND": "ssh -o BatchMode=yes",
             "GIT_ALLOW_PROTOCOL": "https",
             "GIT_TERMINAL_PROMPT": "0",

@@ -16,6 +16,7 @@ from chalkdr.drill import rpo_exposure_s
 from chalkdr.drill import steady_state_notes
 from chalkdr.drill import steady_state_problems
 from chalkdr.observe import Direction
+from chalkdr.observe import Milestones
 from chalkdr.observe import Observation
 from chalkdr.observe import QueryProbe
 from chalkdr.observe import milestones
@@ -53,15 +54,20 @@ FAILOVER = [
 ]
 
 
+def failover_milestones(observations: list[Observation], start_mono: float) -> Milestones:
+    """The milestones of a failover from EAST to WEST injected at `start_mono`."""
+    return milestones(
+        observations,
+        start_mono=start_mono,
+        direction=Direction.FAILOVER,
+        faulted_region=EAST,
+        target_regions=[WEST],
+    )
+
+
 class TestMilestones:
     def test_failover_milestones_are_relative_to_injection(self) -> None:
-        m = milestones(
-            FAILOVER,
-            start_mono=100.0,
-            direction=Direction.FAILOVER,
-            faulted_region=EAST,
-            target_regions=[WEST],
-        )
+        m = failover_milestones(FAILOVER, start_mono=100.0)
         assert (m.health_flip_s, m.dns_flip_s, m.first_good_answer_s, m.canary_served_s) == (
             2.0,
             3.0,
@@ -72,23 +78,11 @@ class TestMilestones:
         assert m.observations == 6
 
     def test_observations_before_the_reference_are_ignored(self) -> None:
-        m = milestones(
-            FAILOVER,
-            start_mono=102.5,
-            direction=Direction.FAILOVER,
-            faulted_region=EAST,
-            target_regions=[WEST],
-        )
+        m = failover_milestones(FAILOVER, start_mono=102.5)
         assert m.health_flip_s == 0.5 and m.failed_probes == 1
 
     def test_never_reached_is_none(self) -> None:
-        m = milestones(
-            FAILOVER[:3],
-            start_mono=100.0,
-            direction=Direction.FAILOVER,
-            faulted_region=EAST,
-            target_regions=[WEST],
-        )
+        m = failover_milestones(FAILOVER[:3], start_mono=100.0)
         assert m.first_good_answer_s is None and m.dns_flip_s is None
 
     def test_failback_looks_for_the_region_becoming_healthy(self) -> None:
@@ -112,20 +106,17 @@ def test_routing_maps_alias_answers_to_regions() -> None:
     routing = Routing(
         record="chalk-failover.example.com",
         routes={
-            EAST: RegionRoute(
-                region=EAST,
-                alb_dns="a.us-east-1.elb.amazonaws.com",
-                health_check_id="h1",
-                role="PRIMARY",
-                set_identifier="e",
-            ),
-            WEST: RegionRoute(
-                region=WEST,
-                alb_dns="b.us-west-2.elb.amazonaws.com",
-                health_check_id="h2",
-                role="SECONDARY",
-                set_identifier="w",
-            ),
+            region: RegionRoute(
+                region=region,
+                alb_dns=f"{alb}.{region}.elb.amazonaws.com",
+                health_check_id=check,
+                role=role,
+                set_identifier=set_id,
+            )
+            for region, alb, check, role, set_id in (
+                (EAST, "a", "h1", "PRIMARY", "e"),
+                (WEST, "b", "h2", "SECONDARY", "w"),
+            )
         },
         addresses={EAST: ("127.0.10.1", "127.0.10.2"), WEST: ("127.0.11.1",)},
     )

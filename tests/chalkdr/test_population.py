@@ -103,3 +103,16 @@ def test_properties(flip: float, ttl: float, regions: int) -> None:
     assert all(share == 0.0 for t, share in p.curve if t < 0)
     assert 0.0 <= p.mean_outage_s <= p.p95_outage_s <= p.max_outage_s <= samples[-1].t - samples[0].t
     assert p.max_outage_s <= flip + ttl + 2 * STEP
+
+
+def test_a_change_between_two_samples_is_placed_at_their_midpoint() -> None:
+    """Sparse samples: up at 0, down at 1 and 2, up at 4. The outage began somewhere in (0, 1) and
+    ended in (2, 4); each sample stands for half the gap on either side, so every client (their
+    caches never matter: one region) is out from 0.5 to 3.0."""
+    up, down = {"a": True}, {"a": False}
+    samples = [
+        Sample(t=t, answer={"a": 1.0}, available=v) for t, v in ((0, up), (1, down), (2, down), (4, up))
+    ]
+    p = population_outage(samples, ttl_s=6.0, clients=10)
+    assert p.mean_outage_s == 2.5 and p.max_outage_s == 2.5
+    assert p.first_failure_s == 1.0 and p.recovered_s == 4.0  # as observed: the samples themselves

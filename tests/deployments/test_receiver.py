@@ -500,27 +500,33 @@ class Trickler:
         self.sock.close()
 
 
+@contextmanager
+def trickling(url: str, count: int = 1) -> Iterator[list[Trickler]]:
+    """`count` clients trickling their headers into the receiver at `url`, closed at the end."""
+    slow = [Trickler(url) for _ in range(count)]
+    try:
+        yield slow
+    finally:
+        for s in slow:
+            s.close()
+
+
 class TestSlowClients:
     def test_a_client_trickling_its_headers_does_not_block_another(
         self, fake_prefect: FakePrefect, tmp_path: Path
     ) -> None:
         config = make_config(fake_prefect.url, tmp_path / "state.sqlite3", request_timeout_s=600)
-        with serving(config) as url:
-            slow = Trickler(url)
-            try:
-                poll(lambda: slow.sock.getpeername() and True, timeout=10, what="the slow client connected")
-                assert deliver(url, push_payload()).status_code == 202  # served while the other trickles
-                assert slow.is_open()
-            finally:
-                slow.close()
+        with serving(config) as url, trickling(url) as (slow,):
+            poll(lambda: slow.sock.getpeername() and True, timeout=10, what="the slow client connected")
+            assert deliver(url, push_payload()).status_code == 202  # served while the other trickles
+            assert slow.is_open()
         assert len(fake_prefect.events) == 1
 
     def test_a_client_that_does_not_finish_its_request_is_cut_off(
         self, fake_prefect: FakePrefect, tmp_path: Path
     ) -> None:
         config = make_config(fake_prefect.url, tmp_path / "state.sqlite3", request_timeout_s=1.0)
-        with serving(config) as url:
-            slow = Trickler(url)
+        with serving(config) as url, trickling(url) as (slow,):
             body = json.dumps(push_payload()).encode()
             host, port = url.removeprefix("http://").split(":")
             half = socket.create_connection((host, int(port)), timeout=30)  # headers, then half a body
@@ -533,7 +539,6 @@ class TestSlowClients:
                 assert not answer.startswith(b"HTTP/1.1 2")  # closed, or answered with an error
                 assert healthy(url)
             finally:
-                slow.close()
                 half.close()
         assert fake_prefect.attempts == 0
 
@@ -544,14 +549,10 @@ class TestSlowClients:
             fake_prefect.url, tmp_path / "state.sqlite3", max_connections=3, request_timeout_s=600
         )
         with serving(config) as url:
-            slow = [Trickler(url) for _ in range(3)]
-            try:
+            with trickling(url, 3) as slow:
                 poll(lambda: all(s.is_open() for s in slow), timeout=10, what="the slow clients connected")
                 refused = deliver(url, push_payload())
                 assert refused.status_code == 503 and fake_prefect.attempts == 0
-            finally:
-                for s in slow:
-                    s.close()
             accepted = poll(
                 lambda: (r := deliver(url, push_payload())).status_code == 202 and r,
                 timeout=30,

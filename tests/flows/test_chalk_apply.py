@@ -24,6 +24,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -117,20 +118,10 @@ def _commit(repo: Path, version: str) -> str:
     return _git("-C", str(repo), "rev-parse", "HEAD")
 
 
-def allow_secret_prefix(chalk: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """tests/conftest.py names the client secret's variable CHALK_TEST_*; a topology may only
-    reference CHALK_DR_* variables, so the fixture's world is pointed at one."""
-    name = "CHALK_DR_" + chalk.secret_env.removeprefix("CHALK_")
-    monkeypatch.setenv(name, chalk.secret)
-    chalk.data["chalk"]["client_secret"] = {"env": name}
-    chalk.secret_env = name
-
-
 @pytest.fixture
 def world(chalk_regions: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
     """Three commits on `main` of a Chalk project (chalk.yaml, which the CLI requires, and feature
     code), the only repository the topology allows; the worker's topology directory and binary."""
-    allow_secret_prefix(chalk_regions, monkeypatch)
     repo = tmp_path / "features"
     _git("init", "-q", "-b", "main", str(repo))
     (repo / "chalk.yaml").write_text("project: chalk-dr-test\n")
@@ -730,6 +721,36 @@ def _flow_run_state(flow_run_id: UUID) -> Any:
         return client.read_flow_run(flow_run_id).state
 
 
+def _deploy(flow_fn: Any, name: str) -> UUID:
+    """A deployment of `flow_fn` by module path, as prefect.yaml makes it (named `name-<random>`)."""
+    deployment = flow_fn.to_deployment(
+        name=f"{name}-{uuid.uuid4().hex[:8]}", entrypoint_type=EntrypointType.MODULE_PATH
+    )
+    return deployment.apply()  # type: ignore[no-any-return]
+
+
+def _execute_command(flow_run_id: UUID) -> list[str]:
+    """What a process worker runs for one flow run."""
+    return [sys.executable, "-m", "prefect", "flow-run", "execute", str(flow_run_id)]
+
+
+@contextlib.contextmanager
+def _worker_process(command: list[str], cwd: Path, log: Path, chalk: str, pids: Path) -> Iterator[Any]:
+    """`command` running as on a worker whose CLI is `chalk`, its output into `log`; at the end it
+    is killed if still running, and so is whatever `chalk` started (as recorded in `pids`)."""
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            command, cwd=cwd, env=_worker_env(CHALK_DR_CHALK_BIN=chalk), stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        _kill_leftovers(pids)
+
+
 class TestStopping:
     def test_interrupting_an_apply_kills_chalk_and_its_children(self, world: World, tmp_path: Path) -> None:
         """Ctrl-C on an operator's in-process run: the KeyboardInterrupt leaves the flow through
@@ -739,26 +760,15 @@ class TestStopping:
             "from flows.chalk_apply import chalk_apply_on_push\n"
             f"chalk_apply_on_push(sha={world.shas[0]!r}, repo_url={str(world.repo)!r}, strategy='canary')\n"
         )
-        with (tmp_path / "run.log").open("w") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-c", script],
-                cwd=tmp_path,
-                env=_worker_env(CHALK_DR_CHALK_BIN=chalk),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        try:
+        with _worker_process(
+            [sys.executable, "-c", script], tmp_path, tmp_path / "run.log", chalk, pids
+        ) as proc:
             started = poll(lambda: _started(pids), timeout=120, what="chalk started by the run")
             assert len(started) == 2  # canary: one region at a time, chalk and its child
             proc.send_signal(signal.SIGINT)
             for pid in started:
                 poll(lambda pid=pid: _dead(pid), timeout=30, what=f"process {pid} killed")
             proc.wait(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            _kill_leftovers(pids)
         assert "child process group(s) killed" in (tmp_path / "run.log").read_text()
         assert len(list(pids.iterdir())) == 1  # nothing started after the interrupt
 
@@ -768,21 +778,12 @@ class TestStopping:
         """A deployed run (`prefect flow-run execute`, what a process worker runs), cancelled from
         the API: Prefect's SIGTERM reaches the flow process only; the flow kills chalk's group."""
         chalk, pids = _hanging_chalk(tmp_path)
-        deployment = chalk_apply_on_push.to_deployment(
-            name=f"cancel-{uuid.uuid4().hex[:8]}", entrypoint_type=EntrypointType.MODULE_PATH
-        )
-        deployment_id = deployment.apply()
+        deployment_id = _deploy(chalk_apply_on_push, "cancel")
         parameters = {"sha": world.shas[0], "repo_url": str(world.repo), "ref": "refs/heads/main"}
         run = run_deployment(deployment_id, parameters={**parameters, "strategy": "canary"}, timeout=0)
-        with (tmp_path / "worker.log").open("w") as log:
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "prefect", "flow-run", "execute", str(run.id)],
-                cwd=tmp_path,
-                env=_worker_env(CHALK_DR_CHALK_BIN=chalk),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        try:
+        with _worker_process(
+            _execute_command(run.id), tmp_path, tmp_path / "worker.log", chalk, pids
+        ) as worker:
             started = poll(lambda: _started(pids), timeout=120, what="chalk started by the deployed run")
             with get_client(sync_client=True) as client:
                 client.set_flow_run_state(run.id, Cancelling(message="cancelled by the test"), force=True)
@@ -795,11 +796,6 @@ class TestStopping:
             )
             assert state.is_cancelled(), state
             worker.wait(timeout=60)
-        finally:
-            if worker.poll() is None:
-                worker.kill()
-                worker.wait()
-            _kill_leftovers(pids)
         assert len(list(pids.iterdir())) == 1
         md = _artifact(run.id, world.environment)
         assert "child process group(s) killed" in md, (tmp_path / "worker.log").read_text()[-3000:]
@@ -808,7 +804,7 @@ class TestStopping:
 def _execute(flow_run_id: UUID, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     """Run one flow run to its end as a process worker does (`prefect flow-run execute`)."""
     return subprocess.run(
-        [sys.executable, "-m", "prefect", "flow-run", "execute", str(flow_run_id)],
+        _execute_command(flow_run_id),
         cwd=cwd,
         env=_worker_env(**env),
         capture_output=True,
@@ -824,10 +820,7 @@ class TestDeployedParameters:
     def test_the_push_deployment_takes_no_binary_path_or_topology_mapping(
         self, world: World, spies: Spies, tmp_path: Path
     ) -> None:
-        deployment = chalk_apply_on_push.to_deployment(
-            name=f"push-{uuid.uuid4().hex[:8]}", entrypoint_type=EntrypointType.MODULE_PATH
-        )
-        deployment_id = deployment.apply()
+        deployment_id = _deploy(chalk_apply_on_push, "push")
         push = {"sha": world.shas[0], "repo_url": str(world.repo)}
         for extra in ({"chalk_bin": "/bin/sh"}, {"path": str(world.repo)}):
             run = run_deployment(deployment_id, parameters={**push, **extra}, timeout=0)
@@ -848,16 +841,14 @@ class TestDeployedParameters:
         self, world: World, tmp_path: Path
     ) -> None:
         """Run through the API, `chalk_apply` takes no topology mapping and no chalk binary."""
-        deployment = chalk_apply.to_deployment(
-            name=f"params-{uuid.uuid4().hex[:8]}", entrypoint_type=EntrypointType.MODULE_PATH
-        )
+        deployment_id = _deploy(chalk_apply, "params")
         parameters = {
             "topology": world.topology,
             "sha": world.shas[0],
             "repo_url": str(world.repo),
             "chalk_bin": "/bin/sh",
         }
-        run = run_deployment(deployment.apply(), parameters=parameters, timeout=0)
+        run = run_deployment(deployment_id, parameters=parameters, timeout=0)
         done = _execute(run.id, tmp_path, CHALK_DR_CHALK_BIN=CHALK_BIN)
         state = _flow_run_state(run.id)
         assert state is not None and state.is_failed(), done.stdout + done.stderr

@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
-from datetime import UTC
-from datetime import datetime
-from datetime import timedelta
+from collections.abc import Callable
 from typing import Any
 
 import boto3
 import httpx
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
 from prefect.concurrency.sync import concurrency
-from prefect.settings import PREFECT_API_URL
 from prefect.variables import Variable
 
 from chalkdr.clients import AwsClients
 from chalkdr.report import DrillReport
 from chalkdr.report import PhaseStatus
-from flows.drill import drill
+from sandbox.metrics import recent_datapoints
 from tasks.locks import KILL_SWITCH_VARIABLE
 from tasks.locks import ensure_lock
 from tasks.probes import ProbeSet
@@ -33,33 +25,11 @@ from tasks.probes import take_observation
 from tasks.route53 import discover_routing
 
 pytestmark = [pytest.mark.usefixtures("prefect_backend"), pytest.mark.timeout(240)]
-INTERVAL = 0.5
-
-
-@pytest.fixture(scope="module")
-def provisioned(sandbox_world: Any, prefect_backend: None) -> Any:
-    return sandbox_world.provision()
-
-
-@pytest.fixture
-def world(provisioned: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    for k, v in provisioned.env.items():
-        monkeypatch.setenv(k, v)
-    return provisioned
-
-
-def run_drill(world: Any, **params: Any) -> DrillReport:
-    params.setdefault("hold_seconds", 1.0)
-    params.setdefault("probe_interval_seconds", INTERVAL)
-    state = drill(topology=str(world.topology_path), return_state=True, **params)
-    report = state.result(raise_on_failure=False)
-    assert isinstance(report, DrillReport), report
-    return report
+INTERVAL = 0.5  # the probe interval run_drill uses
 
 
 def primary_state(world: Any) -> dict[str, Any]:
-    body = httpx.get(f"{world.aws_endpoint}/_sandbox/world", timeout=10, trust_env=False).json()
-    return dict(body["regions"]["us-east-1"])
+    return dict(world_regions(world)["us-east-1"])
 
 
 def health_checks_inverted() -> list[bool]:
@@ -73,7 +43,9 @@ def world_regions(world: Any) -> dict[str, Any]:
     return dict(body["regions"])
 
 
-def test_query_servers_down_measures_rto_against_ground_truth(world: Any) -> None:
+def test_query_servers_down_measures_rto_against_ground_truth(
+    world: Any, run_drill: Callable[..., DrillReport]
+) -> None:
     started = time.time()
     report = run_drill(world, scenario="query-servers-down")
     assert report.outcome is PhaseStatus.COMPLETED, report.outcome_reason
@@ -147,7 +119,9 @@ def test_the_failover_probe_attributes_answers_by_address(world: Any) -> None:
     assert seen.query.deployment_id == world_regions(world)["us-east-1"]["deployment_id"]
 
 
-def test_health_check_inverted_flips_dns_and_restores(world: Any) -> None:
+def test_health_check_inverted_flips_dns_and_restores(
+    world: Any, run_drill: Callable[..., DrillReport]
+) -> None:
     report = run_drill(world, scenario="health-check-inverted")
     assert report.outcome is PhaseStatus.COMPLETED, report.outcome_reason
     assert report.failover is not None and report.failover.dns_flip_s is not None
@@ -155,7 +129,7 @@ def test_health_check_inverted_flips_dns_and_restores(world: Any) -> None:
     assert health_checks_inverted() == [False, False]
 
 
-def test_replication_paused_measures_rpo_exposure(world: Any) -> None:
+def test_replication_paused_measures_rpo_exposure(world: Any, run_drill: Callable[..., DrillReport]) -> None:
     started = time.time()
     report = run_drill(world, scenario="replication-paused", hold_seconds=1.5)
     assert report.outcome is PhaseStatus.COMPLETED, report.outcome_reason
@@ -178,7 +152,9 @@ def test_replication_paused_measures_rpo_exposure(world: Any) -> None:
     assert inject_wall + rpo.pause_effective_after_s >= effective["ts"] - window - INTERVAL
 
 
-def test_kill_switch_aborts_a_running_drill_and_restores(world: Any) -> None:
+def test_kill_switch_aborts_a_running_drill_and_restores(
+    world: Any, run_drill: Callable[..., DrillReport]
+) -> None:
     def engage_when_injected() -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -203,51 +179,20 @@ def test_kill_switch_aborts_a_running_drill_and_restores(world: Any) -> None:
         Variable.set(KILL_SWITCH_VARIABLE, {"engaged": False}, overwrite=True)
 
 
-def test_second_drill_on_the_environment_is_refused(world: Any) -> None:
+def test_second_drill_on_the_environment_is_refused(
+    world: Any, run_drill: Callable[..., DrillReport]
+) -> None:
     name = ensure_lock(f"drill-{world.topology.environment}")
     with concurrency(name, occupy=1, strict=True):
         report = run_drill(world, wait_for_lock_seconds=2.0)
     assert report.outcome is PhaseStatus.ABORTED
-    assert report.outcome_reason == "another drill, failover or failback of demo holds the lock drill-demo"
+    assert report.outcome_reason == (
+        "another drill, failover, failback, sweep or provision apply of demo holds the lock drill-demo"
+    )
     assert report.phases["lock"].status is PhaseStatus.ABORTED
 
 
-def test_sigkill_mid_injection_is_repaired_by_the_next_sweep(world: Any) -> None:
-    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
-    code = (
-        "from flows.drill import drill; import sys;"
-        "drill(topology=sys.argv[1], hold_seconds=60, probe_interval_seconds=0.5, return_state=True)"
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, str(world.topology_path)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 90
-        while primary_state(world)["query_ready_replicas"] != 0:
-            assert proc.poll() is None, "the drill process ended before injecting"
-            assert time.monotonic() < deadline, "the drill never injected"
-            time.sleep(0.05)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-    assert primary_state(world)["query_ready_replicas"] == 0  # the crash left the fault in place
-    # The killed drill still holds its lease on the lock; the operator's recovery step frees it
-    # (`prefect gcl update drill-<env> --active-slots 0`) instead of waiting for the lease to lapse.
-    with get_client(sync_client=True) as client:
-        client.update_global_concurrency_limit(
-            f"drill-{world.topology.environment}", GlobalConcurrencyLimitUpdate(active_slots=0)
-        )
-    report = run_drill(world, scenario="health-check-inverted")
-    assert any("replicas restored to 2" in s for s in report.swept), (report.swept, report.outcome_reason)
-    assert report.outcome is PhaseStatus.COMPLETED, report.outcome_reason
-    assert primary_state(world)["query_ready_replicas"] == 2
-
-
-def test_evidence_is_in_the_backend(world: Any) -> None:
+def test_evidence_is_in_the_backend(world: Any, run_drill: Callable[..., DrillReport]) -> None:
     report = run_drill(world, scenario="health-check-inverted", dry_run=True)
     assert report.outcome is PhaseStatus.COMPLETED and report.phases["inject"].status is PhaseStatus.SKIPPED
 
@@ -312,7 +257,9 @@ def _paused_run_id(deadline_s: float = 60) -> Any:
 
 
 @pytest.mark.parametrize("approve", [True, False], ids=["approved", "rejected"])
-def test_approval_form_gates_the_injection(world: Any, approve: bool) -> None:
+def test_approval_form_gates_the_injection(
+    world: Any, approve: bool, run_drill: Callable[..., DrillReport]
+) -> None:
     from prefect.flow_runs import resume_flow_run
 
     result: dict[str, DrillReport] = {}
@@ -347,7 +294,7 @@ def own_world(own_world_factory: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     return world
 
 
-def test_failing_preflight_touches_nothing(own_world: Any) -> None:
+def test_failing_preflight_touches_nothing(own_world: Any, run_drill: Callable[..., DrillReport]) -> None:
     world = own_world
     set_lag = f"{world.aws_endpoint}/_sandbox/msk/lag"
     name = world.topology.msk.replicator_name
@@ -362,21 +309,14 @@ def test_failing_preflight_touches_nothing(own_world: Any) -> None:
         cloudwatch = boto3.client("cloudwatch", region_name="us-west-2")
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            now = datetime.now(UTC)
-            points = cloudwatch.get_metric_statistics(
-                Namespace="AWS/Kafka",
-                MetricName="ReplicationLatency",
-                Dimensions=[{"Name": "ReplicatorName", "Value": name}],
-                StartTime=now - timedelta(minutes=5),
-                EndTime=now + timedelta(minutes=1),
-                Period=60,
-                Statistics=["Maximum"],
-            )["Datapoints"]
+            points = recent_datapoints(
+                cloudwatch, "AWS/Kafka", "ReplicationLatency", {"ReplicatorName": name}, minutes=5
+            )
             if any(p["Maximum"] >= 999_999 for p in points):
                 break
             time.sleep(0.2)
         started = time.time()
-        report = run_drill(world, scenario="query-servers-down")
+        report = run_drill(world, scenario="query-servers-down", steady_state_wait_seconds=0)
         assert report.outcome is PhaseStatus.ABORTED, report.outcome_reason
         assert "exceeds the guard" in (report.outcome_reason or "")
         assert report.phases["inject"].status is PhaseStatus.PENDING

@@ -254,7 +254,8 @@ def test_plan_mode_makes_no_mutating_calls(fresh: World) -> None:
     report = report_of(state)
     assert report.outcome == "drift" and report.applied == []
     assert calls.calls and calls.mutating == []
-    assert report.plan.count(Action.CREATE) == 14 and report.plan.errors == ()
+    # 14 resources, and the ownership TXT record of each of the three names
+    assert report.plan.count(Action.CREATE) == 17 and report.plan.errors == ()
     md = artifact(f"provision-plan-{world.env_name}")
     assert "Expected failover time: 10 s x 2 + 60 s TTL = 80 s (RTO SLO 120 s)" in md.data
     assert artifact(f"provision-plan-table-{world.env_name}").type == "table"
@@ -293,10 +294,11 @@ def test_apply_creates_everything_and_retries_a_throttle(fresh: World) -> None:
     report = report_of(state)
     assert report.outcome == "applied" and report.verified
     assert len(seen) == 2  # throttled once, retried by botocore, then through
-    # One audit row per change made: PRIMARY and SECONDARY share one atomic batch (one call).
+    # One audit row per change made: a name's records (PRIMARY and SECONDARY) and its ownership
+    # TXT record share one atomic batch (one call): 7 rows for 3 calls.
     made = Counter(calls.mutating)
     assert Counter(a.api_call for a in report.audit) == made + Counter(
-        {"route53:ChangeResourceRecordSets": 1}
+        {"route53:ChangeResourceRecordSets": 4}
     )
     assert made["route53:ChangeResourceRecordSets"] == 3  # the failover name, two regional names
 
@@ -317,6 +319,7 @@ def test_apply_creates_everything_and_retries_a_throttle(fresh: World) -> None:
         assert "IPAddress" not in cfg  # Route 53 resolves the name itself, as the clients do
         tags = world.aws("route53").list_tags_for_resource(ResourceType="healthcheck", ResourceId=check["Id"])
         assert {"Key": "chalk-dr:managed", "Value": "true"} in tags["ResourceTagSet"]["Tags"]
+        assert {"Key": "chalk-dr:environment", "Value": world.env_name} in tags["ResourceTagSet"]["Tags"]
     # failover alias records, PRIMARY/SECONDARY, unique SetIdentifiers, each with its check
     records = failover_records(world)
     assert {k: v["Failover"] for k, v in records.items()} == {
@@ -330,12 +333,18 @@ def test_apply_creates_everything_and_retries_a_throttle(fresh: World) -> None:
     sets = world.aws("route53").list_resource_record_sets(HostedZoneId=world.zone_id)["ResourceRecordSets"]
     regional = {s["Name"] for s in sets if s["Name"].endswith(".query.example.com.") and "AliasTarget" in s}
     assert regional == {"demo-east.query.example.com.", "demo-west.query.example.com."}
+    # ...each name with its ownership TXT record beside it (external-dns's registry format)
+    owners = {s["Name"]: s["ResourceRecords"] for s in sets if s["Type"] == "TXT"}
+    assert owners == {
+        f"_chalk-dr-a.{name}": [{"Value": f'"heritage=chalk-dr,chalk-dr/owner={world.env_name}"'}]
+        for name in ("chalk-failover.example.com.", *regional)
+    }
     # DynamoDB: the replica exists, ACTIVE, encrypted with its own region's key, and tagged
     west_table = world.aws("dynamodb", WEST).describe_table(TableName=TABLE)["Table"]
     assert west_table["TableStatus"] == "ACTIVE"
     assert west_table["SSEDescription"]["KMSMasterKeyArn"] == regions[WEST]["online_store_kms_key"]
     west_tags = world.aws("dynamodb", WEST).list_tags_of_resource(ResourceArn=west_table["TableArn"])["Tags"]
-    assert {"Key": "chalk-dr:managed", "Value": "true"} in west_tags
+    assert {"Key": "chalk-dr:environment", "Value": world.env_name} in west_tags
     # MSK Replicator in the target region, RUNNING, with offset sync
     kafka = world.aws("kafka", WEST)
     (summary,) = kafka.list_replicators(ReplicatorNameFilter=world.topology["msk"]["replicator_name"])[
@@ -346,6 +355,7 @@ def test_apply_creates_everything_and_retries_a_throttle(fresh: World) -> None:
     info = rep["ReplicationInfoList"][0]
     assert info["TopicReplication"]["TopicsToReplicate"] == world.topology["msk"]["topics"]
     assert info["ConsumerGroupReplication"]["SynchroniseConsumerGroupOffsets"] is True
+    assert rep["Tags"]["chalk-dr:environment"] == world.env_name
     # Aurora: the global cluster, the primary's cluster the writer, the secondary a member
     gid = world.topology["aurora"]["global_cluster_id"]
     (gc,) = world.aws("rds", EAST).describe_global_clusters(GlobalClusterIdentifier=gid)["GlobalClusters"]
@@ -384,6 +394,7 @@ def test_apply_creates_everything_and_retries_a_throttle(fresh: World) -> None:
         assert a["AlarmActions"] == [regions[region]["alarm_topic_arn"]], a["AlarmName"]
     tags = world.aws("cloudwatch", WEST).list_tags_for_resource(ResourceARN=aurora["AlarmArn"])["Tags"]
     assert {"Key": "chalk-dr:managed", "Value": "true"} in tags
+    assert {"Key": "chalk-dr:environment", "Value": world.env_name} in tags
     # Evidence: the audit table lists every mutating call
     audit = artifact(f"provision-audit-{world.env_name}")
     assert audit.type == "table" and f"{len(report.audit)} change(s) made" in (audit.description or "")
@@ -496,6 +507,44 @@ def test_approval_gate_rejects_or_records_the_approver(converged: World) -> None
     assert event.event == "chalkdr.route53.update-health-check"
     assert event.resource.id == f"arn:aws:route53:::healthcheck/{health_check(world, WEST)['Id']}"
     assert event.payload["approver"] == "ada" and event.payload["api_call"] == "route53:UpdateHealthCheck"
+
+
+def test_what_is_not_ours_blocks_the_apply_until_adopted(converged: World) -> None:
+    """Provisioning touches only what it owns: an alarm that lost its ownership tag and a name that
+    lost its ownership TXT record are plan errors naming them; adopting them is audited."""
+    world = converged
+    alarm = f"chalkdr-{world.env_name}-aurora-chalk-meta-west-replication-lag"
+    cw = world.aws("cloudwatch", WEST)
+    (raw,) = cw.describe_alarms(AlarmNames=[alarm])["MetricAlarms"]
+    cw.untag_resource(ResourceARN=raw["AlarmArn"], TagKeys=["chalk-dr:environment"])
+    txt_name = "_chalk-dr-a.chalk-failover.example.com."
+    r53 = world.aws("route53")
+    sets = r53.list_resource_record_sets(HostedZoneId=world.zone_id)["ResourceRecordSets"]
+    (txt,) = [x for x in sets if x["Name"] == txt_name and x["Type"] == "TXT"]
+    r53.change_resource_record_sets(
+        HostedZoneId=world.zone_id, ChangeBatch={"Changes": [{"Action": "DELETE", "ResourceRecordSet": txt}]}
+    )
+
+    state, calls = run(world)
+    assert state.is_failed() and calls.mutating == []
+    message = str(state.message)
+    assert f"{WEST}: CloudWatch alarm {alarm} exists and is not chalk-dr's for environment" in message
+    assert "route53: DNS name chalk-failover.example.com (record chalk-failover.example.com A " in message
+
+    topology = copy.deepcopy(world.topology)
+    topology["adopt"] = {"alarms": [alarm], "records": ["chalk-failover.example.com"]}
+    state, calls = run(world, topology=topology)
+    assert state.is_completed(), state.message
+    assert sorted(calls.mutating) == ["cloudwatch:TagResource", "route53:ChangeResourceRecordSets"]
+    report = report_of(state)
+    assert sorted((a.action, a.detail["owner"]) for a in report.audit) == [
+        ("adopt-alarm", world.env_name),
+        ("adopt-records", world.env_name),
+    ]
+    # ...and from now on they are this environment's without the topology saying so
+    state, calls = run(world, mode="plan")
+    assert state.is_completed(), state.message
+    assert report_of(state).outcome == "in-sync" and calls.mutating == []
 
 
 def test_active_active_topology_gives_weighted_records(converged: World) -> None:

@@ -50,18 +50,6 @@ def stand_in_drill(topology: str) -> None:
     """Only its name matters: the runs below are created in the backend, never executed."""
 
 
-@pytest.fixture(scope="module")
-def provisioned(sandbox_world: Any, prefect_backend: None) -> Any:
-    return sandbox_world.provision()
-
-
-@pytest.fixture
-def world(provisioned: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    for k, v in provisioned.env.items():
-        monkeypatch.setenv(k, v)
-    return provisioned
-
-
 @pytest.fixture
 def stand_in_runs() -> Iterator[Any]:
     """Make flow runs of a flow named `drill` in a given state; all end Cancelled afterwards, so
@@ -243,4 +231,6 @@ def test_a_sweep_never_runs_beside_another_runbook(world: Any) -> None:
     report = state.result()
     assert state.is_completed()
     assert report.outcome is PhaseStatus.ABORTED and report.phases["sweep"].status is PhaseStatus.PENDING
-    assert report.outcome_reason == f"another drill, failover or failback of demo holds the lock {name}"
+    assert report.outcome_reason == (
+        f"another drill, failover, failback, sweep or provision apply of demo holds the lock {name}"
+    )

@@ -1,11 +1,14 @@
 """A whole sandbox world in this process, reached as product code reaches it: boto3 on the AWS
 endpoint, dnspython on its name server, httpx on the load balancers' addresses, the kubernetes
-client with an EKS token on the endpoint DescribeCluster names."""
+client with an EKS token on the endpoint DescribeCluster names. Also what the tests of single
+simulators share: the AWS error a call fails with (`error_code_of`), and DynamoDB in both regions
+of a module's own sandbox (`regions`)."""
 
 from __future__ import annotations
 
 import base64
 import uuid
+from collections.abc import Callable
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,6 +21,7 @@ import dns.query
 import dns.rcode
 import httpx
 import pytest
+from botocore.exceptions import ClientError
 from kubernetes import client as k8s
 
 from sandbox.world import FAILOVER_RECORD
@@ -218,6 +222,26 @@ def running_world(state_dir: Path, **spec: Any) -> Iterator[LiveWorld]:
         # moto's backends are process-wide: forget this world before the next one starts
         httpx.post(f"{world.server.endpoint_url}/moto-api/reset", timeout=10, trust_env=False)
         world.stop()
+
+
+def _error_code(call: Callable[[], object]) -> str | None:
+    try:
+        call()
+    except ClientError as exc:
+        return str(exc.response["Error"]["Code"])
+    return None
+
+
+@pytest.fixture
+def error_code_of() -> Callable[[Callable[[], object]], str | None]:
+    """`error_code_of(call)`: the AWS error code `call` fails with, or None when it succeeds."""
+    return _error_code
+
+
+@pytest.fixture
+def regions(aws: Any) -> tuple[Any, Any]:
+    """DynamoDB in us-east-1 and us-west-2 of the module's own `aws` sandbox (an AwsSandbox)."""
+    return aws.client("dynamodb", "us-east-1"), aws.client("dynamodb", "us-west-2")
 
 
 @pytest.fixture

@@ -5,9 +5,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC
-from datetime import datetime
-from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -18,6 +15,7 @@ from sandbox.aws import SandboxAwsApp
 from sandbox.clock import SandboxClock
 from sandbox.harness import AwsSandbox
 from sandbox.harness import poll
+from sandbox.metrics import recent_datapoints
 from sandbox.truth import GroundTruth
 
 PRIMARY, SECONDARY = "us-east-1", "us-west-2"
@@ -306,24 +304,24 @@ class TestTeardown:
         ]
 
 
+def pin_lag(world: AwsSandbox, cluster_id: str, lag_ms: float) -> Any:
+    """The operator's route: the cluster's published replication lag pinned to `lag_ms`."""
+    return world.control(
+        "POST", "/_sandbox/aurora/lag", json={"db_cluster_identifier": cluster_id, "lag_ms": lag_ms}
+    )
+
+
 class TestReplicationLag:
     @staticmethod
     def maximum(
         world: AwsSandbox, region: str, cluster_id: str, source: str = PRIMARY
     ) -> tuple[float, str] | None:
-        now = datetime.now(UTC)
-        points = world.client("cloudwatch", region).get_metric_statistics(
-            Namespace="AWS/RDS",
-            MetricName="AuroraGlobalDBReplicationLag",
-            Dimensions=[
-                {"Name": "DBClusterIdentifier", "Value": cluster_id},
-                {"Name": "SourceRegion", "Value": source},
-            ],
-            StartTime=now - timedelta(minutes=10),
-            EndTime=now + timedelta(minutes=1),
-            Period=60,
-            Statistics=["Maximum"],
-        )["Datapoints"]
+        points = recent_datapoints(
+            world.client("cloudwatch", region),
+            "AWS/RDS",
+            "AuroraGlobalDBReplicationLag",
+            {"DBClusterIdentifier": cluster_id, "SourceRegion": source},
+        )
         if not points:
             return None
         return max(p["Maximum"] for p in points), points[0]["Unit"]
@@ -336,11 +334,7 @@ class TestReplicationLag:
         assert self.maximum(world, PRIMARY, gdb.secondary_id) is None
         assert self.maximum(world, PRIMARY, gdb.primary_id) is None  # the writer has no lag
 
-        resp = world.control(
-            "POST",
-            "/_sandbox/aurora/lag",
-            json={"db_cluster_identifier": gdb.secondary_id, "lag_ms": 4000},
-        )
+        resp = pin_lag(world, gdb.secondary_id, 4000)
         assert resp.status_code == 200
         poll(lambda: (self.maximum(world, SECONDARY, gdb.secondary_id) or (0.0, ""))[0] == 4000)
 
@@ -365,11 +359,7 @@ class TestReplicationLag:
         assert poll(dimension_sets) == [{"DBClusterIdentifier": gdb.secondary_id, "SourceRegion": PRIMARY}]
 
     def test_control_route_rejects_unknown_cluster(self, world: AwsSandbox) -> None:
-        resp = world.control(
-            "POST",
-            "/_sandbox/aurora/lag",
-            json={"db_cluster_identifier": "nope", "lag_ms": 1},
-        )
+        resp = pin_lag(world, "nope", 1)
         assert resp.status_code == 404
 
 

@@ -5,9 +5,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC
-from datetime import datetime
-from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -18,6 +15,7 @@ from sandbox.clock import SandboxClock
 from sandbox.dynamodb import DynamoDbSim
 from sandbox.harness import AwsSandbox
 from sandbox.harness import poll
+from sandbox.metrics import recent_datapoints
 from sandbox.truth import GroundTruth
 
 LAG_S = 0.3
@@ -66,11 +64,6 @@ def wait_active(ddb: Any, name: str) -> dict[str, Any]:
         return table if ok else None
 
     return poll(settled)  # type: ignore[no-any-return]
-
-
-@pytest.fixture
-def regions(aws: AwsSandbox) -> tuple[Any, Any]:
-    return aws.client("dynamodb", EAST), aws.client("dynamodb", WEST)
 
 
 @pytest.fixture
@@ -126,19 +119,19 @@ class TestReplicas:
         wait_active(west, name)
         assert west.get_item(TableName=name, Key=key("before"))["Item"]["v"] == {"S": "old"}
 
-    def test_delete_replica_removes_it(self, regions: tuple[Any, Any], global_table: str) -> None:
+    def test_delete_replica_removes_it(
+        self, regions: tuple[Any, Any], global_table: str, error_code_of: Any
+    ) -> None:
         east, west = regions
         resp = east.update_table(TableName=global_table, ReplicaUpdates=[{"Delete": {"RegionName": WEST}}])
         assert resp["TableDescription"]["Replicas"] == [{"RegionName": WEST, "ReplicaStatus": "DELETING"}]
 
-        def gone() -> bool:
-            try:
-                west.describe_table(TableName=global_table)
-            except ClientError as exc:
-                return exc.response["Error"]["Code"] == "ResourceNotFoundException"
-            return False
-
-        poll(gone)
+        poll(
+            lambda: (
+                error_code_of(lambda: west.describe_table(TableName=global_table))
+                == "ResourceNotFoundException"
+            )
+        )
         table = east.describe_table(TableName=global_table)["Table"]
         assert table["TableStatus"] == "ACTIVE"
         assert "Replicas" not in table
@@ -172,6 +165,11 @@ class TestReplicas:
             west.get_item(TableName=name, Key=key("any"))
         assert err.value.response["Error"]["Code"] == "ResourceNotFoundException"
         wait_active(east, name)
+
+
+def replication(aws: AwsSandbox, action: str, table: str, region: str) -> Any:
+    """The operator's route: replication into `region`'s replica paused or resumed (`action`)."""
+    return aws.control("POST", f"/_sandbox/dynamodb/{action}", json={"table": table, "region": region})
 
 
 class TestReplication:
@@ -224,28 +222,16 @@ class TestReplication:
         self, aws: AwsSandbox, regions: tuple[Any, Any], global_table: str
     ) -> None:
         east, west = regions
-        resp = aws.control(
-            "POST",
-            "/_sandbox/dynamodb/pause",
-            json={"table": global_table, "region": WEST},
-        )
+        resp = replication(aws, "pause", global_table, WEST)
         assert resp.status_code == 200
         east.put_item(TableName=global_table, Item=key("held"))
         absent_for(west, global_table, key("held"), LAG_S * 3)
-        resp = aws.control(
-            "POST",
-            "/_sandbox/dynamodb/resume",
-            json={"table": global_table, "region": WEST},
-        )
+        resp = replication(aws, "resume", global_table, WEST)
         assert resp.status_code == 200
         poll(lambda: west.get_item(TableName=global_table, Key=key("held")).get("Item"))
 
     def test_control_route_rejects_a_non_replica(self, aws: AwsSandbox, global_table: str) -> None:
-        resp = aws.control(
-            "POST",
-            "/_sandbox/dynamodb/pause",
-            json={"table": global_table, "region": "eu-west-1"},
-        )
+        resp = replication(aws, "pause", global_table, "eu-west-1")
         assert resp.status_code == 404
         assert aws.control("POST", "/_sandbox/dynamodb/pause", content=b"nope").status_code == 400
 
@@ -253,19 +239,14 @@ class TestReplication:
 class TestReplicationLatencyMetric:
     @staticmethod
     def maximum(cloudwatch: Any, table: str, receiving: str) -> float | None:
-        now = datetime.now(UTC)
-        points = cloudwatch.get_metric_statistics(
-            Namespace="AWS/DynamoDB",
-            MetricName="ReplicationLatency",
-            Dimensions=[
-                {"Name": "TableName", "Value": table},
-                {"Name": "ReceivingRegion", "Value": receiving},
-            ],
-            StartTime=now - timedelta(minutes=5),
-            EndTime=now + timedelta(minutes=1),
-            Period=60,
-            Statistics=["Maximum", "SampleCount"],
-        )["Datapoints"]
+        points = recent_datapoints(
+            cloudwatch,
+            "AWS/DynamoDB",
+            "ReplicationLatency",
+            {"TableName": table, "ReceivingRegion": receiving},
+            minutes=5,
+            statistics=("Maximum", "SampleCount"),
+        )
         if not points:
             return None
         assert {p["Unit"] for p in points} == {"Milliseconds"}
@@ -303,21 +284,13 @@ class TestReplicationLatencyMetric:
     ) -> None:
         east, _ = regions
         cloudwatch = aws.client("cloudwatch", EAST)
-        aws.control(
-            "POST",
-            "/_sandbox/dynamodb/pause",
-            json={"table": global_table, "region": WEST},
-        )
+        replication(aws, "pause", global_table, WEST)
         try:
             east.put_item(TableName=global_table, Item=key("slow"))
             threshold = 3 * LAG_S * 1000
             poll(lambda: (self.maximum(cloudwatch, global_table, WEST) or 0) > threshold)
         finally:
-            aws.control(
-                "POST",
-                "/_sandbox/dynamodb/resume",
-                json={"table": global_table, "region": WEST},
-            )
+            replication(aws, "resume", global_table, WEST)
 
 
 def create_keyed_table(ddb: Any, **settings: Any) -> str:

@@ -42,21 +42,22 @@ def fis(aws: AwsSandbox) -> Any:
     return aws.client("fis", EAST)
 
 
-@pytest.fixture
-def regions(aws: AwsSandbox) -> tuple[Any, Any]:
-    return aws.client("dynamodb", EAST), aws.client("dynamodb", WEST)
-
-
-@pytest.fixture
-def global_table(regions: tuple[Any, Any]) -> str:
-    east, _ = regions
-    name = f"online-store-{uuid.uuid4().hex[:8]}"
-    east.create_table(
+def create_table(ddb: Any, prefix: str) -> str:
+    """A regional table keyed by `pk` (S), named `prefix-<random>`."""
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    ddb.create_table(
         TableName=name,
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
         BillingMode="PAY_PER_REQUEST",
     )
+    return name
+
+
+@pytest.fixture
+def global_table(regions: tuple[Any, Any]) -> str:
+    east, _ = regions
+    name = create_table(east, "online-store")
     east.update_table(TableName=name, ReplicaUpdates=[{"Create": {"RegionName": WEST}}])
     poll(lambda: east.describe_table(TableName=name)["Table"]["TableStatus"] == "ACTIVE")
     return name
@@ -78,24 +79,33 @@ def template(fis: Any, actions: dict[str, Any], targets: dict[str, Any] | None =
     return resp["experimentTemplate"]["id"]  # type: ignore[no-any-return]
 
 
+def pause_action(duration: str, **more: Any) -> dict[str, Any]:
+    """aws:dynamodb:global-table-pause-replication of the tables `table_targets` names."""
+    return {
+        "actionId": "aws:dynamodb:global-table-pause-replication",
+        "parameters": {"duration": duration},
+        "targets": {"Tables": "store"},
+        **more,
+    }
+
+
+def table_targets(table: str) -> dict[str, Any]:
+    return {
+        "store": {
+            "resourceType": "aws:dynamodb:global-table",
+            "resourceArns": [table_arn(table)],
+            "selectionMode": "ALL",
+        }
+    }
+
+
 def pause_template(fis: Any, table: str, duration: str) -> str:
-    return template(
-        fis,
-        actions={
-            "pause": {
-                "actionId": "aws:dynamodb:global-table-pause-replication",
-                "parameters": {"duration": duration},
-                "targets": {"Tables": "store"},
-            }
-        },
-        targets={
-            "store": {
-                "resourceType": "aws:dynamodb:global-table",
-                "resourceArns": [table_arn(table)],
-                "selectionMode": "ALL",
-            }
-        },
-    )
+    return template(fis, actions={"pause": pause_action(duration)}, targets=table_targets(table))
+
+
+def start(fis: Any, template_id: str) -> str:
+    """Start an experiment of the template; its id."""
+    return fis.start_experiment(experimentTemplateId=template_id)["experiment"]["id"]  # type: ignore[no-any-return]
 
 
 def state(fis: Any, experiment_id: str) -> str:
@@ -188,9 +198,7 @@ class TestPauseReplication:
         self, aws: AwsSandbox, fis: Any, regions: tuple[Any, Any], global_table: str
     ) -> None:
         east, west = regions
-        experiment_id = fis.start_experiment(experimentTemplateId=pause_template(fis, global_table, "PT2M"))[
-            "experiment"
-        ]["id"]
+        experiment_id = start(fis, pause_template(fis, global_table, "PT2M"))
         run_until(fis, experiment_id, "running")
         pause_in_effect(aws, experiment_id)
         east.put_item(TableName=global_table, Item={"pk": {"S": "during"}})
@@ -209,9 +217,7 @@ class TestPauseReplication:
         be replicated for up to 5 minutes after action begins." A write made right after the action
         starts still replicates; one made once the pause has taken hold waits for the end."""
         east, west = regions
-        experiment_id = fis.start_experiment(experimentTemplateId=pause_template(fis, global_table, "PT10M"))[
-            "experiment"
-        ]["id"]
+        experiment_id = start(fis, pause_template(fis, global_table, "PT10M"))
         run_until(fis, experiment_id, "running")
         east.put_item(TableName=global_table, Item={"pk": {"S": "early"}})
         arrives(west, global_table, "early")  # LAG_S after the write: before the pause holds
@@ -233,16 +239,8 @@ class TestPauseReplication:
 
     def test_pause_on_a_table_that_is_not_global_fails(self, fis: Any, regions: tuple[Any, Any]) -> None:
         east, _ = regions
-        name = f"regional-{uuid.uuid4().hex[:8]}"
-        east.create_table(
-            TableName=name,
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        experiment_id = fis.start_experiment(experimentTemplateId=pause_template(fis, name, "PT1M"))[
-            "experiment"
-        ]["id"]
+        name = create_table(east, "regional")
+        experiment_id = start(fis, pause_template(fis, name, "PT1M"))
         failed = run_until(fis, experiment_id, "failed")
         assert "not a replica of a DynamoDB global table" in failed["state"]["reason"]
 
@@ -253,22 +251,11 @@ class TestActionsAndStates:
             fis,
             actions={
                 "settle": {"actionId": "aws:fis:wait", "parameters": {"duration": "PT30S"}},
-                "pause": {
-                    "actionId": "aws:dynamodb:global-table-pause-replication",
-                    "parameters": {"duration": "PT30S"},
-                    "targets": {"Tables": "store"},
-                    "startAfter": ["settle"],
-                },
+                "pause": pause_action("PT30S", startAfter=["settle"]),
             },
-            targets={
-                "store": {
-                    "resourceType": "aws:dynamodb:global-table",
-                    "resourceArns": [table_arn(global_table)],
-                    "selectionMode": "ALL",
-                }
-            },
+            targets=table_targets(global_table),
         )
-        experiment_id = fis.start_experiment(experimentTemplateId=template_id)["experiment"]["id"]
+        experiment_id = start(fis, template_id)
         first = run_until(fis, experiment_id, "running")
         assert first["actions"]["settle"]["state"]["status"] == "running"
         assert first["actions"]["pause"]["state"]["status"] == "pending"
@@ -295,7 +282,7 @@ class TestActionsAndStates:
                 }
             },
         )
-        experiment_id = fis.start_experiment(experimentTemplateId=template_id)["experiment"]["id"]
+        experiment_id = start(fis, template_id)
         failed = run_until(fis, experiment_id, "failed")
         assert "aws:ec2:stop-instances" in failed["state"]["reason"]
         assert failed["actions"]["stop"]["state"]["status"] == "cancelled"

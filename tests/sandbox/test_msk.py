@@ -7,9 +7,7 @@ import re
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC
 from datetime import datetime
-from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -19,6 +17,7 @@ from sandbox.aws import SandboxAwsApp
 from sandbox.clock import SandboxClock
 from sandbox.harness import AwsSandbox
 from sandbox.harness import poll
+from sandbox.metrics import recent_datapoints
 from sandbox.msk import MskSim
 from sandbox.truth import GroundTruth
 
@@ -229,7 +228,9 @@ class TestBootstrapBrokers:
 
 
 class TestReplicator:
-    def test_lifecycle_and_shapes(self, world: AwsSandbox, clusters: tuple[str, str]) -> None:
+    def test_lifecycle_and_shapes(
+        self, world: AwsSandbox, clusters: tuple[str, str], error_code_of: Any
+    ) -> None:
         source, target = clusters
         kafka = world.client("kafka", TARGET)
         name = unique("chalk-rep")
@@ -276,19 +277,16 @@ class TestReplicator:
         deleted = kafka.delete_replicator(ReplicatorArn=arn, CurrentVersion=described["CurrentVersion"])
         assert deleted["ReplicatorState"] == "DELETING"
 
-        def gone() -> bool:
-            try:
-                kafka.describe_replicator(ReplicatorArn=arn)
-            except ClientError as exc:
-                return exc.response["Error"]["Code"] == "NotFoundException"
-            return False
-
-        poll(gone)
+        poll(
+            lambda: error_code_of(lambda: kafka.describe_replicator(ReplicatorArn=arn)) == "NotFoundException"
+        )
         assert kafka.list_replicators(ReplicatorNameFilter=name)["Replicators"] == []
         states = [e["state"] for e in world.truth.events("msk.replicator") if e["name"] == name]
         assert states == ["CREATING", "RUNNING", "DELETING", "DELETED"]
 
-    def test_update_replication_info_is_versioned(self, world: AwsSandbox, clusters: tuple[str, str]) -> None:
+    def test_update_replication_info_is_versioned(
+        self, world: AwsSandbox, clusters: tuple[str, str], error_code_of: Any
+    ) -> None:
         source, target = clusters
         kafka = world.client("kafka", TARGET)
         arn = kafka.create_replicator(**replicator_request(source, target, unique("upd")))["ReplicatorArn"]
@@ -306,9 +304,8 @@ class TestReplicator:
                 "CopyAccessControlListsForTopics": True,
             },
         }
-        with pytest.raises(ClientError) as exc:
-            kafka.update_replication_info(CurrentVersion="stale", **update)
-        assert error_code(exc) == "BadRequestException"
+        stale = error_code_of(lambda: kafka.update_replication_info(CurrentVersion="stale", **update))
+        assert stale == "BadRequestException"
 
         assert (
             kafka.update_replication_info(CurrentVersion=version, **update)["ReplicatorState"] == "UPDATING"
@@ -352,16 +349,14 @@ class TestReplicator:
             )
         assert error_code(exc) == "BadRequestException"
 
-    def test_unknown_replicator(self, world: AwsSandbox) -> None:
+    def test_unknown_replicator(self, world: AwsSandbox, error_code_of: Any) -> None:
         kafka = world.client("kafka", TARGET)
         missing = f"arn:aws:kafka:{TARGET}:123456789012:replicator/nope/{uuid.uuid4()}"
         for call in (kafka.describe_replicator, kafka.delete_replicator):
             with pytest.raises(ClientError) as exc:
                 call(ReplicatorArn=missing)
             assert error_code(exc) == "NotFoundException"
-        with pytest.raises(ClientError) as exc:
-            kafka.list_tags_for_resource(ResourceArn=missing)
-        assert error_code(exc) == "NotFoundException"
+        assert error_code_of(lambda: kafka.list_tags_for_resource(ResourceArn=missing)) == "NotFoundException"
 
 
 def produce(world: AwsSandbox, cluster_arn: str, topic: str, count: int) -> None:
@@ -372,19 +367,17 @@ def produce(world: AwsSandbox, cluster_arn: str, topic: str, count: int) -> None
         sim.log.produce(cluster_arn, topic, {"n": i})
 
 
+def pin_lag(world: AwsSandbox, name: str, **lag: float) -> Any:
+    """The operator's route: the replicator's published `latency_ms` / `message_lag` pinned."""
+    return world.control("POST", "/_sandbox/msk/lag", json={"replicator_name": name, **lag})
+
+
 class TestMetrics:
     @staticmethod
     def maximum(world: AwsSandbox, region: str, metric: str, name: str) -> tuple[float, str] | None:
-        now = datetime.now(UTC)
-        points = world.client("cloudwatch", region).get_metric_statistics(
-            Namespace="AWS/Kafka",
-            MetricName=metric,
-            Dimensions=[{"Name": "ReplicatorName", "Value": name}],
-            StartTime=now - timedelta(minutes=10),
-            EndTime=now + timedelta(minutes=1),
-            Period=60,
-            Statistics=["Maximum"],
-        )["Datapoints"]
+        points = recent_datapoints(
+            world.client("cloudwatch", region), "AWS/Kafka", metric, {"ReplicatorName": name}
+        )
         if not points:
             return None
         return max(p["Maximum"] for p in points), points[0]["Unit"]
@@ -405,21 +398,13 @@ class TestMetrics:
         assert lag[1] == "Count" and lag[0] >= 0
         assert self.maximum(world, SOURCE, "ReplicationLatency", name) is None
 
-        resp = world.control(
-            "POST",
-            "/_sandbox/msk/lag",
-            json={"replicator_name": name, "latency_ms": 45000, "message_lag": 250000},
-        )
+        resp = pin_lag(world, name, latency_ms=45000, message_lag=250000)
         assert resp.status_code == 200
         poll(lambda: (self.maximum(world, TARGET, "ReplicationLatency", name) or (0.0, ""))[0] == 45000)
         poll(lambda: (self.maximum(world, TARGET, "MessageLag", name) or (0.0, ""))[0] == 250000)
 
     def test_control_route_rejects_unknown_replicator(self, world: AwsSandbox) -> None:
-        resp = world.control(
-            "POST",
-            "/_sandbox/msk/lag",
-            json={"replicator_name": "nope", "latency_ms": 1},
-        )
+        resp = pin_lag(world, "nope", latency_ms=1)
         assert resp.status_code == 404
 
 
@@ -534,21 +519,20 @@ class TestClusterPolicyAndConnectivity:
     and UpdateConnectivity, whose VpcConnectivity DescribeClusterV2 reports under
     Provisioned.BrokerNodeGroupInfo.ConnectivityInfo (Kafka API reference)."""
 
-    def test_policy_round_trip(self, world: AwsSandbox) -> None:
+    def test_policy_round_trip(self, world: AwsSandbox, error_code_of: Any) -> None:
         arn = active_cluster(world, SOURCE)
         kafka = world.client("kafka", SOURCE)
-        with pytest.raises(ClientError) as exc:
-            kafka.get_cluster_policy(ClusterArn=arn)
-        assert error_code(exc) == "NotFoundException"
+        assert error_code_of(lambda: kafka.get_cluster_policy(ClusterArn=arn)) == "NotFoundException"
 
         policy = replicator_policy(arn)
         version = kafka.put_cluster_policy(ClusterArn=arn, Policy=policy)["CurrentVersion"]
         got = kafka.get_cluster_policy(ClusterArn=arn)
         assert (got["Policy"], got["CurrentVersion"]) == (policy, version)
 
-        with pytest.raises(ClientError) as exc:
-            kafka.put_cluster_policy(ClusterArn=arn, Policy=policy, CurrentVersion="stale")
-        assert error_code(exc) == "BadRequestException"
+        stale = error_code_of(
+            lambda: kafka.put_cluster_policy(ClusterArn=arn, Policy=policy, CurrentVersion="stale")
+        )
+        assert stale == "BadRequestException"
         newer = kafka.put_cluster_policy(ClusterArn=arn, Policy=policy, CurrentVersion=version)[
             "CurrentVersion"
         ]

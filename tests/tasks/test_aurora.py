@@ -26,6 +26,7 @@ from chalkdr.plan import ResourceKind
 from chalkdr.plan import SecondaryClusterSpec
 from chalkdr.plan import WaitPolicy
 from sandbox.aurora import AuroraSim
+from sandbox.aurora import create_primary_cluster
 from sandbox.clock import SandboxClock
 from sandbox.harness import AwsSandbox
 from tasks.audit import ApplyContext
@@ -80,22 +81,7 @@ def primary(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
     cluster_id = f"meta-east-{uuid.uuid4().hex[:6]}"
     key = boto3.client("kms", region_name=EAST).create_key(Description="meta east")["KeyMetadata"]["Arn"]
-    rds = boto3.client("rds", region_name=EAST)
-    rds.create_db_cluster(
-        DBClusterIdentifier=cluster_id,
-        Engine="aurora-postgresql",
-        EngineVersion="15.4",
-        MasterUsername="chalk",
-        MasterUserPassword="sandbox-only-password",
-        StorageEncrypted=True,
-        KmsKeyId=key,
-    )
-    rds.create_db_instance(
-        DBInstanceIdentifier=f"{cluster_id}-1",
-        DBClusterIdentifier=cluster_id,
-        DBInstanceClass="db.r6g.large",
-        Engine="aurora-postgresql",
-    )
+    create_primary_cluster(boto3.client("rds", region_name=EAST), cluster_id, key)
     return cluster_id
 
 
@@ -135,6 +121,17 @@ def secondary_spec(gid: str, net: WestNetwork, **overrides: Any) -> SecondaryClu
     return SecondaryClusterSpec(**{**fields, **overrides})
 
 
+def ensure_secondary(
+    clients: AwsClients, spec: SecondaryClusterSpec, audit: list[AuditRecord], **change: Any
+) -> None:
+    """ensure_secondary_cluster as the apply runs it, for the Change `change` completes (its action,
+    and current_id for an UPDATE); its audit records go into `audit`."""
+    ensure_secondary_cluster.fn(
+        ApplyContext(clients, waits=FAST, emit=audit.append),
+        Change(kind=ResourceKind.SECONDARY_CLUSTER, id=spec.id, region=WEST, spec=spec, **change),
+    )
+
+
 def test_reads_absent_and_present(primary: str) -> None:
     clients = AwsClients()
     assert read_db_cluster.fn(clients, WEST, "no-such-cluster") is None
@@ -154,12 +151,7 @@ def test_global_cluster_from_the_primary_then_a_serving_secondary(primary: str, 
     audit: list[AuditRecord] = []
     gid = make_global(clients, primary, audit)
     sspec = secondary_spec(gid, west)
-    ensure_secondary_cluster.fn(
-        ApplyContext(clients, waits=FAST, emit=audit.append),
-        Change(
-            kind=ResourceKind.SECONDARY_CLUSTER, id=sspec.id, region=WEST, action=Action.CREATE, spec=sspec
-        ),
-    )
+    ensure_secondary(clients, sspec, audit, action=Action.CREATE)
     assert [a.api_call for a in audit] == [
         "rds:CreateGlobalCluster",
         "rds:CreateDBCluster",
@@ -196,16 +188,7 @@ def test_an_encrypted_global_database_needs_the_regions_kms_key(primary: str, we
     sspec = secondary_spec(gid, west, kms_key_id=None)
     audit: list[AuditRecord] = []
     with pytest.raises(PermanentAwsError, match="kmsKeyId should be explicitly specified"):
-        ensure_secondary_cluster.fn(
-            ApplyContext(clients, waits=FAST, emit=audit.append),
-            Change(
-                kind=ResourceKind.SECONDARY_CLUSTER,
-                id=sspec.id,
-                region=WEST,
-                action=Action.CREATE,
-                spec=sspec,
-            ),
-        )
+        ensure_secondary(clients, sspec, audit, action=Action.CREATE)
     assert audit == [] and read_db_cluster.fn(clients, WEST, sspec.id) is None
 
 
@@ -224,17 +207,7 @@ def test_a_headless_secondary_gets_only_its_instance(primary: str, west: WestNet
     headless = read_db_cluster.fn(clients, WEST, sspec.id)
     assert headless is not None and headless.instances == 0
     audit: list[AuditRecord] = []
-    ensure_secondary_cluster.fn(
-        ApplyContext(clients, waits=FAST, emit=audit.append),
-        Change(
-            kind=ResourceKind.SECONDARY_CLUSTER,
-            id=sspec.id,
-            region=WEST,
-            action=Action.UPDATE,
-            spec=sspec,
-            current_id=headless.arn,
-        ),
-    )
+    ensure_secondary(clients, sspec, audit, action=Action.UPDATE, current_id=headless.arn)
     assert [a.api_call for a in audit] == ["rds:CreateDBInstance"]
     served = read_db_cluster.fn(clients, WEST, sspec.id)
     assert served is not None and served.instances == 1

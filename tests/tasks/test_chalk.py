@@ -75,18 +75,8 @@ class World:
         self.chalk.fault(name, mode, count)
 
 
-def allow_secret_prefix(chalk: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """tests/conftest.py names the client secret's variable CHALK_TEST_*; a topology may only
-    reference CHALK_DR_* variables, so the fixture's world is pointed at one."""
-    name = "CHALK_DR_" + chalk.secret_env.removeprefix("CHALK_")
-    monkeypatch.setenv(name, chalk.secret)
-    chalk.data["chalk"]["client_secret"] = {"env": name}
-    chalk.secret_env = name
-
-
 @pytest.fixture
-def world(chalk_regions: Any, monkeypatch: pytest.MonkeyPatch) -> World:
-    allow_secret_prefix(chalk_regions, monkeypatch)
+def world(chalk_regions: Any) -> World:
     return World(chalk_regions)
 
 
@@ -99,24 +89,32 @@ def project(tmp_path: Path) -> Path:
     return code
 
 
+def _gitc(*args: str) -> str:
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "commit.gpgsign=false"]
+    return subprocess.run([*git, *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def _commit(repo: Path, text: str, message: str | None = None) -> str:
+    (repo / "features.py").write_text(text)
+    _gitc("-C", str(repo), "add", ".")
+    _gitc("-C", str(repo), "commit", "-q", "-m", message or text.strip())
+    return _gitc("-C", str(repo), "rev-parse", "HEAD")
+
+
+def _dead(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"  # a zombie awaiting its reaper
+    except FileNotFoundError:
+        return True
+
+
 @pytest.fixture
 def code_repo(tmp_path: Path) -> tuple[Path, list[str]]:
     """A git repository with two commits of 'feature code'; returns (path, [sha1, sha2])."""
     repo = tmp_path / "features"
     repo.mkdir()
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "commit.gpgsign=false"]
-    subprocess.run([*git, "init", "-q", "-b", "main", str(repo)], check=True)
-    shas = []
-    for i in (1, 2):
-        (repo / "features.py").write_text(f"VERSION = {i}\n")
-        subprocess.run([*git, "-C", str(repo), "add", "."], check=True)
-        subprocess.run([*git, "-C", str(repo), "commit", "-q", "-m", f"v{i}"], check=True)
-        shas.append(
-            subprocess.run(
-                [*git, "-C", str(repo), "rev-parse", "HEAD"], check=True, capture_output=True, text=True
-            ).stdout.strip()
-        )
-    return repo, shas
+    _gitc("init", "-q", "-b", "main", str(repo))
+    return repo, [_commit(repo, f"VERSION = {i}\n", f"v{i}") for i in (1, 2)]
 
 
 def _script(tmp_path: Path, name: str, body: str) -> str:
@@ -128,9 +126,15 @@ def _script(tmp_path: Path, name: str, body: str) -> str:
 
 @flow
 def run_apply(
-    region: RegionConfig, chalk: ChalkEnvConfig, code_dir: str, chalk_bin: str, **kwargs: Any
+    region: RegionConfig,
+    chalk: ChalkEnvConfig,
+    code_dir: str,
+    chalk_bin: str,
+    apply: Any = None,
+    **kwargs: Any,
 ) -> Any:
-    return apply_region(
+    """apply_region (or `apply`, a variant of it with other options) of sha aaaa... in a flow."""
+    return (apply or apply_region)(
         region, chalk, sha="a" * 40, environment="test", code_dir=code_dir, chalk_bin=chalk_bin, **kwargs
     )
 
@@ -179,19 +183,7 @@ class TestApplyRegion:
     def test_transient_failure_is_retried(self, world: World, project: Path) -> None:
         world.fault("us-east-1", "transient", 2)
         fast = apply_region.with_options(retry_delay_seconds=0)
-
-        @flow
-        def go() -> Any:
-            return fast(
-                world.region("us-east-1"),
-                world.topology.chalk,
-                sha="a" * 40,
-                environment="t",
-                code_dir=str(project),
-                chalk_bin=CHALK_BIN,
-            )
-
-        run = go()
+        run = run_apply(world.region("us-east-1"), world.topology.chalk, str(project), CHALK_BIN, fast)
         state = world.state("us-east-1")
         assert state["apply_faults"]["count"] == 0  # both faults consumed: three attempts
         assert state["deployment_id"] == run.deployment_id
@@ -214,20 +206,8 @@ class TestApplyRegion:
         world.chalk.serving["us-west-2"] = False
         before = world.state("us-west-2")["deployment_id"]
         no_retry = apply_region.with_options(retries=0)
-
-        @flow
-        def go() -> Any:
-            return no_retry(
-                world.region("us-west-2"),
-                world.topology.chalk,
-                sha="a" * 40,
-                environment="t",
-                code_dir=str(project),
-                chalk_bin=CHALK_BIN,
-            )
-
         with pytest.raises(ChalkCliError, match="no ready query servers") as info:
-            go()
+            run_apply(world.region("us-west-2"), world.topology.chalk, str(project), CHALK_BIN, no_retry)
         assert info.value.transient
         assert world.state("us-west-2")["deployment_id"] == before
 
@@ -259,32 +239,13 @@ class TestApplyRegion:
             """,
         )
         no_retry = apply_region.with_options(retries=0)
-
-        @flow
-        def go() -> Any:
-            return no_retry(
-                world.region("us-east-1"),
-                world.topology.chalk,
-                sha="a" * 40,
-                environment="t",
-                code_dir=str(tmp_path),
-                chalk_bin=slow,
-                timeout_s=1.5,
-            )
-
         with pytest.raises(ChalkCliError, match="timed out") as info:
-            go()
+            run_apply(
+                world.region("us-east-1"), world.topology.chalk, str(tmp_path), slow, no_retry, timeout_s=1.5
+            )
         assert info.value.transient and info.value.exit_code is None
         pid = int(marker.read_text())
-
-        def gone() -> bool:
-            stat = Path(f"/proc/{pid}/stat")
-            try:
-                return stat.read_text().split()[2] == "Z"  # a zombie waiting to be reaped: dead
-            except FileNotFoundError:
-                return True
-
-        poll(gone, timeout=5, what=f"grandchild {pid} killed")
+        poll(lambda: _dead(pid), timeout=5, what=f"grandchild {pid} killed")
 
     def test_the_child_gets_exactly_one_target_and_the_secret_is_redacted_everywhere(
         self, world: World, project: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
@@ -367,15 +328,18 @@ class TestApplyRegion:
         assert not marker.exists()
 
 
+def read_served(region: RegionConfig, topology: Topology) -> str | None:
+    """served_deployment through a client of its own, closed whatever the answer."""
+    client = served_client(region, topology)
+    try:
+        return served_deployment(region, topology, client)
+    finally:
+        client.close()
+
+
 class TestServedDeployment:
     def test_reads_the_regions_own_deployment(self, world: World) -> None:
-        served = {}
-        for name in REGIONS:
-            client = served_client(world.region(name), world.topology)
-            try:
-                served[name] = served_deployment(world.region(name), world.topology, client)
-            finally:
-                client.close()
+        served = {name: read_served(world.region(name), world.topology) for name in REGIONS}
         # each region answers with its own deployment (Chalk ids are per deployment, per region)
         assert served == {name: world.chalk.regions[name].served() for name in REGIONS}
         assert served["us-east-1"] != served["us-west-2"]
@@ -428,13 +392,8 @@ class TestServedDeployment:
 
     def test_bad_credentials_are_permanent(self, world: World, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(world.chalk.secret_env, "wrong-secret")
-        region = world.region("us-east-1")
-        client = served_client(region, world.topology)
-        try:
-            with pytest.raises(ChalkQueryError) as info:
-                served_deployment(region, world.topology, client)
-        finally:
-            client.close()
+        with pytest.raises(ChalkQueryError) as info:
+            read_served(world.region("us-east-1"), world.topology)
         assert not info.value.transient and info.value.status == 401
         assert "wrong-secret" not in str(info.value)
 
@@ -442,35 +401,20 @@ class TestServedDeployment:
         data = dict(world.chalk.data)
         data["chalk"] = {**data["chalk"], "environment_id": "not-this-environment"}
         topology = parse_topology(data)
-        region = topology.region("us-east-1")
-        client = served_client(region, topology)
-        try:
-            with pytest.raises(ChalkQueryError) as info:
-                served_deployment(region, topology, client)
-        finally:
-            client.close()
+        with pytest.raises(ChalkQueryError) as info:
+            read_served(topology.region("us-east-1"), topology)
         assert not info.value.transient and info.value.status == 403
 
     def test_unreachable_region_is_transient(self, world: World) -> None:
-        region = world.region("us-east-1")
         world.chalk.query["us-east-1"].stop()
-        client = served_client(region, world.topology)
-        try:
-            with pytest.raises(ChalkQueryError) as info:
-                served_deployment(region, world.topology, client)
-        finally:
-            client.close()
+        with pytest.raises(ChalkQueryError) as info:
+            read_served(world.region("us-east-1"), world.topology)
         assert info.value.transient and info.value.status is None
 
     def test_a_region_with_no_ready_query_servers_is_transient(self, world: World) -> None:
         world.chalk.serving["us-east-1"] = False
-        region = world.region("us-east-1")
-        client = served_client(region, world.topology)
-        try:
-            with pytest.raises(ChalkQueryError) as info:
-                served_deployment(region, world.topology, client)
-        finally:
-            client.close()
+        with pytest.raises(ChalkQueryError) as info:
+            read_served(world.region("us-east-1"), world.topology)
         assert info.value.transient and info.value.status == 503
 
     def test_read_and_verify_tasks(self, world: World) -> None:
@@ -494,27 +438,8 @@ class TestServedDeployment:
         assert len(world.chalk.reads["us-east-1"]) > 1  # it kept polling until its deadline
 
 
-def _gitc(*args: str) -> str:
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "commit.gpgsign=false"]
-    return subprocess.run([*git, *args], check=True, capture_output=True, text=True).stdout.strip()
-
-
-def _commit(repo: Path, text: str) -> str:
-    (repo / "features.py").write_text(text)
-    _gitc("-C", str(repo), "add", ".")
-    _gitc("-C", str(repo), "commit", "-q", "-m", text.strip())
-    return _gitc("-C", str(repo), "rev-parse", "HEAD")
-
-
 def _allow(repo: Path, branch: str = "main") -> DeployConfig:
     return DeployConfig(repositories=[str(repo)], branch=branch)
-
-
-def _dead(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"  # a zombie awaiting its reaper
-    except FileNotFoundError:
-        return True
 
 
 class TestCheckout:

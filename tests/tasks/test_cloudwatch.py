@@ -15,7 +15,6 @@ import yaml
 
 from chalkdr.audit import AuditRecord
 from chalkdr.clients import AwsClients
-from chalkdr.plan import MANAGED_TAGS
 from chalkdr.plan import Action
 from chalkdr.plan import AlarmSpec
 from chalkdr.plan import Change
@@ -23,6 +22,7 @@ from chalkdr.plan import ObservedAlarms
 from chalkdr.plan import ObservedRoute53
 from chalkdr.plan import ObservedState
 from chalkdr.plan import ResourceKind
+from chalkdr.plan import ownership_tags
 from chalkdr.plan import plan_for
 from chalkdr.topology import Topology
 from chalkdr.topology import parse_topology
@@ -48,7 +48,7 @@ def spec(prefix: str, threshold: float) -> AlarmSpec:
         description="lag",
         account_id="123456789012",
         alarm_actions=(TOPIC,),
-        tags=MANAGED_TAGS,
+        tags=ownership_tags("test"),
     )
 
 
@@ -69,8 +69,10 @@ def test_create_read_update(moto_server: str) -> None:
     assert raw["AlarmArn"] == created.arn == audit[0].resource
     assert raw["ActionsEnabled"] is True and raw["AlarmActions"] == [TOPIC]
     assert cw.list_tags_for_resource(ResourceARN=raw["AlarmArn"])["Tags"] == [
-        {"Key": "chalk-dr:managed", "Value": "true"}
+        {"Key": "chalk-dr:managed", "Value": "true"},
+        {"Key": "chalk-dr:environment", "Value": "test"},
     ]
+    assert seen.tags == ownership_tags("test")  # read back: whose it is
     updated = spec(prefix, 2500)
     ensure_alarm.fn(
         ApplyContext(clients, emit=audit.append),
@@ -151,3 +153,48 @@ def test_an_update_keeps_the_actions_an_operator_added(moto_server: str) -> None
     assert after["Threshold"] == 5000.0
     assert sorted(after["AlarmActions"]) == sorted([TOPIC, PAGER]) and after["OKActions"] == [RESOLVED]
     assert {c.action for c in _alarm_plan(clients, t)} == {Action.NOOP}
+
+
+def test_an_alarm_someone_else_made_is_an_error_until_adopted_then_only_tagged(moto_server: str) -> None:
+    t, clients = _topology(), AwsClients()
+    name = f"chalkdr-{t.environment}-aurora-chalk-meta-west-replication-lag"
+    ours = next(c for c in _alarm_plan(clients, t) if c.id == name).typed_spec(AlarmSpec)
+    cw = boto3.client("cloudwatch", region_name=REGION)
+    cw.put_metric_alarm(  # the same alarm, made by hand: not tagged for this environment
+        AlarmName=name,
+        AlarmDescription=ours.description,
+        Namespace=ours.namespace,
+        MetricName=ours.metric_name,
+        Dimensions=[{"Name": k, "Value": v} for k, v in ours.dimensions.items()],
+        Statistic="Maximum",
+        Period=60,
+        EvaluationPeriods=3,
+        DatapointsToAlarm=3,
+        Threshold=5000.0,
+        ComparisonOperator="GreaterThanThreshold",
+        TreatMissingData="notBreaching",
+        AlarmActions=[TOPIC],
+        Tags=[{"Key": "team", "Value": "db"}],
+    )
+    prefix = f"chalkdr-{t.environment}-"
+    seen = {r.aws_region: tuple(read_alarms.fn(clients, r.aws_region, prefix)) for r in t.regions}
+    observed = ObservedState(
+        route53=ObservedRoute53(zone_id=t.route53.zone_id, zone_name=None), alarms=ObservedAlarms(alarms=seen)
+    )
+    assert any(
+        e.startswith(f"{REGION}: CloudWatch alarm {name} exists and is not chalk-dr's")
+        for e in plan_for(t, observed).errors
+    )
+
+    data = t.model_dump(mode="json", exclude_none=True)
+    data["adopt"] = {"alarms": [name]}
+    adopting = parse_topology(data)
+    (change,) = [c for c in _alarm_plan(clients, adopting) if c.id == name]
+    assert change.action is Action.UPDATE and change.only_adopts
+    audit = _apply(clients, [change])
+    assert [(a.action, a.api_call, a.detail["owner"]) for a in audit] == [
+        ("adopt-alarm", "cloudwatch:TagResource", t.environment)
+    ]
+    (after,) = [a for a in read_alarms.fn(clients, REGION, name) if a.name == name]
+    assert after.tags == {"team": "db", **ownership_tags(t.environment)}
+    assert next(c for c in _alarm_plan(clients, t) if c.id == name).action is Action.NOOP

@@ -19,13 +19,13 @@ import pytest
 from chalkdr.audit import AuditRecord
 from chalkdr.clients import AwsClients
 from chalkdr.errors import PermanentAwsError
-from chalkdr.plan import MANAGED_TAGS
 from chalkdr.plan import Action
 from chalkdr.plan import Change
 from chalkdr.plan import FieldDiff
 from chalkdr.plan import GlobalTableSpec
 from chalkdr.plan import ResourceKind
 from chalkdr.plan import WaitPolicy
+from chalkdr.plan import ownership_tags
 from sandbox.clock import SandboxClock
 from sandbox.dynamodb import DynamoDbSim
 from sandbox.harness import AwsSandbox
@@ -88,7 +88,7 @@ def change(
     keys: dict[str, str] | None = None,
 ) -> Change:
     spec = GlobalTableSpec(
-        table=table, region=EAST, regions=regions, tags=MANAGED_TAGS, replica_kms_keys=keys or {}
+        table=table, region=EAST, regions=regions, tags=ownership_tags("test"), replica_kms_keys=keys or {}
     )
     return Change(
         kind=ResourceKind.GLOBAL_TABLE,
@@ -199,7 +199,8 @@ def test_replicas_are_added_one_region_at_a_time_waited_for_and_tagged(table: st
         ddb = boto3.client("dynamodb", region_name=region)
         arn = ddb.describe_table(TableName=table)["Table"]["TableArn"]
         assert ddb.list_tags_of_resource(ResourceArn=arn)["Tags"] == [
-            {"Key": "chalk-dr:managed", "Value": "true"}
+            {"Key": "chalk-dr:managed", "Value": "true"},
+            {"Key": "chalk-dr:environment", "Value": "test"},  # the replica is this environment's
         ]
         assert f":{region}:" in arn
 

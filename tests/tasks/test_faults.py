@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import uuid
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -20,9 +21,12 @@ from chalkdr.errors import PermanentAwsError
 from chalkdr.errors import TransientAwsError
 from chalkdr.settings import ClientSettings
 from chalkdr.settings import RetrySettings
+from chalkdr.topology import load_topology
 from tasks.faults import DRILL_TAG
 from tasks.faults import FLOW_RUN_TAG
 from tasks.faults import InvertHealthCheck
+from tasks.faults import _sweep_experiments
+from tasks.faults import check_fis_template
 from tasks.faults import undo_fault
 from tasks.faults import undo_with_retries
 
@@ -152,3 +156,70 @@ class TestUndo:
         assert refuse.sends == 3  # the first attempt and two retries, then it gives up
         assert inverted_and_tags(hc_id)[0]  # still inverted, marker kept
         assert inverted_and_tags(hc_id)[1][DRILL_TAG] == "dtest-undo"
+
+
+# -- FIS: only this environment's, reversible faults; templates a drill creates are removed --------
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "deployments" / "topology.example.yaml"
+
+
+def fis_template(region: str, action: str, tags: dict[str, str]) -> str:
+    fis = boto3.client("fis", region_name=region)
+    return str(
+        fis.create_experiment_template(
+            clientToken=uuid.uuid4().hex,
+            description="t",
+            roleArn="arn:aws:iam::123456789012:role/fis",
+            stopConditions=[{"source": "none"}],
+            actions={"a": {"actionId": action, "parameters": {"duration": "PT1M"}}},
+            tags=tags,
+        )["experimentTemplate"]["id"]
+    )
+
+
+class TestFisTemplates:
+    def test_an_operators_template_runs_only_when_marked_for_the_environment_and_reversible(
+        self, moto_server: str
+    ) -> None:
+        t = load_topology(EXAMPLE)
+        region, env = t.primary.aws_region, t.environment
+        clients = AwsClients()
+        marked = {"chalk-dr:managed": "true", "chalk-dr:environment": env}
+        ok = fis_template(region, "aws:fis:wait", marked)
+        assert check_fis_template(t, clients, ok) == []
+        other_env = fis_template(region, "aws:fis:wait", {**marked, "chalk-dr:environment": "staging"})
+        unmarked = fis_template(region, "aws:fis:wait", {})
+        for tpl in (other_env, unmarked):
+            (problem,) = check_fis_template(t, clients, tpl)
+            assert problem == (
+                f"FIS template {tpl} in {region} is not tagged for chalk-dr and {env} "
+                f"(chalk-dr:managed=true, chalk-dr:environment={env}): "
+                "a drill runs only templates marked for its environment"
+            )
+        lethal = fis_template(region, "aws:ec2:terminate-instances", marked)
+        (problem,) = check_fis_template(t, clients, lethal)
+        assert problem.startswith(
+            f"FIS template {lethal} in {region} runs actions a drill may not run: aws:ec2:terminate-instances"
+        )
+
+    def test_the_sweep_reads_every_page_and_touches_only_its_environments_templates(
+        self, moto_server: str
+    ) -> None:
+        t = load_topology(EXAMPLE)
+        region, env = t.primary.aws_region, t.environment
+        ours = {DRILL_TAG: "d-old", "chalk-dr:managed": "true", "chalk-dr:environment": env}
+        theirs = {**ours, "chalk-dr:environment": "staging"}
+        # More than one page (the sweep asks for 100 a page): ours are on the last one.
+        others = [fis_template(region, "aws:fis:wait", theirs) for _ in range(101)]
+        mine = [fis_template(region, "aws:fis:wait", ours) for _ in range(2)]
+        swept = _sweep_experiments(AwsClients(), region, env)
+        assert sorted(r.line for r in swept) == sorted(
+            f"FIS experiment template {tpl} in {region}: deleted (created by a drill)" for tpl in mine
+        )
+        fis = boto3.client("fis", region_name=region)
+        left = {
+            tpl["id"]
+            for page in fis.get_paginator("list_experiment_templates").paginate()
+            for tpl in page["experimentTemplates"]
+        }
+        assert left == set(others)

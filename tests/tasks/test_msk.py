@@ -17,13 +17,14 @@ import pytest
 
 from chalkdr.audit import AuditRecord
 from chalkdr.clients import AwsClients
-from chalkdr.plan import MANAGED_TAGS
 from chalkdr.plan import Action
 from chalkdr.plan import Change
+from chalkdr.plan import FieldDiff
 from chalkdr.plan import MskEndpoint
 from chalkdr.plan import ReplicatorSpec
 from chalkdr.plan import ResourceKind
 from chalkdr.plan import WaitPolicy
+from chalkdr.plan import ownership_tags
 from chalkdr.plan.msk import policy_missing_actions
 from chalkdr.topology import RegionConfig
 from sandbox.clock import SandboxClock
@@ -37,6 +38,7 @@ from tasks.msk import read_msk
 EAST, WEST = "us-east-1", "us-west-2"
 ROLE = "arn:aws:iam::123456789012:role/msk-replicator"
 FAST = WaitPolicy(time_scale=100.0, timeout_s=1000)
+OURS = ownership_tags("test")
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +130,7 @@ def spec(
         target=MskEndpoint(arn=clusters[WEST], subnet_ids=(f"subnet-{WEST}-a",)),
         topics=topics,
         service_execution_role_arn=ROLE,
-        tags=MANAGED_TAGS,
+        tags=OURS,
     )
 
 
@@ -210,10 +212,10 @@ def test_create_waits_for_running_and_reads_back_what_it_made(clusters: dict[str
     assert rep.topics == ("chalk-persistence",) and rep.sync_consumer_group_offsets
     assert rep.consumer_groups == (".*",) and rep.service_execution_role_arn == ROLE
     raw: Any = boto3.client("kafka", region_name=WEST).describe_replicator(ReplicatorArn=rep.arn)
-    assert raw["Tags"] == {"chalk-dr:managed": "true"}
-    assert raw["ReplicationInfoList"][0]["TopicReplication"]["TopicNameConfiguration"] == {
-        "Type": "IDENTICAL"
-    }
+    assert raw["Tags"] == rep.tags == {"chalk-dr:managed": "true", "chalk-dr:environment": "test"}
+    topics = raw["ReplicationInfoList"][0]["TopicReplication"]
+    assert topics["TopicNameConfiguration"] == {"Type": "IDENTICAL"}
+    assert topics["StartingPosition"] == {"Type": "EARLIEST"}  # a first replicator: the initial copy
 
 
 def test_replace_deletes_then_recreates_under_the_same_name(clusters: dict[str, str]) -> None:
@@ -234,8 +236,44 @@ def test_replace_deletes_then_recreates_under_the_same_name(clusters: dict[str, 
         current_id=seen.arn,
         current_version=seen.current_version,
     )
+    replace = replace.model_copy(
+        update={"spec": replace.spec.model_copy(update={"starting_position": "LATEST"})}
+    )
     audit: list[AuditRecord] = []
     new = ensure_replicator.fn(ApplyContext(AwsClients(), waits=FAST, emit=audit.append), replace).resource_id
     assert [a.api_call for a in audit] == ["kafka:DeleteReplicator", "kafka:CreateReplicator"]
+    assert audit[1].detail["starting_position"] == "LATEST"
     _, reps = read_msk.fn(AwsClients(), region_config(WEST, clusters[WEST]), name)
     assert [r.arn for r in reps] == [new] and new != old
+    raw: Any = boto3.client("kafka", region_name=WEST).describe_replicator(ReplicatorArn=new)
+    # the plan's choice for a replacement: no silent replay of what the source retains
+    assert raw["ReplicationInfoList"][0]["TopicReplication"]["StartingPosition"] == {"Type": "LATEST"}
+
+
+def test_an_adopted_replicator_is_only_tagged(clusters: dict[str, str]) -> None:
+    name = f"rep-{uuid.uuid4().hex[:6]}"
+    theirs = spec(name, clusters).model_copy(update={"tags": {"team": "data"}})
+    first = Change(kind=ResourceKind.REPLICATOR, id=name, region=WEST, action=Action.CREATE, spec=theirs)
+    arn = ensure_replicator.fn(
+        ApplyContext(AwsClients(), waits=FAST, emit=lambda _r: None), first
+    ).resource_id
+    _, (seen,) = read_msk.fn(AwsClients(), region_config(WEST, clusters[WEST]), name)
+    assert seen.tags == {"team": "data"}
+    adopt = Change(
+        kind=ResourceKind.REPLICATOR,
+        id=name,
+        region=WEST,
+        action=Action.UPDATE,
+        diffs=(FieldDiff(field="owner", old=None, new="test"),),
+        spec=spec(name, clusters),
+        current_id=seen.arn,
+        current_version=seen.current_version,
+    )
+    audit: list[AuditRecord] = []
+    ensure_replicator.fn(ApplyContext(AwsClients(), waits=FAST, emit=audit.append), adopt)
+    assert [(a.action, a.api_call, a.detail["owner"]) for a in audit] == [
+        ("adopt-replicator", "kafka:TagResource", "test")
+    ]
+    _, (after,) = read_msk.fn(AwsClients(), region_config(WEST, clusters[WEST]), name)
+    assert after.arn == arn and after.tags == {"team": "data", **OURS}
+    assert after.current_version == seen.current_version  # not updated: nothing else changed

@@ -32,6 +32,7 @@ from chalkdr.errors import PermanentAwsError
 from chalkdr.plan import Action
 from chalkdr.plan import Change
 from chalkdr.plan import ObservedState
+from chalkdr.plan import RecordSpec
 from chalkdr.plan import ResourceKind
 from chalkdr.plan import WaitPolicy
 from chalkdr.plan import plan_for
@@ -172,6 +173,7 @@ class TestHealthChecks:
         ]["Tags"]
         assert {t_["Key"]: t_["Value"] for t_ in tags} == {
             "chalk-dr:managed": "true",
+            "chalk-dr:environment": t.environment,  # whose it is
             "Name": f"chalkdr-{t.environment}-us-east-1",
         }
         hc_changes = route53_changes(t, observe(clients, t), ResourceKind.HEALTH_CHECK)
@@ -265,7 +267,7 @@ def apply_records(
     pending = [c for c in route53_changes(t, obs, ResourceKind.RECORD) if c.action is not Action.NOOP]
     by_name: dict[str, list[Change]] = {}
     for c in pending:
-        by_name.setdefault(c.spec.name, []).append(c)  # type: ignore[union-attr]
+        by_name.setdefault(c.typed_spec(RecordSpec).batch_name, []).append(c)
     for name, changes in by_name.items():
         ensure_records.fn(ApplyContext(clients, waits=waits, emit=audit.append), name, changes, ids)
 
@@ -283,7 +285,8 @@ class TestRecords:
         t: Topology = world["topology"]
         clients = AwsClients()
         audit = self._create_all(clients, t)
-        assert sum(1 for a in audit if a.api_call == "route53:ChangeResourceRecordSets") == 4
+        # four records and one ownership TXT record per name (three)
+        assert sum(1 for a in audit if a.api_call == "route53:ChangeResourceRecordSets") == 7
         sets = client("route53").list_resource_record_sets(HostedZoneId=world["zone_id"])[
             "ResourceRecordSets"
         ]
@@ -328,7 +331,7 @@ class TestRecords:
         assert change.action is Action.UPDATE and "alias_target" in {d.field for d in change.diffs}
         self._apply_records(clients, t, {}, [])
         after = route53_changes(t, observe(clients, t), ResourceKind.RECORD)
-        assert [c.action for c in after] == [Action.NOOP] * 4
+        assert [c.action for c in after] == [Action.NOOP] * 7
 
     def test_switch_to_weighted_replaces_both_records_in_one_batch(self, world: dict[str, Any]) -> None:
         t: Topology = world["topology"]
@@ -380,7 +383,93 @@ class TestRecords:
             )  # already gone: fine
         live = {c["Id"] for c in client("route53").list_health_checks()["HealthChecks"]}
         assert not (old_ids & live) and set(ids.values()) <= live
-        assert [c.action for c in route53_plan(slower, observe(clients, slower))] == [Action.NOOP] * 6
+        assert [c.action for c in route53_plan(slower, observe(clients, slower))] == [Action.NOOP] * 9
+
+
+class TestOwnership:
+    """What chalk-dr writes carries its environment; what it did not write is not changed silently."""
+
+    def test_each_name_has_its_ownership_txt_record_beside_it(self, world: dict[str, Any]) -> None:
+        t: Topology = world["topology"]
+        apply_route53_plan(AwsClients(), t)
+        sets = client("route53").list_resource_record_sets(HostedZoneId=world["zone_id"])[
+            "ResourceRecordSets"
+        ]
+        owners = {s["Name"]: s for s in sets if s["Type"] == "TXT"}
+        assert set(owners) == {
+            "_chalk-dr-a.chalk-failover.example.com.",
+            "_chalk-dr-a.prod-east.query.example.com.",
+            "_chalk-dr-a.prod-west.query.example.com.",
+        }
+        txt = owners["_chalk-dr-a.chalk-failover.example.com."]
+        assert txt["TTL"] == 300
+        assert txt["ResourceRecords"] == [{"Value": f'"heritage=chalk-dr,chalk-dr/owner={t.environment}"'}]
+
+    def test_a_record_someone_else_made_is_an_error_until_adopted(self, world: dict[str, Any]) -> None:
+        t: Topology = world["topology"]
+        clients = AwsClients()
+        theirs = {
+            "Name": "prod-east.query.example.com",
+            "Type": "A",
+            "AliasTarget": {
+                "HostedZoneId": world["albs"]["us-east-1"]["CanonicalHostedZoneId"],
+                "DNSName": world["albs"]["us-east-1"]["DNSName"],
+                "EvaluateTargetHealth": False,
+            },
+        }
+        client("route53").change_resource_record_sets(
+            HostedZoneId=world["zone_id"],
+            ChangeBatch={"Changes": [{"Action": "CREATE", "ResourceRecordSet": theirs}]},
+        )
+        plan = plan_for(t, observe(clients, t))
+        assert any(
+            e.startswith(
+                "route53: DNS name prod-east.query.example.com (record prod-east.query.example.com A)"
+            )
+            for e in plan.errors
+        ), plan.errors
+        d = copy.deepcopy(world["dict"])
+        d["adopt"] = {"records": ["prod-east.query.example.com"]}
+        adopting = parse_topology(d)
+        audit = apply_route53_plan(clients, adopting)
+        (adopted,) = [a for a in audit if a.action == "adopt-records"]
+        assert adopted.detail["owner_of"] == "prod-east.query.example.com"
+        assert (adopted.detail["adopted_from"], adopted.detail["owner"]) == (None, t.environment)
+        plan = plan_for(adopting, observe(clients, adopting))
+        assert not [e for e in plan.errors if e.startswith("route53")]
+        assert {c.action for c in route53_plan(adopting, observe(clients, adopting))} == {Action.NOOP}
+        # ...and once it is ours, the topology no longer needs to say so
+        assert {c.action for c in route53_plan(t, observe(clients, t))} == {Action.NOOP}
+
+    def test_an_untagged_check_with_our_reference_is_an_error_until_adopted(
+        self, world: dict[str, Any]
+    ) -> None:
+        t: Topology = world["topology"]
+        clients = AwsClients()
+        for change in route53_changes(t, observe(clients, t), ResourceKind.HEALTH_CHECK):
+            ensure_health_check.fn(ApplyContext(clients, emit=lambda _r: None), change)
+        east = next(c for c in observe(clients, t).route53.health_checks if "us-east-1" in c.caller_reference)
+        client("route53").change_tags_for_resource(
+            ResourceType="healthcheck", ResourceId=east.id, RemoveTagKeys=["chalk-dr:environment"]
+        )
+        plan = plan_for(t, observe(clients, t))
+        assert any(e.startswith(f"us-east-1: Route 53 health check {east.id} ") for e in plan.errors)
+        d = copy.deepcopy(world["dict"])
+        d["adopt"] = {"health_checks": [east.id]}
+        adopting = parse_topology(d)
+        (change,) = [
+            c
+            for c in route53_changes(adopting, observe(clients, adopting), ResourceKind.HEALTH_CHECK)
+            if c.action is not Action.NOOP
+        ]
+        audit: list[AuditRecord] = []
+        ensure_health_check.fn(ApplyContext(clients, emit=audit.append), change)
+        assert [(a.action, a.api_call, a.detail["owner"]) for a in audit] == [
+            ("adopt-health-check", "route53:ChangeTagsForResource", t.environment)
+        ]
+        assert {c.action for c in route53_changes(t, observe(clients, t), ResourceKind.HEALTH_CHECK)} == {
+            Action.NOOP
+        }
 
 
 class TestReadRoute53:

@@ -73,6 +73,8 @@ REPLICATOR_POLICY = (
     '"Resource": "*"}]}'
 )
 Mutate = Callable[[dict[str, Any]], None]
+# What everything chalk-dr made for the example's environment carries (whose it is).
+OURS = {"chalk-dr:managed": "true", "chalk-dr:environment": "prod"}
 
 
 def alb_dns(region: str) -> str:
@@ -189,7 +191,7 @@ def _health_check(t: Topology, region: str) -> ObservedHealthCheck:
         request_interval=10,
         failure_threshold=3,
         regions=("us-west-2", "us-east-1", "eu-west-1"),  # AWS's order is not ours
-        tags={"chalk-dr:managed": "true", "Name": f"chalkdr-prod-{region}"},
+        tags={**OURS, "Name": f"chalkdr-prod-{region}"},
     )
 
 
@@ -246,6 +248,7 @@ def _alarm(
         threshold=threshold,
         comparison_operator="GreaterThanThreshold",
         treat_missing_data="notBreaching",
+        tags=OURS,
     )
 
 
@@ -287,6 +290,7 @@ def converged(t: Topology) -> ObservedState:
                 consumer_groups=(".*",),
                 sync_consumer_group_offsets=True,
                 service_execution_role_arn=f"arn:aws:iam::{ACCOUNT}:role/chalk-msk-replicator",
+                tags=OURS,
             ),
         )
     dbs = {
@@ -351,9 +355,21 @@ def converged(t: Topology) -> ObservedState:
         )
     checks = tuple(_health_check(t, r.aws_region) for r in t.regions)  # one per ALB, routed or not
     regional = [ObservedRecord(name=f"{r.query_hostname}.", alias=_alias(r.aws_region)) for r in t.regions]
+    # Each name's ownership TXT record, as external-dns's TXT registry writes one (prefixed name,
+    # quoted `heritage=...,<heritage>/owner=...` value).
+    names = ["chalk-failover.example.com", *(r.query_hostname for r in t.regions)]
+    owners = [
+        ObservedRecord(
+            name=f"_chalk-dr-a.{n}.",
+            type="TXT",
+            ttl=300,
+            values=('"heritage=chalk-dr,chalk-dr/owner=prod"',),
+        )
+        for n in names
+    ]
     return ObservedState(
         route53=base.route53.model_copy(
-            update={"health_checks": checks, "records": (*_failover_records(t), *regional)}
+            update={"health_checks": checks, "records": (*_failover_records(t), *regional, *owners)}
         ),
         dynamodb=ObservedDynamoDb(tables=tables),
         msk=base.msk.model_copy(update={"replicators": replicators}),
@@ -377,6 +393,23 @@ def updated(obs: ObservedState, system: str, **fields: Any) -> ObservedState:
     return obs.model_copy(update={system: slot.model_copy(update=fields)})
 
 
+def changed(
+    obs: ObservedState, system: str, slot: str, key: str | None = None, **fields: Any
+) -> ObservedState:
+    """`obs` with resources of one system's mapping changed: the entry `key` (msk.clusters["us-west-2"]),
+    or without a key every resource in it (each region's msk.replicators)."""
+
+    def change(value: Any) -> Any:
+        if isinstance(value, tuple):
+            return tuple(x.model_copy(update=fields) for x in value)
+        return value.model_copy(update=fields)
+
+    entries = getattr(getattr(obs, system), slot)
+    return updated(
+        obs, system, **{slot: {k: change(v) if key in (None, k) else v for k, v in entries.items()}}
+    )
+
+
 class Worlds:
     """The helpers above, as one fixture (tests cannot import conftest under importlib mode)."""
 
@@ -386,11 +419,13 @@ class Worlds:
     of_kind = staticmethod(of_kind)
     diff = staticmethod(diff)
     updated = staticmethod(updated)
+    changed = staticmethod(changed)
     three_regions = staticmethod(three_regions)
     weighted = staticmethod(weighted)
     latency = staticmethod(latency)
     alb_dns = staticmethod(alb_dns)
     ACCOUNT = ACCOUNT
+    OURS = OURS
     REPLICATOR_POLICY = REPLICATOR_POLICY
     HASH_HTTPS_10 = HASH_HTTPS_10
     HASH_HTTPS_30 = HASH_HTTPS_30

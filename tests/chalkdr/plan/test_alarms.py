@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalkdr.plan import MANAGED_TAGS
 from chalkdr.plan import AlarmSpec
 from chalkdr.plan import ObservedAlarm
 from chalkdr.plan import desired_state
@@ -38,7 +37,7 @@ class TestDesired:
         )
         aurora = alarms["chalkdr-prod-aurora-chalk-meta-west-replication-lag"]
         assert (aurora.metric_name, aurora.region) == ("AuroraGlobalDBReplicationLag", "us-west-2")
-        assert {a.tags == MANAGED_TAGS for a in alarms.values()} == {True}
+        assert {a.tags == w.OURS for a in alarms.values()} == {True}
 
 
 class TestDrift:
@@ -58,7 +57,12 @@ class TestDrift:
     def test_alarms_no_longer_in_the_topology_are_left_alone_with_a_warning(self, w: Any) -> None:
         t = w.topology()
         obs = w.converged(t)
-        old = ObservedAlarm(name="chalkdr-prod-old", region="us-east-1")
+        old = ObservedAlarm(
+            name="chalkdr-prod-old",
+            region="us-east-1",
+            evaluation_periods=1,
+            comparison_operator="LessThanThreshold",
+        )
         alarms = {**obs.alarms.alarms, "us-east-1": (*obs.alarms.alarms["us-east-1"], old)}
         plan = plan_for(t, w.updated(obs, "alarms", alarms=alarms))
         assert plan.empty

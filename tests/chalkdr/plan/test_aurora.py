@@ -44,10 +44,7 @@ class TestErrors:
 
     def test_primary_cluster_in_another_global_cluster(self, w: Any) -> None:
         t = w.topology()
-        obs = w.facts(t)
-        clusters = dict(obs.aurora.clusters)
-        clusters["us-east-1"] = clusters["us-east-1"].model_copy(update={"global_cluster_id": "x"})
-        plan = plan_for(t, w.updated(obs, "aurora", clusters=clusters))
+        plan = plan_for(t, w.changed(w.facts(t), "aurora", "clusters", "us-east-1", global_cluster_id="x"))
         assert any("already belongs to global cluster x" in e for e in plan.errors)
         assert w.of_kind(plan, ResourceKind.SECONDARY_CLUSTER) == []
 

@@ -115,7 +115,7 @@ class TestRendering:
         t = w.topology()
         plan = plan_for(t, w.facts(t))
         rows = plan_table_rows(plan)
-        assert len(rows) == len(plan.changes) == 15
+        assert len(rows) == len(plan.changes) == 18
         assert set(rows[0]) == {"action", "kind", "resource", "region", "diff"}
         assert rows[0] == {
             "action": "create",

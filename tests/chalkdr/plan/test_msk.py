@@ -51,23 +51,17 @@ class TestDrift:
 
     def test_replicator_pointing_at_another_cluster_is_replaced(self, w: Any) -> None:
         t = w.topology()
-        obs = w.converged(t)
-        reps = {
-            r: tuple(x.model_copy(update={"source_cluster_arn": "arn:aws:kafka:x"}) for x in v)
-            for r, v in obs.msk.replicators.items()
-        }
-        (change,) = plan_for(t, w.updated(obs, "msk", replicators=reps)).pending
+        obs = w.changed(w.converged(t), "msk", "replicators", source_cluster_arn="arn:aws:kafka:x")
+        (change,) = plan_for(t, obs).pending
         assert change.action is Action.REPLACE
-        assert w.diff(change) == {"source_cluster_arn": ("arn:aws:kafka:x", t.primary.msk_cluster_arn)}
+        assert w.diff(change) == {
+            "source_cluster_arn": ("arn:aws:kafka:x", t.primary.msk_cluster_arn),
+            "starting_position": (None, "LATEST"),  # never a silent replay from EARLIEST
+        }
 
     def test_a_failed_replicator_is_reported(self, w: Any) -> None:
         t = w.topology()
-        obs = w.converged(t)
-        reps = {
-            r: tuple(x.model_copy(update={"state": "FAILED"}) for x in v)
-            for r, v in obs.msk.replicators.items()
-        }
-        plan = plan_for(t, w.updated(obs, "msk", replicators=reps))
+        plan = plan_for(t, w.changed(w.converged(t), "msk", "replicators", state="FAILED"))
         assert plan.warnings == (
             "us-west-2: MSK replicator chalk-prod-east-to-west is FAILED; see its StateInfo",
         )
@@ -76,10 +70,7 @@ class TestDrift:
 class TestErrors:
     def test_a_cluster_that_is_not_active_blocks_its_replicator(self, w: Any) -> None:
         t = w.topology()
-        obs = w.facts(t)
-        clusters = dict(obs.msk.clusters)
-        clusters["us-west-2"] = clusters["us-west-2"].model_copy(update={"state": "CREATING"})
-        plan = plan_for(t, w.updated(obs, "msk", clusters=clusters))
+        plan = plan_for(t, w.changed(w.facts(t), "msk", "clusters", "us-west-2", state="CREATING"))
         assert any("is CREATING; a replicator needs ACTIVE clusters" in e for e in plan.errors)
         assert w.of_kind(plan, ResourceKind.REPLICATOR) == []
 
@@ -93,10 +84,7 @@ class TestReplicatorPrerequisites:
 
     def _plan(self, w: Any, region: str, **fields: Any) -> Any:
         t = w.topology()
-        obs = w.facts(t)
-        clusters = dict(obs.msk.clusters)
-        clusters[region] = clusters[region].model_copy(update=fields)
-        return plan_for(t, w.updated(obs, "msk", clusters=clusters))
+        return plan_for(t, w.changed(w.facts(t), "msk", "clusters", region, **fields))
 
     def test_a_prepared_pair_plans_a_replicator(self, w: Any) -> None:
         plan = self._plan(w, "us-east-1")

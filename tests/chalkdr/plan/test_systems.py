@@ -30,14 +30,15 @@ class TestFreshWorld:
             (ResourceKind.ALARM, Action.CREATE),
         }
         assert len(w.of_kind(plan, ResourceKind.HEALTH_CHECK)) == 2
-        assert len(w.of_kind(plan, ResourceKind.RECORD)) == 4  # PRIMARY, SECONDARY, two regional names
+        # PRIMARY, SECONDARY, two regional names, and the ownership TXT record of each of the three names
+        assert len(w.of_kind(plan, ResourceKind.RECORD)) == 7
         # 2 DynamoDB directions + MSK latency and lag + the Aurora secondary's lag
         assert len(w.of_kind(plan, ResourceKind.ALARM)) == 5
 
     def test_summary_names_counts_and_failover_time(self, w: Any) -> None:
         t = w.topology()
         s = plan_for(t, w.facts(t)).summary()
-        assert s.startswith("prod: 14 to create, 1 to update, 0 to replace, 0 unchanged")
+        assert s.startswith("prod: 17 to create, 1 to update, 0 to replace, 0 unchanged")
         assert "expected failover 10 s x 3 + 60 s TTL = 90 s" in s
 
 
@@ -47,7 +48,7 @@ class TestConverged:
         plan = plan_for(t, w.converged(t))
         assert plan.errors == () and plan.warnings == ()
         assert plan.empty and plan.pending == []
-        assert len(plan.changes) == 15
+        assert len(plan.changes) == 18
         assert {c.action for c in plan.changes} == {Action.NOOP}
         assert apply_stages(plan) == []
         assert len(plan.checks) == 2 and {c.ok for c in plan.checks} == {True}
