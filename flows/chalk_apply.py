@@ -62,6 +62,7 @@ from prefect import flow
 from prefect import get_run_logger
 from prefect.client.orchestration import get_client
 from prefect.concurrency.sync import concurrency
+from prefect.exceptions import ObjectNotFound
 from prefect.futures import PrefectFuture
 from prefect.futures import as_completed
 from pydantic import Field
@@ -108,10 +109,32 @@ _SHA_RE = re.compile(r"^[0-9a-fA-F]{7,40}$")
 CHALK_BIN_ENV = "CHALK_DR_CHALK_BIN"
 
 
+# Task runs reach the backend asynchronously (the client orchestrates them and reports them as
+# events the server records): right after a task finished, its record may not exist yet.
+_TASK_RECORD_WAIT_S = 30.0
+
+
 def _attempts(future: PrefectFuture[Any]) -> int:
-    """How many times the task ran (1 + retries), read back from the backend."""
+    """How many times the task ran (1 + retries), read back from the backend; 0 when the backend
+    has not recorded the run's final state within `_TASK_RECORD_WAIT_S` (the report then says 0,
+    not a guess)."""
+    deadline = time.monotonic() + _TASK_RECORD_WAIT_S
     with get_client(sync_client=True) as client:
-        return client.read_task_run(future.task_run_id).run_count
+        while True:
+            try:
+                run = client.read_task_run(future.task_run_id)
+            except ObjectNotFound:
+                run = None
+            if run is not None and run.state is not None and run.state.is_final():
+                return run.run_count
+            if time.monotonic() > deadline:
+                get_run_logger().warning(
+                    "task run %s not recorded by the backend within %.0f s: attempts unknown",
+                    future.task_run_id,
+                    _TASK_RECORD_WAIT_S,
+                )
+                return 0
+            time.sleep(0.2)
 
 
 class _Applier:

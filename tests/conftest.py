@@ -172,6 +172,21 @@ def sandbox_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxW
     stop_world(world)
 
 
+@pytest.fixture(scope="session")
+def session_world_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Start sandbox worlds of their own that live for the session (stopped at its end)."""
+    worlds: list[SandboxWorld] = []
+
+    def make(name: str, *extra: str) -> SandboxWorld:
+        world = start_world(tmp_path_factory.mktemp(f"world-{name}"), *extra)
+        worlds.append(world)
+        return world
+
+    yield make
+    for world in worlds:
+        stop_world(world)
+
+
 @pytest.fixture
 def world_env(sandbox_world: SandboxWorld, monkeypatch: pytest.MonkeyPatch) -> SandboxWorld:
     for key, value in sandbox_world.env.items():

@@ -164,7 +164,11 @@ def test_three_region_active_active_population_matches_virtual_clients(
     assert model.peak_share == pytest.approx(1 / 3, abs=0.12), model.peak_share
     inject = next(e.wall for e in report.timeline if e.event == "fault injected")
     truth = clients.share_failing(inject, inject + model.curve[-1][0], 0.05)
-    truth_peak = max(share for _, share in truth)
+    # The plateau of the real clients' failing share: its 80th percentile over the outage, not its
+    # single highest point (30 clients with 2 s timeouts: on a loaded machine a moment when a few
+    # healthy-region requests time out together would otherwise stand for the peak).
+    during = sorted(share for t, share in truth if share > 0)
+    truth_peak = during[int(0.8 * (len(during) - 1))]
     assert model.peak_share == pytest.approx(truth_peak, abs=0.2), (model.peak_share, truth_peak)
     truth_recovered = next(t for t, share in reversed(truth) if share > 0)
     # Within a request period plus a probe interval of when the last virtual client recovered.

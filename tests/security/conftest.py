@@ -483,7 +483,14 @@ def policy_variables(world: Any) -> dict[str, list[str]]:
 
 
 @pytest.fixture(scope="session")
-def flow_runs(sandbox_world: Any, prefect_backend: None) -> Iterator[FlowRuns]:
+def security_world(session_world_factory: Any) -> Any:
+    """A fresh world of its own: the recorded runs start from nothing provisioned (the session's
+    shared world has been provisioned by other modules by then)."""
+    return session_world_factory("security")
+
+
+@pytest.fixture(scope="session")
+def flow_runs(security_world: Any, prefect_backend: None) -> Iterator[FlowRuns]:
     """provision (plan, apply, apply again, plan again), drills (query-servers-down,
     health-check-inverted, replication-paused) and a sweep repairing a dead drill's three leftovers
     (query servers scaled down, a health check inverted, an FIS pause running), against the
@@ -500,7 +507,7 @@ def flow_runs(sandbox_world: Any, prefect_backend: None) -> Iterator[FlowRuns]:
     from tasks.faults import InvertHealthCheck
     from tasks.faults import ScaleQueryServersDown
 
-    world = sandbox_world
+    world = security_world
     started = time.time()
     token = f"IQoJchalkdrSessionToken{uuid.uuid4().hex}"
     recorder = AwsCallRecorder(world.aws_endpoint).start()

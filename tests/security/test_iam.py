@@ -23,6 +23,10 @@ from typing import Any
 
 import pytest
 
+# The session fixtures run every flow against the sandbox (four provisions, three drills, a
+# sweep, two chalk applies): their set-up counts against the first test that needs them.
+pytestmark = pytest.mark.timeout(1200)
+
 POLICY_KEYS = {"Version", "Statement", "Id"}
 STATEMENT_KEYS = {"Sid", "Effect", "Action", "Resource", "Condition"}
 CONDITION_OPERATORS = re.compile(

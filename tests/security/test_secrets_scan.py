@@ -38,6 +38,10 @@ from prefect.settings import get_current_settings
 
 from sandbox.harness import poll
 
+# The session fixtures run every flow against the sandbox (four provisions, three drills, a
+# sweep, two chalk applies): their set-up counts against the first test that needs them.
+pytestmark = pytest.mark.timeout(1200)
+
 # Shapes of credentials the runs hold without us choosing their values: an EKS bearer token, a
 # presigned STS URL's signature, a Chalk access token as the sandbox's API server issues it.
 TOKEN_SHAPES = {
