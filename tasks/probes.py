@@ -508,6 +508,13 @@ def take_observation(
     """One poll of what clients see: DNS (uncached and TTL-cached), a query through the failover
     name with each, every region through its own hostname, a token exchange at the API server,
     and Route 53's verdicts at the rate its API allows (from `watcher` when one runs)."""
+    # Route 53's verdicts first (a watcher's snapshot, or a read): they were made before `mono`,
+    # so a health milestone can only be observed late, never before Route 53 decided.
+    health = (
+        watcher.snapshot()
+        if watcher is not None
+        else probes.route53_health(routing, focus=focus, every_s=health_every_s)
+    )
     mono, wall = time.monotonic(), time.time()
     found = probes.resolver.resolve(routing.record)
     dns = routing.region_of_answer(found.addresses)
@@ -519,11 +526,6 @@ def take_observation(
     regional_from = time.monotonic()
     available = {r: probes.query(c).ok for r, c in probes.regional.items()}
     available_mono = (regional_from + time.monotonic()) / 2
-    health = (
-        watcher.snapshot()
-        if watcher is not None
-        else probes.route53_health(routing, focus=focus, every_s=health_every_s)
-    )
     return Observation(
         mono=mono,
         wall=wall,

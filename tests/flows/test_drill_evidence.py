@@ -147,10 +147,10 @@ def test_three_region_active_active_population_matches_virtual_clients(
     population (from its own observations) agrees with 30 real virtual clients, each with its
     own caching resolver, and the RTO is when the last client is served again."""
     world = three_regions
-    clients = VirtualClients.for_world(world.topology, world_state(world), count=30, period_s=0.3).start()
+    clients = VirtualClients.for_world(world.topology, world_state(world), count=20, period_s=0.4).start()
     try:
         poll(
-            lambda: len({r.client for r in clients.requests}) == 30,
+            lambda: len({r.client for r in clients.requests}) == 20,
             timeout=clients.ttl_s + 10,
             what="all clients up",
         )

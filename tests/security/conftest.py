@@ -486,7 +486,9 @@ def policy_variables(world: Any) -> dict[str, list[str]]:
 def security_world(session_world_factory: Any) -> Any:
     """A fresh world of its own: the recorded runs start from nothing provisioned (the session's
     shared world has been provisioned by other modules by then)."""
-    return session_world_factory("security")
+    # An environment of its own too: the backend's last proven apply of "demo" (other modules'
+    # chalk applies) is not this world's.
+    return session_world_factory("security", "--environment", "secscan")
 
 
 @pytest.fixture(scope="session")
