@@ -82,9 +82,9 @@ from chalkdr.deploy import order_skip_reason
 from chalkdr.errors import CredentialsError
 from chalkdr.secrets import redact_url
 from chalkdr.topology import Topology
-from chalkdr.topology import load_topology
-from chalkdr.topology import topology_file_in
 from flows.runbook import TOPOLOGY_DIR_ENV
+from flows.runbook import TopologyRefused
+from flows.runbook import configured_topology
 from flows.runbook import deployed_run
 from flows.runbook import load_topology_parameter
 from tasks.chalk import CliRun
@@ -530,14 +530,12 @@ def _check_sha(sha: str) -> None:
 
 def _configured_topology(name: str) -> Topology:
     """A topology file from the worker's $CHALK_DR_TOPOLOGY_DIR (the only place a run that came
-    through the API may take one from); unset, such a run cannot start."""
-    directory = os.environ.get(TOPOLOGY_DIR_ENV)
-    if not directory:
-        raise PushRefused(
-            f"${TOPOLOGY_DIR_ENV} is not set on this worker: a deployed chalk apply reads its topology "
-            "from that directory only"
-        )
-    return load_topology(topology_file_in(directory, name))
+    through the API may take one from); unset, such a run cannot start (refused, like any push
+    the worker may not run)."""
+    try:
+        return configured_topology(name)
+    except TopologyRefused as exc:
+        raise PushRefused(str(exc)) from None
 
 
 def _worker_chalk_bin() -> str:

@@ -55,6 +55,7 @@ __all__ = [
     "LockBusy",
     "RunContext",
     "TopologyRefused",
+    "configured_topology",
     "deployed_run",
     "emit_finished",
     "environment_lock_name",
@@ -88,6 +89,18 @@ def deployed_run() -> bool:
     return ctx is not None and ctx.flow_run is not None and ctx.flow_run.deployment_id is not None
 
 
+def configured_topology(name: str) -> Topology:
+    """The topology file `name` in the worker's $CHALK_DR_TOPOLOGY_DIR; unset, a deployed run
+    cannot start."""
+    directory = os.environ.get(TOPOLOGY_DIR_ENV)
+    if not directory:
+        raise TopologyRefused(
+            f"${TOPOLOGY_DIR_ENV} is not set on this worker: a deployed run reads its topology "
+            "from that directory only"
+        )
+    return load_topology(topology_file_in(directory, name))
+
+
 def load_topology_parameter(topology: str | dict[str, Any] | Topology) -> Topology:
     """A flow's `topology` parameter: a YAML path, the topology as a mapping, or a Topology.
 
@@ -103,13 +116,7 @@ def load_topology_parameter(topology: str | dict[str, Any] | Topology) -> Topolo
                 "a deployed run takes its topology as the name of a file in "
                 f"${TOPOLOGY_DIR_ENV}, not a mapping"
             )
-        directory = os.environ.get(TOPOLOGY_DIR_ENV)
-        if not directory:
-            raise TopologyRefused(
-                f"${TOPOLOGY_DIR_ENV} is not set on this worker: a deployed run reads its topology "
-                "from that directory only"
-            )
-        return load_topology(topology_file_in(directory, topology))
+        return configured_topology(topology)
     if isinstance(topology, dict):
         return parse_topology(topology, source="<topology parameter>")
     return load_topology(Path(topology))

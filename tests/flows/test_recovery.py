@@ -10,8 +10,8 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
+from typing import TypeVar
 
 import boto3
 import httpx
@@ -22,6 +22,7 @@ from chalkdr.clients import AwsClients
 from chalkdr.recovery import FailbackReport
 from chalkdr.recovery import FailoverReport
 from chalkdr.report import PhaseStatus
+from sandbox.harness import poll
 from tasks.locks import KILL_SWITCH_VARIABLE
 from tasks.probes import ProbeSet
 from tasks.probes import canary_served
@@ -31,42 +32,29 @@ from tasks.route53 import discover_routing
 
 pytestmark = [pytest.mark.usefixtures("prefect_backend"), pytest.mark.timeout(600)]
 EAST, WEST = "us-east-1", "us-west-2"
+_R = TypeVar("_R")
 INTERVAL = 0.5
 
 
-def poll(what: str, check: Callable[[], Any], timeout: float = 60, every: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:.0f} s")
-        time.sleep(every)
+def _run(flow_fn: Any, report_type: type[_R], world: Any, **params: Any) -> _R:
+    params.setdefault("require_approval", False)
+    params.setdefault("probe_interval_seconds", INTERVAL)
+    state = flow_fn(topology=str(world.topology_path), return_state=True, **params)
+    report = state.result(raise_on_failure=False)
+    assert isinstance(report, report_type), report
+    return report
 
 
 def run_failover(world: Any, **params: Any) -> FailoverReport:
     from flows.recovery import failover
 
-    params.setdefault("from_region", EAST)
-    params.setdefault("require_approval", False)
-    params.setdefault("probe_interval_seconds", INTERVAL)
-    state = failover(topology=str(world.topology_path), return_state=True, **params)
-    report = state.result(raise_on_failure=False)
-    assert isinstance(report, FailoverReport), report
-    return report
+    return _run(failover, FailoverReport, world, **{"from_region": EAST, **params})
 
 
 def run_failback(world: Any, **params: Any) -> FailbackReport:
     from flows.recovery import failback
 
-    params.setdefault("to_region", EAST)
-    params.setdefault("require_approval", False)
-    params.setdefault("probe_interval_seconds", INTERVAL)
-    state = failback(topology=str(world.topology_path), return_state=True, **params)
-    report = state.result(raise_on_failure=False)
-    assert isinstance(report, FailbackReport), report
-    return report
+    return _run(failback, FailbackReport, world, **{"to_region": EAST, **params})
 
 
 def writer_region(world: Any) -> str:
@@ -308,13 +296,15 @@ def test_a_rerun_after_the_aurora_phase_does_not_switch_over_again(world: Any) -
             DBClusterIdentifier=world.topology.region(WEST).aurora_cluster_id
         )["DBClusters"][0]["DBClusterArn"]
         rds.switchover_global_cluster(GlobalClusterIdentifier=gid, TargetDbClusterIdentifier=west_arn)
-        poll("the writer in us-west-2", lambda: writer_region(world) == WEST)
+        poll(lambda: writer_region(world) == WEST, timeout=60, what="the writer in us-west-2", every=0.2)
         poll(
-            "the global cluster available",
             lambda: (
                 rds.describe_global_clusters(GlobalClusterIdentifier=gid)["GlobalClusters"][0]["Status"]
                 == "available"
             ),
+            timeout=60,
+            what="the global cluster available",
+            every=0.2,
         )
         started = time.time()
         resumed = run_failover(world)
@@ -352,7 +342,7 @@ def scale_west_query_servers(world: Any, n: int) -> None:
         body = httpx.get(f"{world.aws_endpoint}/_sandbox/world", timeout=10, trust_env=False).json()
         return int(body["regions"][WEST]["query_ready_replicas"])
 
-    poll(f"us-west-2's query servers at {n} ready", lambda: west_ready() == n)
+    poll(lambda: west_ready() == n, timeout=60, what=f"us-west-2's query servers at {n} ready", every=0.2)
 
 
 def test_an_unhealthy_target_is_refused_with_nothing_changed(world: Any) -> None:
@@ -419,7 +409,7 @@ def _paused_failover(deadline_s: float = 60) -> Any:
             )
         return runs[0] if runs else None
 
-    return poll("a failover paused for approval", paused, timeout=deadline_s)
+    return poll(paused, timeout=deadline_s, what="a failover paused for approval", every=0.2)
 
 
 def test_the_approval_form_shows_the_assessment_and_a_rejection_changes_nothing(world: Any) -> None:
