@@ -46,14 +46,26 @@ if TYPE_CHECKING:
     from mypy_boto3_rds import RDSClient
     from mypy_boto3_resourcegroupstaggingapi import ResourceGroupsTaggingAPIClient
     from mypy_boto3_route53 import Route53Client
+    from mypy_boto3_route53_recovery_cluster import Route53RecoveryClusterClient
+    from mypy_boto3_route53_recovery_control_config import Route53RecoveryControlConfigClient
     from mypy_boto3_sts import STSClient
 
     from chalkdr.topology import Topology
 
-__all__ = ["ROUTE53_CONTROL_REGION", "AwsClients", "EksKubeClient", "EksToken", "make_eks_token"]
+__all__ = [
+    "ARC_CONTROL_REGION",
+    "ROUTE53_CONTROL_REGION",
+    "AwsClients",
+    "EksKubeClient",
+    "EksToken",
+    "make_eks_token",
+]
 
 # Route 53's control plane (record changes, health-check config) is served from us-east-1.
 ROUTE53_CONTROL_REGION = "us-east-1"
+# ARC's routing-control configuration API (clusters, control panels, routing controls) is served
+# from us-west-2 only; routing-control states are read and set on the cluster's own endpoints.
+ARC_CONTROL_REGION = "us-west-2"
 K8S_AWS_ID_HEADER = "x-k8s-aws-id"
 EKS_TOKEN_PREFIX = "k8s-aws-v1."
 # The presigned URL itself says X-Amz-Expires=60, but EKS accepts the token for 15 minutes
@@ -253,14 +265,15 @@ class AwsClients:
                 self._sessions[region] = boto3.Session(botocore_session=bc, region_name=region)
             return self._sessions[region]
 
-    def client(self, service: str, region: str) -> Any:
-        key = (service, region)
+    def client(self, service: str, region: str, endpoint_url: str | None = None) -> Any:
+        key = (service if endpoint_url is None else f"{service}@{endpoint_url}", region)
         with self._lock:
             if key not in self._clients:
                 client = self.session(region).client(
                     service,  # type: ignore[call-overload]
                     region_name=region,
                     config=self.config(region),
+                    endpoint_url=endpoint_url,
                 )
                 if service == "route53":
                     client.meta.events.register("before-call.route53", self.route53_pacer)
@@ -272,6 +285,15 @@ class AwsClients:
     # Typed accessors: the services chalk-dr touches.
     def route53(self) -> Route53Client:
         return self.client("route53", ROUTE53_CONTROL_REGION)  # type: ignore[no-any-return]
+
+    def arc_config(self) -> Route53RecoveryControlConfigClient:
+        """ARC's routing-control configuration API (us-west-2 only)."""
+        return self.client("route53-recovery-control-config", ARC_CONTROL_REGION)  # type: ignore[no-any-return]
+
+    def arc_cluster(self, endpoint: str, region: str) -> Route53RecoveryClusterClient:
+        """One of an ARC cluster's regional data-plane endpoints, as DescribeCluster lists them
+        (ClusterEndpoints: Endpoint and Region); AWS: sign with that endpoint's region."""
+        return self.client("route53-recovery-cluster", region, endpoint_url=endpoint)  # type: ignore[no-any-return]
 
     def dynamodb(self, region: str) -> DynamoDBClient:
         return self.client("dynamodb", region)  # type: ignore[no-any-return]

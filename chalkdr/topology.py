@@ -561,6 +561,47 @@ class Guards(_Strict):
     max_aurora_replication_lag_ms: float = Field(default=5000, gt=0)
 
 
+class ArcConfig(_Strict):
+    """Amazon Application Recovery Controller (ARC) routing controls on the failover records.
+
+    With this section, provision creates the ARC cluster (its data plane answers on endpoints in
+    five regions), a control panel, one routing control per region, and a Route 53 health check of
+    type RECOVERY_CONTROL per routing control, which the region's failover record carries; a
+    failover then moves traffic by setting routing-control states through the cluster's endpoints
+    (trying each in turn), with no Route 53 control-plane call (that lives in us-east-1). ARC's
+    routing-control configuration API is served from us-west-2 only.
+    """
+
+    cluster_name: str = Field(
+        min_length=1, max_length=64, pattern=r"^\S+$", description="ARC cluster to create or use"
+    )
+    control_panel_name: str = Field(
+        min_length=1, max_length=64, pattern=r"^\S+$", description="Control panel of the routing controls"
+    )
+    control_plane_region: Literal["us-west-2"] = Field(
+        default="us-west-2", description="Where ARC's routing-control configuration API is served"
+    )
+
+    def routing_control_name(self, environment: str, aws_region: str) -> str:
+        """One routing control per region: `<environment>-<aws_region>` (ARC allows 64 chars)."""
+        return f"{environment}-{aws_region}"[:64]
+
+
+class RecoveryConfig(_Strict):
+    """What incident recovery needs in place beforehand (flows/recovery.py, recovery-readiness)."""
+
+    failback_readiness: bool = Field(
+        default=False,
+        description=(
+            "Provision a reverse MSK Replicator from each secondary to the primary, so that a failback "
+            "does not lose what clients wrote in the secondary during a failover"
+        ),
+    )
+    arc: ArcConfig | None = Field(
+        default=None, description="ARC routing controls for the failover records (see ArcConfig)"
+    )
+
+
 class Topology(_Strict):
     environment: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
     routing: RoutingMode = RoutingMode.FAILOVER
@@ -587,6 +628,10 @@ class Topology(_Strict):
     )
     fis_role_arn: str | None = Field(
         default=None, description="IAM role AWS FIS assumes for drill experiments (replication-paused)"
+    )
+    recovery: RecoveryConfig = Field(
+        default_factory=RecoveryConfig,
+        description="Failback readiness (reverse replication) and ARC routing controls for incident recovery",
     )
     time_scale: float = Field(
         default=1.0,
