@@ -28,6 +28,10 @@ import botocore.session
 from botocore.config import Config
 from botocore.credentials import AssumeRoleCredentialFetcher
 from botocore.credentials import DeferredRefreshableCredentials
+from botocore.exceptions import ConnectionClosedError
+from botocore.exceptions import ConnectTimeoutError
+from botocore.exceptions import EndpointConnectionError
+from botocore.exceptions import ReadTimeoutError
 from kubernetes import client as k8s
 
 from chalkdr.errors import EksEndpointError
@@ -56,6 +60,7 @@ __all__ = [
     "ARC_CONTROL_REGION",
     "ROUTE53_CONTROL_REGION",
     "AwsClients",
+    "UnreachableRegions",
     "EksKubeClient",
     "EksToken",
     "make_eks_token",
@@ -165,6 +170,9 @@ class EksKubeClient:
     def core(self) -> k8s.CoreV1Api:
         return k8s.CoreV1Api(self.api_client)
 
+    def autoscaling(self) -> k8s.AutoscalingV2Api:
+        return k8s.AutoscalingV2Api(self.api_client)
+
     def close(self) -> None:
         self.api_client.close()  # type: ignore[no-untyped-call]
 
@@ -183,6 +191,71 @@ def _pem_from_b64(cluster_name: str, ca_data_b64: str | None) -> str:
             f"EKS cluster {cluster_name}: certificateAuthority data is not a PEM certificate"
         )
     return pem
+
+
+_CONNECTION_ERRORS = (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError)
+
+
+class UnreachableRegions:
+    """Regions whose AWS API did not answer, remembered for a cooldown (a circuit breaker).
+
+    During a regional outage every call to that region's API fails only after botocore's whole
+    retry ladder (`max_attempts`, exponential backoff): seconds per call, for every call a
+    failover's assessment, lags and routing reads make. Once one call's retries all ended in a
+    connection error, further calls to the same API key fail at once (EndpointConnectionError,
+    classified transient like the real one) until `cooldown_s` has passed; then one call is
+    let through again (and a success closes the breaker). The key is the signing region, except
+    for Route 53, whose control plane is one global endpoint: it has a key of its own.
+    """
+
+    def __init__(self, cooldown_s: float) -> None:
+        self.cooldown_s = cooldown_s
+        self._lock = threading.Lock()
+        self._down: dict[str, float] = {}  # key -> monotonic time it was found unreachable
+
+    @staticmethod
+    def key(service: str, region: str) -> str:
+        return "route53" if service == "route53" else region
+
+    def down(self) -> dict[str, float]:
+        """Each key found unreachable and how long ago (seconds)."""
+        now = time.monotonic()
+        with self._lock:
+            return {k: now - at for k, at in self._down.items() if now - at < self.cooldown_s}
+
+    def gate(self, key: str, endpoint: str) -> None:
+        if self.cooldown_s <= 0:
+            return
+        with self._lock:
+            at = self._down.get(key)
+            if at is None:
+                return
+            age = time.monotonic() - at
+            if age >= self.cooldown_s:
+                del self._down[key]  # half-open: this call tries again
+                return
+        raise EndpointConnectionError(
+            endpoint_url=(
+                f"{endpoint} ({key} unreachable {age:.1f} s ago; not asked again for {self.cooldown_s:g} s)"
+            )
+        )
+
+    def trip(self, key: str, exception: BaseException | None) -> None:
+        if self.cooldown_s > 0 and isinstance(exception, _CONNECTION_ERRORS):
+            with self._lock:
+                self._down[key] = time.monotonic()
+
+    def clear(self, key: str) -> None:
+        with self._lock:
+            self._down.pop(key, None)
+
+    def register(self, client: Any, service: str, region: str) -> None:
+        key = self.key(service, region)
+        endpoint = str(client.meta.endpoint_url)
+        events = client.meta.events
+        events.register("before-call", lambda **_: self.gate(key, endpoint))
+        events.register("after-call-error", lambda exception=None, **_: self.trip(key, exception))
+        events.register("after-call", lambda **_: self.clear(key))
 
 
 class AwsClients:
@@ -220,6 +293,7 @@ class AwsClients:
         # Route 53's API rate is per account, whatever region a client names (chalkdr.ratelimit).
         operations = ROUTE53_PACE[1]
         self.route53_pacer = Pacer((settings.route53_requests_per_s, settings.route53_burst), operations)
+        self.unreachable = UnreachableRegions(settings.unreachable_cooldown_s)
 
     @classmethod
     def for_topology(
@@ -277,6 +351,7 @@ class AwsClients:
                 )
                 if service == "route53":
                     client.meta.events.register("before-call.route53", self.route53_pacer)
+                self.unreachable.register(client, service, region)
                 for event, handler in self._event_hooks:
                     client.meta.events.register(event, handler)
                 self._clients[key] = client

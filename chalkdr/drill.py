@@ -207,9 +207,14 @@ class RegionRoute(BaseModel):
 
     region: str
     alb_dns: str
+    # The check whose verdict says whether the region is healthy: the record's own, or when the
+    # record carries a CALCULATED check (ARC), its HTTPS child (Route 53 has no status API for a
+    # calculated check). Drills invert and read this one.
     health_check_id: str | None
     role: str  # PRIMARY / SECONDARY / weight=N / latency
     set_identifier: str
+    record_health_check_id: str | None = None  # the record's CALCULATED check, with ARC
+    routing_control_arn: str | None = None  # the RECOVERY_CONTROL child's routing control, with ARC
 
 
 class Routing(BaseModel):

@@ -52,6 +52,7 @@ __all__ = [
     "default_target",
     "describe_assessment",
     "lag_problems",
+    "mode_problems",
     "new_recovery_id",
     "region_of_arn",
     "render_recovery_markdown",
@@ -125,6 +126,7 @@ class RecoverySettings(BaseModel):
     switchover_max_lag_ms: SwitchoverLag = 1000.0
     msk_drained_message_lag: DrainedMessages = 10.0
     wait_for_lock_seconds: float = Field(default=DEFAULT_LOCK_WAIT_S, ge=0, le=3600)
+    stop_drill: bool = True  # cancel a running drill of the environment, then undo what it left
 
     def timeout_s(self, topology: Topology) -> float:
         """How long one wait (ready replicas, writer moved, lag drained, clients moved) may take."""
@@ -213,6 +215,22 @@ def target_problems(r: RegionReading) -> list[str]:
     return problems + aurora_problems(r, must_be_secondary=False)
 
 
+def mode_problems(failed: RegionReading, mode: RecoveryMode) -> list[str]:
+    """A graceful failover needs the failed region's AWS side. SwitchoverGlobalCluster (RDS API
+    reference) "demotes the current primary cluster to a secondary" and synchronizes "all
+    secondary clusters ... with the primary at the beginning of the process", and is "intended
+    for controlled environments": the old writer must take part. When the failed region's
+    Aurora cluster cannot be read as available, only an ungraceful failover
+    (FailoverGlobalCluster with AllowDataLoss) can move the writer."""
+    if mode is not RecoveryMode.GRACEFUL or failed.aurora_status == "available":
+        return []
+    seen = failed.aurora_status or "unreadable"
+    return [
+        f"{failed.region}: its Aurora cluster is {seen}, and a graceful switchover needs it available; "
+        "run with mode ungraceful (Aurora failover with data loss, the lags recorded)"
+    ]
+
+
 def lag_problems(a: Assessment, topology: Topology) -> list[str]:
     """Failback's replication guard: every lag within its guard, and the recovered region's
     Aurora cluster (a secondary now) publishing a lag within the guard: in sync."""
@@ -282,6 +300,12 @@ class CapacityChange(BaseModel):
     desired: int
     ready: int | None = None
     changed: bool = False  # False: it was already at least `desired` (nothing done)
+    # Set when a HorizontalPodAutoscaler manages the Deployment: its name, and its minReplicas
+    # (and maxReplicas) before and after. `previous`/`desired` are then the HPA's minReplicas:
+    # patching spec.replicas would be scaled back by the HPA, so its floor is what moves.
+    hpa: str | None = None
+    hpa_max_previous: int | None = None
+    hpa_max_desired: int | None = None
 
 
 class AuroraSwitch(BaseModel):
@@ -305,8 +329,11 @@ class TrafficChange(BaseModel):
 
     region: str
     health_check_id: str | None = None
-    action: str  # inverted | already inverted | inversion removed | nothing to remove | none
+    action: str  # inverted | already inverted | inversion removed | nothing to remove | none |
+    # routing controls set | control plane unavailable | ...
     note: str | None = None
+    via: str = "route53-health-check"  # route53-health-check | arc-routing-control | none
+    endpoint: str | None = None  # the ARC cluster endpoint (region) that took the update
 
 
 class RecoveryReport(RunReport):
@@ -327,6 +354,13 @@ class RecoveryReport(RunReport):
     lags_at_decision: dict[str, LagAtInjection] = Field(default_factory=dict)
     msk_drained: bool | None = None
     traffic: list[TrafficChange] = Field(default_factory=list)
+    # How traffic was moved: arc-routing-control | route53-health-check | health-check-failover
+    # (nothing changed: the control plane did not answer, Route 53's own health checks moved it).
+    traffic_via: str | None = None
+    control_plane_used: bool | None = None  # a Route 53 control-plane (us-east-1) call changed routing
+    notes: list[str] = Field(default_factory=list)  # what the run saw but did not fail on
+    drill_cancelled: str | None = None  # the drill this failover cancelled to take the lock
+    swept: list[str] = Field(default_factory=list)  # what a cancelled or dead drill left, undone
     client_view: Milestones | None = None  # from the traffic change
     rto_s: float | None = None  # the run's start → the first good answer from the target
     changes: list[str] = Field(default_factory=list)  # every mutation, one line each
@@ -406,16 +440,27 @@ def render_recovery_markdown(report: RecoveryReport) -> str:
         lines.append(f"| lag at the decision: {name} | {_s(lag.value, lag.unit)} |")
     for c in report.capacity:
         what = f"{c.previous} → {c.desired}" if c.changed else f"kept ({c.previous} ≥ {c.desired})"
-        lines.append(f"| {c.region}/{c.deployment} replicas | {what} |")
+        if c.hpa:
+            lines.append(f"| {c.region}/{c.deployment} HPA {c.hpa} minReplicas | {what} |")
+        else:
+            lines.append(f"| {c.region}/{c.deployment} replicas | {what} |")
+    if report.traffic_via is not None:
+        lines.append(f"| traffic moved by | {report.traffic_via} |")
+    if report.control_plane_used is not None:
+        used = "yes" if report.control_plane_used else "no (not needed, or it did not answer)"
+        lines.append(f"| Route 53 control plane used | {used} |")
     for t in report.traffic:
-        lines.append(
-            f"| traffic: {t.region} health check {t.health_check_id or '—'} | {t.action}"
-            + (f" ({t.note})" if t.note else "")
-            + " |"
+        what = (
+            f"routing control via endpoint {t.endpoint}"
+            if t.via == "arc-routing-control"
+            else (f"health check {t.health_check_id or '—'}")
         )
+        lines.append(f"| traffic: {t.region} {what} | {t.action}" + (f" ({t.note})" if t.note else "") + " |")
     lines += ["", "## Phases", "", "| phase | status | duration | note |", "|---|---|---|---|"]
     for name in report.PHASES:
         p = report.phases[name]
         lines.append(f"| {name} | {p.status.value} | {_s(p.duration_s)} | {p.reason or ''} |")
     lines += ["", "## Changes made", ""] + ([f"- {c}" for c in report.changes] or ["- none"])
+    if report.notes:
+        lines += ["", "## Notes", "", *(f"- {n}" for n in report.notes)]
     return "\n".join(lines) + "\n"

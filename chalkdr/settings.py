@@ -33,6 +33,10 @@ class ClientSettings(BaseModel):
     # 10 per second with a burst of 50, which a caller that owns the account's budget may use.
     route53_requests_per_s: float = Field(default=5.0, gt=0, le=10.0)
     route53_burst: float = Field(default=5.0, ge=1, le=50.0)
+    # A region whose API did not answer (a connection error after every retry) is not asked again
+    # for this long: each further call fails at once (chalkdr.clients.UnreachableRegions) instead
+    # of paying the whole retry ladder again. 0 turns it off.
+    unreachable_cooldown_s: float = Field(default=30.0, ge=0, le=600)
 
 
 class RetrySettings(BaseModel):

@@ -101,6 +101,7 @@ _MSK_ARN_RE = re.compile(
     r"^arn:aws[a-z-]*:kafka:(?P<region>[a-z0-9-]+):\d{12}:cluster/[A-Za-z0-9-]+(/[A-Za-z0-9-]+)?$"
 )
 _REPLICATOR_NAME_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z-]{0,127}$")
+_ARC_NAME_RE = re.compile(r"^\S{1,64}$")  # ARC names: 1-64 non-whitespace characters (the API's pattern)
 _HEALTH_CHECK_ID_RE = re.compile(r"^[0-9A-Za-z-]{1,64}$")  # Route 53 HealthCheckId: at most 64 characters
 _ROLE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
 _K8S_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -508,6 +509,13 @@ class AdoptConfig(_Strict):
     health_checks: list[str] = Field(default_factory=list, description="Route 53 health check ids")
     alarms: list[str] = Field(default_factory=list, description="CloudWatch alarm names")
     replicators: list[str] = Field(default_factory=list, description="MSK Replicator names")
+    arc_clusters: list[str] = Field(
+        default_factory=list,
+        description="ARC cluster names (recovery.arc.cluster_name): use an existing cluster, tagging it as ours",
+    )
+    arc_control_panels: list[str] = Field(
+        default_factory=list, description="ARC control panel names (recovery.arc.control_panel_name)"
+    )
 
     @field_validator("records")
     @classmethod
@@ -517,12 +525,14 @@ class AdoptConfig(_Strict):
             raise _error(f"{', '.join(map(repr, bad))} not a DNS name")
         return [n.lower().rstrip(".") for n in v]
 
-    @field_validator("health_checks", "replicators")
+    @field_validator("health_checks", "replicators", "arc_clusters", "arc_control_panels")
     @classmethod
     def _ids(cls, v: list[str], info: ValidationInfo) -> list[str]:
         pattern, what = {
             "health_checks": (_HEALTH_CHECK_ID_RE, "a Route 53 health check id"),
             "replicators": (_REPLICATOR_NAME_RE, "an MSK Replicator name"),
+            "arc_clusters": (_ARC_NAME_RE, "an ARC cluster name (1-64 non-space characters)"),
+            "arc_control_panels": (_ARC_NAME_RE, "an ARC control panel name (1-64 non-space characters)"),
         }[str(info.field_name)]
         bad = [i for i in v if not pattern.match(i)]
         if bad:

@@ -571,6 +571,31 @@ def chalk_apply(
     worker's files, binaries and secrets is the worker's configuration, not a parameter:
     `topology` must name a file in $CHALK_DR_TOPOLOGY_DIR, and `path` and `chalk_bin` are
     refused. Push-triggered deployments use `chalk_apply_on_push`, which has no such parameters.
+
+    Args:
+        topology: The topology whose regions get the code. From a deployment: the name of a YAML
+            file in the worker's $CHALK_DR_TOPOLOGY_DIR; from Python, also a path or a mapping.
+        sha: The git commit to apply, 7 to 40 hex digits.
+        ref: The pushed ref (e.g. refs/heads/main); when given, it must be the topology's
+            protected branch, else the run is refused.
+        repo_url: The repository to clone at `sha`; it must be on the topology's
+            deploy.repositories. Give this or `path`, not both.
+        path: Not from a deployment: a local checkout already at `sha` (neither branch-checked
+            nor ordered against the last good sha). Give this or `repo_url`.
+        strategy: parallel: every region at once. canary: each secondary applied and verified
+            serving first, then the primary (a failing canary leaves the primary untouched).
+        no_promote: Run `chalk apply --no-promote`: build a preview deployment that no region
+            serves (verified: each region still serves what it served before).
+        branch: Run `chalk apply --branch <branch>`: a branch deployment, which changes nothing a
+            region serves.
+        rollback_on_drift: When the regions end up on different code, re-apply the last good sha
+            to the regions that moved and check parity again (the run still ends Failed).
+        chalk_bin: Not from a deployment: the chalk CLI to run. Empty: $CHALK_DR_CHALK_BIN, else
+            `chalk` on PATH.
+        apply_timeout_s: Seconds each region's `chalk apply` may take before it is killed with
+            everything it started.
+        verify_timeout_s: Seconds to wait for each region to serve the deployment its apply
+            printed (read through the region's own hostname).
     """
     _check_sha(sha)
     if bool(repo_url) == bool(path):
@@ -625,6 +650,22 @@ def chalk_apply_on_push(
     and `sha` reachable from that branch's tip, else the run is REFUSED (failed, nothing run);
     a sha that is already deployed or older than the deployed one is SKIPPED (completed,
     recorded), so pushes delivered out of order end with the newest deployed.
+
+    Args:
+        sha: The pushed git commit, 7 to 40 hex digits (the event's payload.sha).
+        repo_url: The repository to clone at `sha` (the event's payload.repo_url); it must be on
+            the topology's deploy.repositories.
+        ref: The pushed ref (payload.ref, e.g. refs/heads/main); when given, it must be the
+            topology's protected branch. Empty: `sha` must still be reachable from that branch.
+        topology: The name of a topology YAML file in the worker's $CHALK_DR_TOPOLOGY_DIR.
+        strategy: parallel: every region at once. canary: each secondary applied and verified
+            serving first, then the primary (a failing canary leaves the primary untouched).
+        rollback_on_drift: When the regions end up on different code, re-apply the last good sha
+            to the regions that moved and check parity again (the run still ends Failed).
+        apply_timeout_s: Seconds each region's `chalk apply` may take before it is killed with
+            everything it started.
+        verify_timeout_s: Seconds to wait for each region to serve the deployment its apply
+            printed (read through the region's own hostname).
     """
     _check_sha(sha)
     if not repo_url:  # a trigger templates a missing payload field as ""

@@ -119,7 +119,23 @@ def publish_report(report: DrillReport) -> None:
         key=f"drill-{report.environment}-timeline",
         description=f"Timeline of drill {report.drill_id}",
     )
-    emit_finished("drill", report, {"passed": report.passed, "rto_s": report.rto_s})
+    # Everything a drill-history row needs (flows/history.py reads it when a run's persisted
+    # result cannot be read, for as long as the event is retained).
+    targets = {s.name: s.target for s in report.slos}
+    emit_finished(
+        "drill",
+        report,
+        {
+            "passed": report.passed,
+            "rto_s": report.rto_s,
+            "drill_id": report.drill_id,
+            "scenario": report.scenario,
+            "rpo_s": report.rpo.exposure_s,
+            "rto_slo_s": targets.get("RTO"),
+            "rpo_slo_s": targets.get("RPO"),
+            "started_wall": report.started_wall,
+        },
+    )
 
 
 def _new_report(t: Topology, settings: DrillSettings) -> DrillReport:
@@ -157,6 +173,42 @@ def drill(
 
     `failback=False` still undoes the fault (a drill never leaves a region broken) but skips
     observing the way back. `dry_run` runs everything except the injection.
+
+    Args:
+        topology: The topology to drill. From a deployment: the name of a YAML file in the worker's
+            $CHALK_DR_TOPOLOGY_DIR (e.g. topology.example.yaml); a mapping or a path elsewhere is
+            refused. From Python, also a path or the topology as a mapping.
+        scenario: The fault injected in the primary. query-servers-down: its query-server
+            Deployment scaled to 0 (Route 53 fails over on /healthz). health-check-inverted: its
+            Route 53 health check inverted (traffic moves while the primary still serves).
+            replication-paused: DynamoDB replication paused by an FIS experiment (measures RPO;
+            traffic stays). fis-experiment: an operator's FIS template (needs
+            fis_experiment_template_id).
+        failback: Observe the way back after the undo and report it. Off, the fault is still undone:
+            a drill never leaves a region broken.
+        hold_seconds: Seconds to keep the fault in place after the failover was observed, still
+            observing (and still able to abort).
+        probe_interval_seconds: Seconds between observations (Route 53 verdicts, DNS answers and a
+            real query through the failover name) outside the window where the flip is expected;
+            inside it the drill probes every 0.1 s.
+        slo: RTO/RPO targets for this run only; empty fields keep the topology's `slo:`.
+        dry_run: Run every phase except the injection (lock, sweep, pre-flight, approval, canary,
+            post-flight): proves the drill could run, changes nothing.
+        require_approval: Pause after pre-flight until someone answers the approval form (approve,
+            approver, comment); the form's description names the scenario, the region and the
+            expected failover time.
+        fis_experiment_template_id: Scenario fis-experiment only: the FIS experiment template to run.
+            It must be tagged chalk-dr:managed=true and chalk-dr:environment=<env>, with reversible
+            actions only.
+        abort_after_failed_probes: Consecutive observations of the secondaries failing (unhealthy,
+            or Route 53's verdict on them unreadable) that abort the drill and undo the fault.
+        observe_timeout_seconds: Real seconds to wait for each transition (failover, failback).
+            Empty: three times the configured worst case plus 30 s.
+        wait_for_lock_seconds: Seconds to wait for another drill, sweep, failover, failback or
+            provision apply of the environment to release its lock before giving up.
+        steady_state_wait_seconds: Seconds pre-flight may wait for steady state (0: judge it once).
+            For a drill started right after provisioning, while a new MSK replicator still copies
+            its backlog.
     """
     settings = DrillSettings(
         scenario=scenario,

@@ -80,6 +80,12 @@ from chalkdr.topology import RegionConfig
 from chalkdr.topology import Topology
 from flows.runbook import hold_environment_lock
 from flows.runbook import load_topology_parameter
+from tasks.arc import ensure_arc_cluster
+from tasks.arc import ensure_control_panel
+from tasks.arc import ensure_routing_control
+from tasks.arc import ensure_routing_control_states
+from tasks.arc import ensure_safety_rule
+from tasks.arc import read_arc
 from tasks.audit import ApplyContext
 from tasks.audit import publish_audit_table
 from tasks.aurora import ensure_global_cluster
@@ -214,8 +220,9 @@ def read_world(clients: AwsClients, topology: Topology) -> ObservedState:
     primary = topology.primary.aws_region
     route53 = read_route53.submit(clients, topology)
     global_cluster = read_global_cluster.submit(clients, primary, topology.aurora.global_cluster_id)
+    arc = read_arc.submit(clients, topology)  # reads nothing without recovery.arc
     per_region = {r.aws_region: read_region.submit(clients, topology, r) for r in topology.regions}
-    futures: list[PrefectFuture[Any]] = [route53, global_cluster, *per_region.values()]
+    futures: list[PrefectFuture[Any]] = [route53, global_cluster, arc, *per_region.values()]
     wait(futures)
     failed = [f for f in futures if f.state.is_failed() or f.state.is_crashed()]
     if failed:
@@ -234,6 +241,7 @@ def read_world(clients: AwsClients, topology: Topology) -> ObservedState:
         ),
         alarms=ObservedAlarms(alarms={r: x.alarms for r, x in read.items()}),
         eks=ObservedEksClusters(clusters={r: x.eks for r, x in read.items()}),
+        arc=arc.result(),
     )
 
 
@@ -347,11 +355,12 @@ def run_stage_graph(stages: Sequence[Stage], run: Callable[[Stage], None], timin
 
 def _apply(apply: ApplyContext, plan: Plan, results: list[ChangeResult], timings: dict[str, float]) -> None:
     stages = apply_stages(plan)
-    hc_ids = {
-        c.region: c.current_id for c in plan.changes if c.kind is ResourceKind.HEALTH_CHECK and c.current_id
-    }
+    # The ids (ARNs) later stages need, by each spec's `ref`: what exists already, and what each
+    # stage makes as it finishes (a new health check for the records, a routing control's ARN for
+    # its RECOVERY_CONTROL check, a cluster's for its control panel).
+    refs = {c.spec.ref: c.current_id for c in plan.changes if c.current_id}
     try:
-        run_stage_graph(stages, lambda s: _apply_stage(apply, s, results, hc_ids), timings)
+        run_stage_graph(stages, lambda s: _apply_stage(apply, s, results, refs), timings)
     finally:
         durations = {s.name: timings.get(f"stage:{s.name}", 0.0) for s in stages}
         timings["critical_path"] = critical_path_s(stages, durations)
@@ -360,16 +369,36 @@ def _apply(apply: ApplyContext, plan: Plan, results: list[ChangeResult], timings
 # The task that applies a change of each kind (the cleanup half of a replace has its own).
 _APPLY_TASKS: dict[ResourceKind, Any] = {
     ResourceKind.HEALTH_CHECK: ensure_health_check,
+    ResourceKind.ROUTING_CONTROL_HEALTH_CHECK: ensure_health_check,
+    ResourceKind.CALCULATED_HEALTH_CHECK: ensure_health_check,
     ResourceKind.GLOBAL_TABLE: ensure_replicas,
     ResourceKind.REPLICATOR: ensure_replicator,
     ResourceKind.GLOBAL_CLUSTER: ensure_global_cluster,
     ResourceKind.SECONDARY_CLUSTER: ensure_secondary_cluster,
     ResourceKind.ALARM: ensure_alarm,
+    ResourceKind.ARC_CLUSTER: ensure_arc_cluster,
+    ResourceKind.ARC_CONTROL_PANEL: ensure_control_panel,
+    ResourceKind.ARC_ROUTING_CONTROL: ensure_routing_control,
+    ResourceKind.ARC_ROUTING_CONTROL_STATES: ensure_routing_control_states,
+    ResourceKind.ARC_SAFETY_RULE: ensure_safety_rule,
 }
+# Kinds whose tasks also take the ids earlier stages resolved (`refs`).
+_TAKES_REFS = frozenset(
+    {
+        ResourceKind.HEALTH_CHECK,
+        ResourceKind.ROUTING_CONTROL_HEALTH_CHECK,
+        ResourceKind.CALCULATED_HEALTH_CHECK,
+        ResourceKind.ARC_CLUSTER,
+        ResourceKind.ARC_CONTROL_PANEL,
+        ResourceKind.ARC_ROUTING_CONTROL,
+        ResourceKind.ARC_ROUTING_CONTROL_STATES,
+        ResourceKind.ARC_SAFETY_RULE,
+    }
+)
 
 
 def _apply_stage(
-    apply: ApplyContext, stage: Stage, results: list[ChangeResult], hc_ids: dict[str, str]
+    apply: ApplyContext, stage: Stage, results: list[ChangeResult], refs: dict[str, str]
 ) -> None:
     if stage.kind is ResourceKind.RECORD:
         # One atomic batch per record name (PRIMARY and SECONDARY change together, and the
@@ -378,14 +407,19 @@ def _apply_stage(
         for c in stage.changes:
             by_name.setdefault(c.typed_spec(RecordSpec).batch_name, []).append(c)
         for name, changes in by_name.items():
-            results.extend(ensure_records(apply, name, changes, hc_ids))
+            results.extend(ensure_records(apply, name, changes, dict(refs)))
         return
-    task = delete_stale_health_checks if stage.cleanup else _APPLY_TASKS[stage.kind]
     mine: list[ChangeResult] = []
-    _run_stage(stage, lambda c: task.submit(apply, c), mine)
+    if stage.cleanup:
+        _run_stage(stage, lambda c: delete_stale_health_checks.submit(apply, c), mine)
+    elif stage.kind in _TAKES_REFS:
+        known = dict(refs)  # what the stages this one depends on made
+        _run_stage(stage, lambda c: _APPLY_TASKS[stage.kind].submit(apply, c, known), mine)
+    else:
+        _run_stage(stage, lambda c: _APPLY_TASKS[stage.kind].submit(apply, c), mine)
     results.extend(mine)
-    if stage.kind is ResourceKind.HEALTH_CHECK and not stage.cleanup:  # records need the new ids
-        hc_ids.update({r.region: r.resource_id for r in mine if r.resource_id})
+    if not stage.cleanup:  # later stages need the new ids
+        refs.update({r.ref: r.resource_id for r in mine if r.ref and r.resource_id})
 
 
 def _publish_audit(report: ProvisionReport) -> None:
@@ -418,13 +452,30 @@ def provision(
     Failed (outcome "drift", the plan as the message, the report as the result) unless AWS is
     already converged: that is what makes a scheduled plan run a drift alarm.
 
-    `topology` is a topology YAML path or the topology itself. With `require_approval` the run
-    pauses with the plan until someone answers the approval form (approve, approver, comment)
-    or `approval_timeout_s` passes. `wait_timeout_s` bounds each wait for AWS's asynchronous
-    work, in configured AWS seconds (time-scaled environments wait proportionally less).
-    `clients` is for embedding (tests, benchmarks): an AwsClients, e.g. with botocore event
-    hooks; by default one is made from the topology. An apply holds the environment's lock
-    (the one drills, failover and failback hold), waiting up to `wait_for_lock_seconds` for it.
+    An apply holds the environment's lock (the one drills, failover and failback hold), so it
+    never resets a live drill's fault; a plan run only reads and never waits for it.
+
+    Args:
+        topology: The topology to converge to. From a deployment: the name of a YAML file in the
+            worker's $CHALK_DR_TOPOLOGY_DIR (e.g. topology.example.yaml); a mapping or a path
+            elsewhere is refused. From Python, also a path, a mapping or a Topology.
+        mode: plan: read every region and publish the plan, changing nothing (a non-empty plan ends
+            the run Failed: drift). apply: also make the changes along the stage graph, then
+            re-read and re-plan to verify.
+        require_approval: Apply only: pause with the plan until someone answers the approval form
+            (approve, approver, comment: recorded in the audit trail). Off, the plan is applied
+            as soon as it is made.
+        approval_timeout_s: Apply only: seconds to wait for the approval form before the run ends
+            with nothing applied.
+        wait_timeout_s: Upper bound of each wait for AWS's asynchronous work (a new replica,
+            replicator or Aurora secondary), in configured AWS seconds (a time-scaled sandbox waits
+            proportionally less).
+        clients: For embedding only (tests, benchmarks): an AwsClients object made in Python, e.g.
+            with botocore event hooks. Leave it empty in a form or an API call: it cannot be
+            written as JSON (any value but null fails the run's parameter validation), and an empty
+            one is made from the topology (its per-region role_arn, the worker's AWS credentials).
+        wait_for_lock_seconds: Apply only: seconds to wait for a drill, sweep, failover or failback
+            of the environment to release its lock before giving up.
     """
     topo = load_topology_parameter(topology)
     aws = clients or AwsClients.for_topology(topo)

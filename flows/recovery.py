@@ -29,13 +29,17 @@ from prefect.input import RunInput
 from prefect.states import Completed
 from prefect.states import Failed
 
+from chalkdr.audit import AuditRecord
 from chalkdr.drill import DEFAULT_LOCK_WAIT_S
 from chalkdr.drill import LagReading
 from chalkdr.drill import LockWaitSeconds
+from chalkdr.drill import Routing
+from chalkdr.errors import AwsCallError
 from chalkdr.errors import DrillAborted
 from chalkdr.observe import Direction
 from chalkdr.observe import Observation
 from chalkdr.observe import milestones
+from chalkdr.recovery import CapacityChange
 from chalkdr.recovery import FailbackReport
 from chalkdr.recovery import FailoverReport
 from chalkdr.recovery import MinReplicas
@@ -44,10 +48,12 @@ from chalkdr.recovery import RecoveryProbeInterval
 from chalkdr.recovery import RecoveryReport
 from chalkdr.recovery import RecoverySettings
 from chalkdr.recovery import RecoveryTimeout
+from chalkdr.recovery import TrafficChange
 from chalkdr.recovery import VerifyObservations
 from chalkdr.recovery import default_target
 from chalkdr.recovery import describe_assessment
 from chalkdr.recovery import lag_problems
+from chalkdr.recovery import mode_problems
 from chalkdr.recovery import new_recovery_id
 from chalkdr.recovery import render_recovery_markdown
 from chalkdr.recovery import target_problems
@@ -61,10 +67,19 @@ from flows.runbook import emit_finished
 from flows.runbook import execute_runbook
 from flows.runbook import load_topology_parameter
 from flows.runbook import phase_events
+from tasks.arc_routing import State
+from tasks.arc_routing import arc_directory
+from tasks.arc_routing import read_routing_control_states
+from tasks.arc_routing import set_routing_control_states
+from tasks.audit import emit_audit_event
+from tasks.faults import SweepIncomplete
+from tasks.faults import sweep_leftovers
+from tasks.locks import read_lock_record
 from tasks.probes import observe_until
 from tasks.probes import read_replication_lags
 from tasks.recovery import assess_regions
 from tasks.recovery import await_ready
+from tasks.recovery import cancel_running_drill
 from tasks.recovery import ensure_capacity
 from tasks.recovery import invert_health_check
 from tasks.recovery import move_aurora_writer
@@ -128,9 +143,36 @@ def failover(
     verify_observations: VerifyObservations = 3,
     timeout_seconds: RecoveryTimeout = None,
     wait_for_lock_seconds: LockWaitSeconds = DEFAULT_LOCK_WAIT_S,
+    stop_drill: bool = True,
 ) -> Any:
     """Move `from_region`'s traffic, metadata plane and load to `to_region` (default: the other
-    region behind the failover name). `force` goes on past an unhealthy target (recorded)."""
+    region behind the failover name). `force` goes on past an unhealthy target (recorded).
+
+    Args:
+        topology: The topology: on a deployed run, the name of a file in the worker's
+            $CHALK_DR_TOPOLOGY_DIR (e.g. topology.yaml).
+        from_region: The region that failed (or is being evacuated), e.g. us-east-1.
+        mode: graceful: the failed region still answers; Aurora switchover (RPO 0) once its lag is
+            near zero, and MSK Replicator drained first. ungraceful: the region is gone; Aurora
+            failover with data loss allowed, the replication lags at the decision recorded as the
+            RPO evidence.
+        require_approval: Pause before changing anything, with the assessment in the approval
+            form (who approved is recorded).
+        force: Go on although the assessment found the target unfit (the problems are recorded in
+            the report as forced past).
+        to_region: Where to fail over to; default: the other region behind the failover name.
+        min_replicas: Query-server replicas the target must have before traffic moves; default:
+            the failed region's count (when it can be read).
+        probe_interval_seconds: Seconds between the client-view probes that verify the result.
+        verify_observations: Consecutive good answers from the target, through the failover name,
+            that prove the failover.
+        timeout_seconds: Real seconds each wait may take (capacity, writer, drain, clients);
+            default: 3x the configured worst case + 30 s.
+        wait_for_lock_seconds: Seconds to wait for another runbook of this environment (a sweep,
+            a provision apply) to release the environment's lock.
+        stop_drill: Cancel a drill of this environment that is running, and undo what it left,
+            before failing over (an incident does not wait for a rehearsal).
+    """
     settings = RecoverySettings(
         mode=mode,
         require_approval=require_approval,
@@ -140,6 +182,7 @@ def failover(
         verify_observations=verify_observations,
         timeout_seconds=timeout_seconds,
         wait_for_lock_seconds=wait_for_lock_seconds,
+        stop_drill=stop_drill,
     )
     t = load_topology_parameter(topology)
     _known(t, from_region, to_region)
@@ -157,6 +200,10 @@ def failover(
         probe_interval_s=probe_interval_seconds,
     )
     journal = Journal(report, on_phase_end=phase_events("failover", report))
+    if settings.stop_drill and (stopped := cancel_running_drill(t.environment, report.recovery_id)):
+        report.drill_cancelled = stopped.describe()
+        report.changes.append(f"drill {stopped.run_id} cancelled (flow run {stopped.flow_run_id})")
+        journal.event("lock", "drill cancelled", report.drill_cancelled)
     execute_runbook(
         t,
         settings,
@@ -180,8 +227,24 @@ def failback(
     wait_for_lock_seconds: LockWaitSeconds = DEFAULT_LOCK_WAIT_S,
 ) -> Any:
     """Bring `to_region` (recovered) back: Aurora switchover to it (RPO 0), the failover's health
-    check inversion removed, clients verified on it, then the capacity failover added elsewhere
-    restored to the counts recorded before it."""
+    check inversion removed (or every ARC routing control On), clients verified on it, then the
+    capacity failover added elsewhere restored to the counts recorded before it.
+
+    Args:
+        topology: The topology: on a deployed run, the name of a file in the worker's
+            $CHALK_DR_TOPOLOGY_DIR (e.g. topology.yaml).
+        to_region: The recovered region to bring back, e.g. us-east-1; it must serve, with ready
+            capacity, its Aurora cluster replicating within the guard.
+        require_approval: Pause before changing anything, with the pre-check in the approval form
+            (who approved is recorded).
+        probe_interval_seconds: Seconds between the client-view probes that verify the result.
+        verify_observations: Consecutive good answers from the recovered region, through the
+            failover name, that prove the failback.
+        timeout_seconds: Real seconds each wait may take (writer, clients, capacity); default: 3x
+            the configured worst case + 30 s.
+        wait_for_lock_seconds: Seconds to wait for another runbook of this environment to release
+            the environment's lock.
+    """
     settings = RecoverySettings(
         mode=RecoveryMode.GRACEFUL,
         require_approval=require_approval,
@@ -268,9 +331,10 @@ def assess(ctx: Failover) -> None:
     report = ctx.report
     with ctx.journal.phase("assess") as rec:
         _discover(ctx, "assess")
+        _undo_drill_leftovers(ctx)
         a = assess_regions(ctx.probes, _target(ctx), _others(ctx))
-        a.problems = target_problems(a.target)
         failed = a.others[0]
+        a.problems = target_problems(a.target) + mode_problems(failed, ctx.settings.mode)
         if failed.errors:
             a.notes.append(f"{failed.region} could not be read in full: {'; '.join(failed.errors)}")
         if ctx.routing is None:
@@ -284,6 +348,29 @@ def assess(ctx: Failover) -> None:
         if a.problems:
             report.forced_past = list(a.problems)
             ctx.journal.event("assess", "forced past", "; ".join(a.problems))
+
+
+def _undo_drill_leftovers(ctx: Failover) -> None:
+    """Undo what a drill left (its inverted health check, its scaled-down Deployment, its FIS
+    experiment) when this failover cancelled one, or the lock record names dead runs: the
+    sweep's own repair, under the lock this run holds. Not otherwise: the hourly sweep covers
+    the rest, and an incident failover should not spend its time reading for leftovers."""
+    report = ctx.report
+    if report.drill_cancelled is None and not read_lock_record(ctx.topology.environment).suspects:
+        return
+    if ctx.routing is None:
+        report.notes.append(
+            "a drill's leftovers could not be swept: the failover name's routing is unreadable"
+        )
+        return
+    try:
+        report.swept = sweep_leftovers(ctx.topology, ctx.clients, ctx.routing)
+    except SweepIncomplete as exc:
+        report.swept = list(exc.repaired)
+        report.notes.append(f"a drill's leftovers were not all undone: {'; '.join(exc.failures)}")
+    for line in report.swept:
+        report.changes.append(f"swept: {line}")
+        ctx.journal.event("assess", "swept", line)
 
 
 def approve(ctx: Recovery, kind: str) -> None:
@@ -337,14 +424,25 @@ def capacity(ctx: Failover) -> None:
             change = ensure_capacity(ctx.clients, target, deployment, max(1, need or 0), report.recovery_id)
             report.capacity.append(change)
             if change.changed:
-                line = f"{target.aws_region}/{deployment}: replicas {change.previous} -> {change.desired}"
+                line = _capacity_line(change)
                 report.changes.append(line)
                 ctx.journal.event("capacity", "scaled", line)
         for change in report.capacity:
             change.ready = await_ready(
-                ctx.clients, target, change.deployment, ctx.settings.timeout_s(ctx.topology)
+                ctx.clients,
+                target,
+                change.deployment,
+                ctx.settings.timeout_s(ctx.topology),
+                at_least=change.desired,
             )
         rec.detail["deployments"] = [c.model_dump() for c in report.capacity]
+
+
+def _capacity_line(change: CapacityChange) -> str:
+    where = f"{change.region}/{change.deployment}"
+    if change.hpa:
+        return f"{where}: HPA {change.hpa} minReplicas {change.previous} -> {change.desired}"
+    return f"{where}: replicas {change.previous} -> {change.desired}"
 
 
 def metadata(ctx: Recovery) -> None:
@@ -438,16 +536,37 @@ def persistence(ctx: Failover) -> None:
 
 
 def traffic(ctx: Failover) -> None:
-    """Invert the failed region's health check (tagged with this recovery): Route 53 then answers
-    the failover name with the target. No health check, or no control plane: said, not failed;
-    verify tells whether clients moved anyway (health-check failover of a region really down)."""
+    """Move the failover name's answer to the target without the failed region's control plane.
+
+    With ARC routing controls (topology `recovery.arc`): the failed region's control Off and the
+    target's On, in one update through the cluster's endpoints in turn (tasks/arc_routing.py);
+    no Route 53 control-plane call. Otherwise: invert the failed region's health check (a Route
+    53 control-plane call, us-east-1), tagged with this recovery. When that control plane does
+    not answer, nothing is changed and the report says so: Route 53's health checks (its data
+    plane) fail a region that is really down over by themselves, and verify shows whether they
+    did.
+    """
     report = ctx.report
     with ctx.journal.phase("traffic") as rec:
         report.traffic_mono = time.monotonic()
+        if ctx.topology.recovery.arc is not None:
+            try:
+                _traffic_arc(ctx, {r: "Off" for r in report.from_regions} | {report.to_region: "On"})
+                rec.detail["changes"] = [c.model_dump() for c in report.traffic]
+                return
+            except (DrillAborted, AwsCallError) as exc:
+                note = f"ARC routing controls could not be set ({exc}); trying the health-check inversion"
+                report.notes.append(note)
+                ctx.journal.event("traffic", "arc unavailable", note)
         if ctx.routing is None:
             _discover(ctx, "traffic")
         if ctx.routing is None:
-            rec.reason = "routing unreadable: nothing changed; verify shows where clients are"
+            report.traffic_via, report.control_plane_used = "health-check-failover", False
+            rec.reason = (
+                "routing unreadable (Route 53's control plane): nothing changed; "
+                "verify shows where clients are"
+            )
+            report.notes.append(rec.reason)
             return
         for region in report.from_regions:
             change = invert_health_check(ctx.clients, ctx.routing, region, report.recovery_id)
@@ -455,7 +574,77 @@ def traffic(ctx: Failover) -> None:
             if change.action == "inverted":
                 report.changes.append(f"route53 health check {change.health_check_id} ({region}): inverted")
             ctx.journal.event("traffic", change.action, change.note or change.health_check_id or region)
+        moved = any(c.action in ("inverted", "already inverted") for c in report.traffic)
+        report.traffic_via = "route53-health-check" if moved else "health-check-failover"
+        report.control_plane_used = any(c.action == "inverted" for c in report.traffic)
+        if not moved:
+            report.notes.append(
+                "the Route 53 control plane was not used: Route 53's health checks must move traffic"
+            )
         rec.detail["changes"] = [c.model_dump() for c in report.traffic]
+
+
+def _traffic_arc(ctx: Recovery, wanted: dict[str, State]) -> None:
+    """Set the routing controls to `wanted` (region -> On/Off) unless they already are."""
+    report = ctx.report
+    directory = arc_directory(ctx.clients, ctx.topology, report.notes)
+    avoid = [r for r, state in wanted.items() if state == "Off"]
+    try:
+        current, _ = read_routing_control_states(ctx.clients, directory, avoid=avoid)
+    except (DrillAborted, AwsCallError) as exc:
+        current = {}
+        report.notes.append(f"routing-control states unreadable before the change: {exc}")
+    report.traffic_via, report.control_plane_used = "arc-routing-control", False
+    if all(current.get(r) == s for r, s in wanted.items()):
+        for region, state in wanted.items():
+            report.traffic.append(
+                TrafficChange(region=region, via="arc-routing-control", action=f"already {state}")
+            )
+        ctx.journal.event(
+            "traffic", "routing controls already set", ", ".join(f"{r}={s}" for r, s in wanted.items())
+        )
+        return
+    endpoint, failures = set_routing_control_states(ctx.clients, directory, wanted, avoid=avoid)
+    note = f"endpoints that did not answer first: {'; '.join(failures)}" if failures else None
+    for region, state in wanted.items():
+        report.traffic.append(
+            TrafficChange(
+                region=region,
+                via="arc-routing-control",
+                action=f"set {state}" if current.get(region) != state else f"already {state}",
+                endpoint=endpoint.region,
+                note=note,
+            )
+        )
+        if current.get(region) != state:
+            report.changes.append(f"arc routing control {directory.controls[region]} ({region}): {state}")
+    emit_audit_event(
+        AuditRecord(
+            system="arc",
+            action="update-routing-control-states",
+            resource=directory.control_panel_arn,
+            region=endpoint.region,
+            api_call="route53-recovery-cluster:UpdateRoutingControlStates",
+            detail={"states": dict(wanted), "endpoint": endpoint.endpoint, "recovery_id": report.recovery_id},
+        )
+    )
+    ctx.journal.event(
+        "traffic",
+        "routing controls set",
+        f"{', '.join(f'{r}={s}' for r, s in wanted.items())} via {endpoint.region}",
+    )
+
+
+def fallback_routing(ctx: Recovery) -> Routing:
+    """The client's view without Route 53's control plane: each region's addresses from its own
+    hostname (a regional name aliases the region's load balancer, as the failover record does),
+    resolved through the clients' resolver. No record or health check is known from it."""
+    addresses = {}
+    for r in ctx.topology.regions:
+        found = ctx.probes.resolver.resolve(r.query_hostname)
+        if found.ok:
+            addresses[r.aws_region] = found.addresses
+    return Routing(record=ctx.topology.route53.failover_record, routes={}, addresses=addresses)
 
 
 def verify(ctx: Recovery) -> None:
@@ -466,9 +655,17 @@ def verify(ctx: Recovery) -> None:
     target = report.to_region
     with ctx.journal.phase("verify") as rec:
         if ctx.routing is None:
-            raise DrillAborted(
-                "the failover name's routing is unreadable: the client view cannot be attributed"
+            _discover(ctx, "verify")
+        if ctx.routing is None:
+            ctx.routing = fallback_routing(ctx)
+            report.notes.append(
+                "the failover records are unreadable (Route 53's control plane): answers are attributed "
+                "by the regions' own hostnames' addresses"
             )
+            if target not in ctx.routing.addresses:
+                raise DrillAborted(
+                    f"{target}'s own hostname does not resolve: the client view cannot be attributed"
+                )
         n = settings.verify_observations
 
         def served(obs: Sequence[Observation]) -> bool:
@@ -535,6 +732,10 @@ def traffic_back(ctx: Failback) -> None:
     report = ctx.report
     with ctx.journal.phase("traffic") as rec:
         report.traffic_mono = time.monotonic()
+        if ctx.topology.recovery.arc is not None:
+            # The provisioned layout: every region's routing control On (Route 53 then routes by
+            # the failover records and the /healthz checks again).
+            _traffic_arc(ctx, {r.aws_region: "On" for r in ctx.topology.regions})
         if ctx.routing is None:
             raise DrillAborted("the failover name's routing is unreadable from Route 53")
         change = remove_inversion(ctx.clients, ctx.routing, report.to_region)
@@ -558,7 +759,7 @@ def restore(ctx: Failback) -> None:
                     continue
                 report.capacity.append(change)
                 if change.changed:
-                    line = f"{region.aws_region}/{deployment}: replicas {change.previous} -> {change.desired}"
+                    line = _capacity_line(change)
                     report.changes.append(line)
                     ctx.journal.event("capacity", "restored", line)
         for change in report.capacity:

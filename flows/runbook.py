@@ -63,6 +63,7 @@ __all__ = [
     "hold_environment_lock",
     "load_topology_parameter",
     "phase_events",
+    "phase_listener",
 ]
 
 S = TypeVar("S")
@@ -161,8 +162,31 @@ def emit_finished(kind: str, report: RunReport, payload: dict[str, Any]) -> None
     )
 
 
+# (kind, report, phase name, its record): called in this process as each runbook phase ends.
+PhaseListener = Callable[[str, RunReport, str, PhaseRecord], None]
+_PHASE_LISTENERS: list[PhaseListener] = []
+
+
+@contextmanager
+def phase_listener(listener: PhaseListener) -> Iterator[None]:
+    """Call `listener(kind, report, name, record)` as each phase of every runbook run in this
+    process ends, beside its phase event, for as long as the block runs.
+
+    Why: events reach the API asynchronously (seconds later) and not at all without a server
+    that keeps them, so an in-process caller that shows progress while it waits (the `chalk-dr`
+    terminal command) listens here instead. A listener that raises is logged and ignored: a
+    display never fails a runbook.
+    """
+    _PHASE_LISTENERS.append(listener)
+    try:
+        yield
+    finally:
+        _PHASE_LISTENERS.remove(listener)
+
+
 def phase_events(kind: str, report: RunReport) -> Callable[[str, PhaseRecord], None]:
-    """A `chalkdr.<kind>.phase.<name>` event as each phase ends, naming the run as its resource."""
+    """A `chalkdr.<kind>.phase.<name>` event as each phase ends, naming the run as its resource;
+    then every `phase_listener` of this process is told."""
 
     def emit(name: str, rec: PhaseRecord) -> None:
         emit_event(
@@ -175,6 +199,11 @@ def phase_events(kind: str, report: RunReport) -> Callable[[str, PhaseRecord], N
                 "duration_s": rec.duration_s,
             },
         )
+        for listener in list(_PHASE_LISTENERS):
+            try:
+                listener(kind, report, name, rec)
+            except Exception:  # noqa: BLE001 - a display's error is logged, never the runbook's
+                get_run_logger().warning("phase listener %r failed", listener, exc_info=True)
 
     return emit
 

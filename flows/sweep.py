@@ -101,6 +101,14 @@ def sweep(
     Ends Failed when something could not be repaired (its marker stays for the next sweep);
     Completed when everything is back, or when another runbook holds the lock (a live runbook
     swept when it started, and a dead one's lease lapses within the wait).
+
+    Args:
+        topology: The topology to sweep. From a deployment: the name of a YAML file in the worker's
+            $CHALK_DR_TOPOLOGY_DIR (the automation after a failed runbook passes that run's own);
+            a mapping or a path elsewhere is refused. From Python, also a path or a mapping.
+        wait_for_lock_seconds: Seconds to wait for a drill, failover, failback or provision apply
+            of the environment to release its lock; past it the sweep ends Completed without
+            repairing (a live runbook repairs its own faults).
     """
     t = load_topology_parameter(topology)
     report = SweepReport(

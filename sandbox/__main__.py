@@ -39,7 +39,14 @@ _REGIONS = (("us-east-1", "east"), ("us-west-2", "west"), ("eu-west-1", "eu"))
 
 
 def serve(
-    state_dir: Path, time_scale: float, routing: str, environment: str = "demo", regions: int = 2
+    state_dir: Path,
+    time_scale: float,
+    routing: str,
+    environment: str = "demo",
+    regions: int = 2,
+    *,
+    arc: bool = False,
+    failback_readiness: bool = False,
 ) -> int:
     from sandbox.world import RegionSpec
     from sandbox.world import World
@@ -54,6 +61,8 @@ def serve(
             routing=routing,
             environment=environment,
             regions=tuple(RegionSpec(a, short) for a, short in _REGIONS[:regions]),
+            arc=arc,
+            failback_readiness=failback_readiness,
         ),
         state_dir,
     ).start()
@@ -74,6 +83,9 @@ def up(
     timeout_s: float,
     environment: str = "demo",
     regions: int = 2,
+    *,
+    arc: bool = False,
+    failback_readiness: bool = False,
 ) -> int:
     state_dir.mkdir(parents=True, exist_ok=True)
     pid_file = state_dir / "pid"
@@ -97,6 +109,8 @@ def up(
         environment,
         "--regions",
         str(regions),
+        *(["--arc"] if arc else []),
+        *(["--failback-readiness"] if failback_readiness else []),
     ]
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     pid_file.write_text(str(proc.pid))
@@ -147,12 +161,31 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--routing", choices=["failover", "weighted"], default="failover")
             p.add_argument("--environment", default="demo", help="Chalk environment name in the topology")
             p.add_argument("--regions", type=int, choices=[2, 3], default=2, help="regions in the world")
+            p.add_argument(
+                "--arc", action="store_true", help="the topology asks for ARC routing controls (recovery.arc)"
+            )
+            p.add_argument(
+                "--failback-readiness",
+                action="store_true",
+                help="the topology asks for reverse replication (recovery.failback_readiness)",
+            )
         p.add_argument("--timeout", type=float, default=30.0)
     args = parser.parse_args(argv)
+    options = (
+        {"arc": args.arc, "failback_readiness": args.failback_readiness} if args.command != "down" else {}
+    )
     if args.command == "serve":
-        return serve(args.state_dir, args.time_scale, args.routing, args.environment, args.regions)
+        return serve(args.state_dir, args.time_scale, args.routing, args.environment, args.regions, **options)
     if args.command == "up":
-        return up(args.state_dir, args.time_scale, args.routing, args.timeout, args.environment, args.regions)
+        return up(
+            args.state_dir,
+            args.time_scale,
+            args.routing,
+            args.timeout,
+            args.environment,
+            args.regions,
+            **options,
+        )
     return down(args.state_dir, args.timeout)
 
 

@@ -10,13 +10,28 @@ Aurora global, FIS) registers:
   region's Kubernetes emulator, an MSK cluster reported ACTIVE).
 
 Control routes under `/_sandbox/` are for the sandbox's own operator (ground truth, faults),
-never for product code.
+never for product code; they always answer, whatever fault is injected.
+
+Fault: a region's AWS API unreachable (`POST /_sandbox/aws/unreachable` with
+`{"region": ..., "unreachable": true|false}`, `GET` lists them). A request whose SigV4 scope
+region is unreachable gets no HTTP answer at all: the server closes the connection after reading
+the request, which botocore reports as `ConnectionClosedError` (retried, as it retries any
+dropped connection), as when a region's endpoints stop answering. The region is the scope's, so
+every API signed for it goes, and a service with a single endpoint goes with that endpoint's
+region whatever a client signs for: Route 53's control plane (route53.amazonaws.com, run in
+us-east-1; botocore signs for us-east-1) with us-east-1, ARC's routing-control configuration API
+(its only endpoint is in us-west-2) with us-west-2, an ARC cluster endpoint with its own region.
+What is not behind the API keeps working, exactly as in AWS: the sandbox's DNS answers and
+Route 53's health checkers (Route 53's data plane), the Kubernetes API servers and Chalk's
+servers (other faults).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import socket
 import threading
 from collections import defaultdict
 from collections.abc import Callable
@@ -36,10 +51,13 @@ from werkzeug.serving import BaseWSGIServer
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Response
 
+from sandbox.truth import GroundTruth
+
 __all__ = [
     "ACCOUNT_ID",
     "AwsCall",
     "AwsServer",
+    "NoAnswer",
     "SandboxAwsApp",
     "json_error",
     "json_reply",
@@ -49,6 +67,8 @@ __all__ = [
 ]
 
 ACCOUNT_ID = "123456789012"  # moto's default account
+# Services with one endpoint, in one region: unreachable with that region, whatever the signature says.
+HOME_REGIONS = {"route53": "us-east-1", "route53-recovery-control-config": "us-west-2"}
 
 Interceptor = Callable[["AwsCall"], Response | None]
 Observer = Callable[["AwsCall", int, bytes], bytes | None]
@@ -66,6 +86,8 @@ class AwsCall:
     query: Mapping[str, str]
     headers: Mapping[str, str]
     body: bytes
+    # every value of a repeated query parameter (restJson lists: `TagKeys=a&TagKeys=b`)
+    query_lists: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     _cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -86,6 +108,15 @@ class AwsCall:
 
     def json(self) -> Any:
         return json.loads(self.body or b"{}")
+
+
+class NoAnswer(Response):
+    """What an interceptor returns for a request that gets no HTTP answer: the connection is
+    closed instead (an unreachable region, an endpoint hostname that does not exist)."""
+
+    def __init__(self, why: str = "no answer") -> None:
+        super().__init__(why, status=599)
+        self.why = why
 
 
 def json_reply(payload: Any, status: int = 200, content_type: str = "application/x-amz-json-1.0") -> Response:
@@ -136,12 +167,54 @@ def _scope(auth: str) -> tuple[str, str] | None:
 class SandboxAwsApp:
     """WSGI app: interceptors and observers around moto's own dispatcher."""
 
-    def __init__(self) -> None:
+    def __init__(self, truth: GroundTruth | None = None) -> None:
         self._moto = DomainDispatcherApplication(create_backend_app)
         self._interceptors: dict[str, list[Interceptor]] = defaultdict(list)
         self._observers: dict[str, list[Observer]] = defaultdict(list)
         self._control: dict[tuple[str, str], ControlRoute] = {}
         self._lock = threading.Lock()
+        self._truth = truth
+        self._unreachable: set[str] = set()
+        self.control("GET", "/_sandbox/aws/unreachable", self._unreachable_route)
+        self.control("POST", "/_sandbox/aws/unreachable", self._unreachable_route)
+
+    # -- the unreachable-region fault ------------------------------------------------------------
+
+    def set_unreachable(self, region: str, unreachable: bool = True) -> None:
+        """Make every AWS API signed for `region` unreachable (or reachable again)."""
+        with self._lock:
+            changed = (region in self._unreachable) != unreachable
+            if unreachable:
+                self._unreachable.add(region)
+            else:
+                self._unreachable.discard(region)
+        if changed and self._truth is not None:
+            self._truth.record("aws.unreachable", region=region, unreachable=unreachable)
+
+    def unreachable_regions(self) -> list[str]:
+        with self._lock:
+            return sorted(self._unreachable)
+
+    def is_unreachable(self, region: str) -> bool:
+        with self._lock:
+            return region in self._unreachable
+
+    def _unreachable_route(self, call: AwsCall) -> Response:
+        if call.method == "POST":
+            try:
+                req = call.json()
+                region, unreachable = req["region"], req["unreachable"]
+                if not isinstance(region, str) or not region or not isinstance(unreachable, bool):
+                    raise TypeError
+            except (ValueError, KeyError, TypeError):
+                return Response(
+                    json.dumps({"error": 'expected {"region": <region>, "unreachable": true|false}'}),
+                    400,
+                    content_type="application/json",
+                )
+            self.set_unreachable(region, unreachable)
+        body = {"unreachable": self.unreachable_regions()}
+        return Response(json.dumps(body), content_type="application/json")
 
     def intercept(self, service: str, fn: Interceptor) -> None:
         self._interceptors[service].append(fn)
@@ -161,7 +234,8 @@ class SandboxAwsApp:
         if "CONTENT_TYPE" in environ:
             headers["content-type"] = environ["CONTENT_TYPE"]
         path = environ.get("PATH_INFO", "")
-        query = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
+        query_lists = {k: tuple(v) for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
+        query = {k: v[0] for k, v in query_lists.items()}
         method = environ.get("REQUEST_METHOD", "GET").upper()
 
         if path.startswith("/_sandbox/"):
@@ -174,11 +248,15 @@ class SandboxAwsApp:
         if scope is None:
             return self._moto(environ, start_response)  # type: ignore[no-any-return]
         service, region = scope
-        call = AwsCall(service, region, method, path, query, headers, body)
+        if self.is_unreachable(HOME_REGIONS.get(service, region)):
+            _close_without_answer(environ)
+        call = AwsCall(service, region, method, path, query, headers, body, query_lists)
         for fn in self._interceptors.get(service, ()):
-            resp = fn(call)
-            if resp is not None:
-                return resp(environ, start_response)
+            answer = fn(call)
+            if isinstance(answer, NoAnswer):
+                _close_without_answer(environ)
+            if answer is not None:
+                return answer(environ, start_response)
 
         observers = self._observers.get(service)
         if not observers:
@@ -203,6 +281,20 @@ class SandboxAwsApp:
         resp_headers.append(("Content-Length", str(len(out))))
         start_response(captured.get("status", "500 INTERNAL SERVER ERROR"), resp_headers)
         return [out]
+
+
+def _close_without_answer(environ: Mapping[str, Any]) -> None:
+    """Close the client's connection without an HTTP answer.
+
+    werkzeug's server puts the connection in `environ["werkzeug.socket"]`; shutting it down
+    sends the client a FIN before any status line, and the ConnectionAbortedError raised here is
+    what werkzeug's handler treats as a dropped connection (`connection_dropped`: nothing is
+    written, nothing logged)."""
+    sock = environ.get("werkzeug.socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):  # the client may have gone already
+            sock.shutdown(socket.SHUT_RDWR)
+    raise ConnectionAbortedError("sandbox: no answer for this request")
 
 
 class _QuietHandler(MotoRequestHandler):  # type: ignore[misc]

@@ -1,5 +1,7 @@
 """`make demo`: a whole game day on a laptop — sandbox up, provision, a dual-region `chalk apply`
-that proves parity, a drill, the report, sandbox down.
+that proves parity, a drill, the report, sandbox down. Provision and drill run through the
+`chalk-dr` terminal command's functions (chalkdr/cli.py), as `chalk-dr apply --yes` and
+`chalk-dr drill --yes` would.
 
 The Prefect server is started (or reused) with its own PREFECT_HOME and stays up afterwards
 so the run, its artifacts and events can be inspected in the UI; `make stop` stops it. The
@@ -117,38 +119,38 @@ def run(state_dir: Path, home: Path, port: int) -> int:
         return 1
     try:
         _load_env(state_dir / "sandbox.env")
-        topology = str(state_dir / "topology.yaml")
+        topology = state_dir / "topology.yaml"
+        # Provision and drill go through the terminal command's own functions (`chalk-dr apply
+        # --yes`, `chalk-dr drill --yes`): the same progress, report and exit codes.
+        from chalkdr.cli import ExitCode
+        from chalkdr.cli import run_apply
+        from chalkdr.cli import run_drill
         from chalkdr.report import DrillReport
-        from chalkdr.report import render_markdown
         from flows.chalk_apply import chalk_apply
-        from flows.drill import drill
-        from flows.provision import provision
 
-        prov = provision(topology=topology, mode="apply", require_approval=False, return_state=True)
-        if not prov.is_completed():
-            print(f"provision failed: {prov.message}", file=sys.stderr)
+        if run_apply(topology, yes=True).code is not ExitCode.OK:
+            print("provision failed", file=sys.stderr)
             return 1
         project, sha = demo_project()
-        applied = chalk_apply(topology=topology, sha=sha, path=str(project), return_state=True)
+        applied = chalk_apply(topology=str(topology), sha=sha, path=str(project), return_state=True)
         if not applied.is_completed():
             print(f"chalk apply failed: {applied.message}", file=sys.stderr)
             return 1
-        _await_replication_settled(topology)
+        _await_replication_settled(str(topology))
         t0 = time.monotonic()
         # Right after provisioning, the new MSK replicator is still copying its backlog (from
         # EARLIEST): pre-flight waits until its replication latency is within the guard again.
-        state = drill(topology=topology, hold_seconds=3.0, steady_state_wait_seconds=300, return_state=True)
-        report = state.result(raise_on_failure=False)
+        outcome = run_drill(topology, yes=True, hold_seconds=3.0, steady_state_wait_seconds=300)
+        report = outcome.result
         if not isinstance(report, DrillReport):
             print(f"drill failed before producing a report: {report}", file=sys.stderr)
             return 1
-        print("\n" + render_markdown(report))
         ui = api_url.removesuffix("/api")
         print(f"Drill wall time {time.monotonic() - t0:.1f} s; demo total {time.monotonic() - started:.1f} s")
-        print(f"Prefect UI: {ui}/runs/flow-run/{state.state_details.flow_run_id}")
+        print(f"Prefect UI: {ui}/runs/flow-run/{outcome.flow_run_id}")
         print(f"Artifacts:  {ui}/artifacts (key drill-{report.environment})")
         print("The Prefect server stays up for inspection; `make stop` stops it.")
-        return 0 if report.passed else 2
+        return 0 if outcome.code is ExitCode.OK else 2
     finally:
         down(state_dir, timeout_s=20)
 

@@ -56,8 +56,8 @@ class AwsSandbox:
     def __init__(
         self, make: Callable[[SandboxAwsApp, GroundTruth], Sequence[Simulator]] = lambda a, t: ()
     ) -> None:
-        self.app = SandboxAwsApp()
         self.truth = GroundTruth()
+        self.app = SandboxAwsApp(self.truth)
         self.simulators = list(make(self.app, self.truth))
         self._server = AwsServer(self.app)
 
@@ -78,6 +78,10 @@ class AwsSandbox:
             config=Config(retries={"total_max_attempts": attempts, "mode": "standard"}),
             **CREDENTIALS,
         )
+
+    def set_unreachable(self, region: str, unreachable: bool = True) -> None:
+        """The fault "a region's AWS API unreachable" (see sandbox/aws.py), in-process."""
+        self.app.set_unreachable(region, unreachable)
 
     def control(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """An operator call to one of the sandbox's `/_sandbox/` routes."""

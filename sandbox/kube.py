@@ -12,7 +12,22 @@ kube-controller-manager behave:
   and bumps `metadata.generation` / `status.observedGeneration` like the real controllers; a
   Pod deleted through the API stops counting as ready at once and is replaced (ready again)
   after the same delay, as a ReplicaSet would;
-- `labelSelector` on list requests filters (equality- and set-based syntax).
+- `labelSelector` on list requests filters (equality- and set-based syntax);
+- a HorizontalPodAutoscaler controller (autoscaling/v2), the part of kube-controller-manager's
+  `pkg/controller/podautoscaler/horizontal.go` (`reconcileAutoscaler`) that needs no metrics:
+  with the target Deployment's spec.replicas at 0 and minReplicas > 0 "scaling is disabled"
+  (desired 0, no rescale); above maxReplicas the desired count is maxReplicas, below minReplicas
+  it is minReplicas, and the controller writes it to the Deployment's scale (then the replica
+  controller makes it ready after `ready_delay`); within the bounds it needs metrics, and there
+  is no metrics server, so it leaves the replicas alone (ScalingActive False,
+  FailedGetResourceMetric, desiredReplicas kept, as `setCurrentReplicasAndMetricsInStatus`
+  does). Status is written in autoscaling/v2's shape: currentReplicas (omitted when 0),
+  desiredReplicas, lastScaleTime and the AbleToScale / ScalingActive / ScalingLimited
+  conditions. It runs every `hpa_sync_s` real seconds (kube-controller-manager's
+  `--horizontal-pod-autoscaler-sync-period` is 15 s; the sandbox default is shorter). HPA writes
+  are validated as the API server validates them (`pkg/apis/autoscaling/validation`): minReplicas
+  at least 1, maxReplicas at least 1 and not below minReplicas, scaleTargetRef kind and name
+  required, else 422 Invalid.
 
 Like the real API server (Go `omitempty`), zero-valued replica counts are absent from
 `status`, so the kubernetes client reads `ready_replicas` as None, not 0.
@@ -49,6 +64,7 @@ from sandbox.truth import GroundTruth
 __all__ = ["KubeRequest", "RegionalKube", "label_selector_matches"]
 
 DEPLOYMENTS = kmock.resource("apps", "v1", "deployments")
+HPAS = kmock.resource("autoscaling", "v2", "horizontalpodautoscalers")
 PODS = kmock.resource("", "v1", "pods")
 NAMESPACES = kmock.resource("", "v1", "namespaces")
 
@@ -147,6 +163,12 @@ class _Emulator(kmock.KubernetesEmulator):
             )
             if own:
                 return await kmock.RawHandler._handle(self, request)
+        if (
+            request.resource == HPAS
+            and request.subresource is None
+            and request.method.value in ("POST", "PATCH", "PUT")
+        ):
+            return await kmock.RawHandler._handle(self, request)  # validated like the API server
         return await super()._handle(request)
 
     def live(self, resource: kmock.resource, namespace: str | None = None) -> dict[str, kmock.Object]:
@@ -355,10 +377,176 @@ class _ReplicaController:
             pod = _pod(deployment, self.namespace, self.template_hash(deployment))
             await self.emu.store(PODS, self.namespace, pod["metadata"]["name"], pod)
 
-    async def run(self) -> None:
+    async def run(self, *also: Callable[[], Any]) -> None:
+        """The controllers' loop: this one, then the others that share it (the HPA controller)."""
         while True:
             await self.reconcile()
+            for step in also:
+                await step()
             await asyncio.sleep(_TICK_S)
+
+
+def _hpa_invalid(hpa: Mapping[str, Any]) -> str | None:
+    """The API server's validation of an autoscaling/v2 HorizontalPodAutoscaler spec, or None."""
+    spec = hpa.get("spec") or {}
+    ref = spec.get("scaleTargetRef") or {}
+    problems = [f"spec.scaleTargetRef.{key}: Required value" for key in ("kind", "name") if not ref.get(key)]
+    minimum, maximum = spec.get("minReplicas"), spec.get("maxReplicas")
+    if minimum is not None and (not isinstance(minimum, int) or minimum < 1):
+        problems.append(f"spec.minReplicas: Invalid value: {minimum}: must be greater than or equal to 1")
+    if not isinstance(maximum, int) or maximum < 1:
+        problems.append(f"spec.maxReplicas: Invalid value: {maximum}: must be greater than 0")
+    elif isinstance(minimum, int) and maximum < minimum:
+        problems.append(
+            f"spec.maxReplicas: Invalid value: {maximum}: must be greater than or equal to `minReplicas`"
+        )
+    return ", ".join(problems) or None
+
+
+def _condition(kind: str, status: bool, reason: str, message: str) -> dict[str, str]:
+    return {"type": kind, "status": "True" if status else "False", "reason": reason, "message": message}
+
+
+@dataclass(eq=False)
+class _HpaController:
+    """The metrics-free part of the HorizontalPodAutoscaler controller (see the module docstring)."""
+
+    emu: _Emulator
+    replicas: _ReplicaController
+    _: KW_ONLY
+    cluster: str
+    namespace: str
+    sync_s: float
+    truth: GroundTruth | None
+    _last: float = field(default=0.0, init=False)
+
+    async def reconcile(self) -> None:
+        now = time.monotonic()
+        if now - self._last < self.sync_s:
+            return
+        self._last = now
+        deployments = self.emu.live(DEPLOYMENTS, self.namespace)
+        for name, hpa in self.emu.live(HPAS, self.namespace).items():
+            raw = hpa.raw
+            spec, status = raw.get("spec") or {}, dict(raw.get("status") or {})
+            ref = spec.get("scaleTargetRef") or {}
+            target = deployments.get(ref.get("name", "")) if ref.get("kind") == "Deployment" else None
+            if target is None:
+                conditions = [
+                    _condition(
+                        "AbleToScale",
+                        False,
+                        "FailedGetScale",
+                        f"the HPA controller was unable to get the target's current scale: "
+                        f'{str(ref.get("kind", "")).lower()}s "{ref.get("name")}" not found',
+                    )
+                ]
+                await self._write_status(name, status, {"conditions": conditions})
+                continue
+            current = int(target.raw.get("spec", {}).get("replicas", 1))
+            minimum, maximum = int(spec.get("minReplicas") or 1), int(spec.get("maxReplicas") or 1)
+            able = _condition(
+                "AbleToScale",
+                True,
+                "SucceededGetScale",
+                "the HPA controller was able to get the target's current scale",
+            )
+            if current == 0 and minimum != 0:
+                desired, rescale = 0, False
+                conditions = [
+                    able,
+                    _condition(
+                        "ScalingActive",
+                        False,
+                        "ScalingDisabled",
+                        "scaling is disabled since the replica count of the target is zero",
+                    ),
+                ]
+            elif current > maximum or current < minimum:
+                desired, rescale = (maximum, True) if current > maximum else (minimum, True)
+                limited = (
+                    ("TooManyReplicas", "more than the maximum")
+                    if current > maximum
+                    else (
+                        "TooFewReplicas",
+                        "less than the minimum",
+                    )
+                )
+                conditions = [
+                    _condition(
+                        "AbleToScale",
+                        True,
+                        "SucceededRescale",
+                        f"the HPA controller was able to update the target scale to {desired}",
+                    ),
+                    _condition(
+                        "ScalingLimited",
+                        True,
+                        limited[0],
+                        f"the desired replica count is {limited[1]} replica count",
+                    ),
+                ]
+            else:
+                desired, rescale = int(status.get("desiredReplicas") or 0), False
+                conditions = [
+                    able,
+                    _condition(
+                        "ScalingActive",
+                        False,
+                        "FailedGetResourceMetric",
+                        "the HPA was unable to compute the replica count: no metrics server in the sandbox",
+                    ),
+                ]
+            new: dict[str, Any] = {
+                "currentReplicas": current or None,
+                "desiredReplicas": desired,
+                "conditions": conditions,
+            }
+            if rescale:
+                await self.emu.store(
+                    DEPLOYMENTS,
+                    self.namespace,
+                    target.raw["metadata"]["name"],
+                    {"spec": {"replicas": desired}},
+                )
+                self.replicas.notice()
+                new["lastScaleTime"] = _now_iso()
+                if self.truth is not None:
+                    self.truth.record(
+                        "kube.hpa_rescale",
+                        cluster=self.cluster,
+                        hpa=name,
+                        deployment=target.raw["metadata"]["name"],
+                        replicas_from=current,
+                        replicas_to=desired,
+                    )
+            await self._write_status(name, status, new)
+
+    async def _write_status(self, name: str, old: dict[str, Any], new: dict[str, Any]) -> None:
+        """Store the status when it changed. Conditions are set one type at a time, as the
+        controller's setCondition does: the others stay, and one keeps its lastTransitionTime
+        while its status and reason do not change."""
+        stamp = _now_iso()
+        by_type = {c.get("type"): c for c in old.get("conditions") or []}
+        for cond in new.get("conditions", []):
+            prior = by_type.get(cond["type"])
+            same = prior is not None and (prior.get("status"), prior.get("reason")) == (
+                cond["status"],
+                cond["reason"],
+            )
+            since = prior.get("lastTransitionTime", stamp) if same and prior is not None else stamp
+            by_type[cond["type"]] = {**cond, "lastTransitionTime": since}
+        order = ("AbleToScale", "ScalingActive", "ScalingLimited")
+        conditions = sorted(
+            by_type.values(), key=lambda c: order.index(c["type"]) if c["type"] in order else 9
+        )
+        merged = {**old, **{k: v for k, v in new.items() if k != "conditions"}, "conditions": conditions}
+        merged = {k: v for k, v in merged.items() if v is not None}
+        if merged == old:
+            return
+        # a merge patch: None removes a field (currentReplicas 0 is omitted, as Go's omitempty)
+        patch = {**{k: None for k in old if k not in merged}, **merged}
+        await self.emu.store(HPAS, self.namespace, name, {"status": patch})
 
 
 class _NoResolver:
@@ -395,8 +583,10 @@ class RegionalKube:
         ready_delay: float = 0.3,
         truth: GroundTruth | None = None,
         verify_token: Callable[[str], str | None] | None = None,
+        hpa_sync_s: float = 0.1,
     ) -> None:
         self._verify_token = verify_token
+        self._hpa_sync_s = hpa_sync_s
         self.cluster_name = cluster_name
         self.namespace = namespace
         self._deployments = dict(deployments)
@@ -488,12 +678,22 @@ class RegionalKube:
             ready_delay=self._ready_delay,
             truth=self._truth,
         )
+        hpa = _HpaController(
+            emu,
+            controller,
+            cluster=self.cluster_name,
+            namespace=self.namespace,
+            sync_s=self._hpa_sync_s,
+            truth=self._truth,
+        )
         self._seed(emu, controller)
         self._react(emu, controller)
         self._emu = emu
         async with emu, _serve_http(emu) as server:
             self._url = f"http://127.0.0.1:{server.port}"
-            task = asyncio.create_task(controller.run(), name=f"kube-controller-{self.cluster_name}")
+            task = asyncio.create_task(
+                controller.run(hpa.reconcile), name=f"kube-controller-{self.cluster_name}"
+            )
             self._started.set()
             try:
                 await self._stopping.wait()
@@ -639,7 +839,55 @@ class RegionalKube:
                 )
             return live[name].raw
 
+        async def write_hpa(request: kmock.Request) -> dict[str, Any]:
+            """Create (POST), patch or replace an HPA, refusing what the API server's validation refuses."""
+            namespace = request.namespace or ns
+            if request.method.value == "POST":
+                body = dict(request.data or {})
+                name = str((body.get("metadata") or {}).get("name") or "")
+                if name in emu.live(HPAS, namespace):
+                    raise kmock.KubernetesError(
+                        status=409,
+                        reason="AlreadyExists",
+                        message=f'horizontalpodautoscalers.autoscaling "{name}" already exists',
+                        details={"name": name, "group": "autoscaling", "kind": "horizontalpodautoscalers"},
+                    )
+                meta = body.setdefault("metadata", {})
+                meta.update(
+                    namespace=namespace,
+                    uid=str(uuid.uuid4()),
+                    creationTimestamp=_now_iso(),
+                    generation=1,
+                )
+                body.setdefault("spec", {}).setdefault("minReplicas", 1)  # the API server's default
+                body.setdefault("status", {"desiredReplicas": 0})
+                replace = True
+            else:
+                current = emu.live(HPAS, namespace).get(request.name or "")
+                if current is None:
+                    raise kmock.KubernetesError(
+                        status=404,
+                        reason="NotFound",
+                        message=f'horizontalpodautoscalers.autoscaling "{request.name}" not found',
+                        details={
+                            "name": request.name,
+                            "group": "autoscaling",
+                            "kind": "horizontalpodautoscalers",
+                        },
+                    )
+                body = requested(request, current.raw, "HorizontalPodAutoscaler.autoscaling")
+                body["status"] = current.raw.get("status", {})
+                name, replace = request.name or "", True
+            problem = _hpa_invalid(body)
+            if problem is not None:
+                raise invalid(request, "HorizontalPodAutoscaler.autoscaling", ValueError(problem))
+            return await emu.store(HPAS, namespace, name, body, replace=replace)
+
         emu["get", re.compile(r"/api/v1/namespaces(/[^/]+)?/?")] << namespaces
+        (
+            emu[HPAS, {kmock.method.POST, kmock.method.PATCH, kmock.method.PUT}, kmock.subresource(None)]
+            << write_hpa
+        )
         scale = emu[DEPLOYMENTS, kmock.subresource("scale")]
         scale["get"] << read_scale
         scale[{kmock.method.PATCH, kmock.method.PUT}] << write_scale

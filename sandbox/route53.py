@@ -24,7 +24,22 @@ that DNS failover depends on, as AWS documents it:
   HTTP 400 `Throttling` "Rate exceeded" (the same body the older "five requests per second per
   account" limit used). Real seconds: an API's rate limit is not one of the scaled durations;
 - CreateHealthCheck honours CallerReference idempotency; UpdateHealthCheck changes only what it
-  names (moto drops Regions), applies ResetElements and bumps HealthCheckVersion.
+  names (moto drops Regions), applies ResetElements and bumps HealthCheckVersion;
+- RECOVERY_CONTROL health checks (moto has no RoutingControlArn): "If the routing control state is
+  ON, the health check is considered healthy. If the state is OFF, the health check is considered
+  unhealthy" (HealthCheckConfig.Type), then Disabled and Inverted apply as for any check; a
+  CALCULATED parent follows it. They are stored and returned with HealthCheckConfig.Type and
+  RoutingControlArn (plus Inverted, Disabled); RequestInterval and FailureThreshold "are not
+  supported" with this type, nor MeasureLatency (AWS refuses templates that set them, aws-cdk
+  issue 34262), and neither are IPAddress, Port or a domain name: InvalidInput. A RoutingControlArn
+  that names no routing control of the sandbox's ARC (sandbox/arc.py) is refused (InvalidInput;
+  the text is the sandbox's), and UpdateHealthCheck of such a check is refused with AWS's own
+  "Invalid parameter : Update is not supported for this health check type." (terraform-provider-aws
+  issue 44247). A check whose routing control was deleted is unhealthy (no control is On);
+- GetHealthCheckStatus and GetHealthCheckLastFailureReason refuse a CALCULATED check ("You can't
+  use GetHealthCheckStatus to get the status of a calculated health check", API reference) with
+  InvalidInput, the operation's modelled error; for checks without checkers (RECOVERY_CONTROL,
+  CLOUDWATCH_METRIC) AWS documents no such limit and the sandbox answers no observations.
 
 Sandbox-only: every probe carries `X-Sandbox-Checker-Region`. Real checkers in different
 regions reach an endpoint from different source addresses and so can see different things (a
@@ -42,6 +57,7 @@ import re
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Sequence
@@ -102,6 +118,9 @@ Resolver = Callable[[str, int, str], str | None]
 class DnsResolutionFailed(Exception):
     """A checker's DNS request for FullyQualifiedDomainName found no A record."""
 
+
+# A routing control's ARN -> its state, "On" or "Off" (None: no such routing control); ARC's.
+RoutingControlStates = Callable[[str], str | None]
 
 # A load balancer's DNS name -> its addresses (None: not a load balancer the sandbox knows).
 AliasAddresses = Callable[[str], tuple[str, ...] | None]
@@ -310,6 +329,10 @@ def _settings(config: dict[str, Any]) -> dict[str, Any]:
     """A HealthCheckConfig with AWS's defaults filled in, for "same settings" comparisons."""
     kind = str(config.get("Type", ""))
     out = {k: v for k, v in config.items() if v is not None}
+    if kind == "RECOVERY_CONTROL":
+        out.setdefault("Inverted", False)
+        out.setdefault("Disabled", False)
+        return out
     out.setdefault("RequestInterval", _DEFAULT_INTERVAL)
     out.setdefault("FailureThreshold", _DEFAULT_THRESHOLD)
     for flag in ("Inverted", "Disabled", "MeasureLatency"):
@@ -322,9 +345,32 @@ def _settings(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+_NOT_FOR_RECOVERY_CONTROL = (
+    "RequestInterval",
+    "FailureThreshold",
+    "MeasureLatency",
+    "IPAddress",
+    "Port",
+    "FullyQualifiedDomainName",
+    "ResourcePath",
+    "SearchString",
+)
+
+
 def _invalid_config(config: dict[str, Any]) -> str | None:
     """AWS's server-side checks that botocore cannot make (it validates minimums only)."""
     kind = config.get("Type")
+    if kind == "RECOVERY_CONTROL":
+        if not config.get("RoutingControlArn"):
+            return "Invalid parameter : a RECOVERY_CONTROL health check needs RoutingControlArn"
+        extra = [k for k in _NOT_FOR_RECOVERY_CONTROL if config.get(k) is not None]
+        if extra:
+            return (
+                f"Invalid parameter : {', '.join(extra)} is not supported for a RECOVERY_CONTROL health check"
+            )
+        return None
+    if config.get("RoutingControlArn"):
+        return f"Invalid parameter : RoutingControlArn is only for RECOVERY_CONTROL health checks, not {kind}"
     interval = config.get("RequestInterval")
     if interval is not None and interval not in (10, 30):
         return f"Invalid parameter : RequestInterval must be 10 or 30, got {interval}"
@@ -360,6 +406,25 @@ def _moto_args(config: dict[str, Any]) -> dict[str, Any]:
         "children": config.get("ChildHealthChecks", []),
         "regions": config.get("Regions", []),
     }
+
+
+class _RecoveryControlCheck(HealthCheck):
+    """moto's HealthCheck plus the RoutingControlArn it has no field for, rendered in AWS's shape."""
+
+    def __init__(
+        self, health_check_id: str, caller_reference: str, args: dict[str, Any], routing_control_arn: str
+    ) -> None:
+        super().__init__(health_check_id, caller_reference, args)
+        self.routing_control_arn = routing_control_arn
+
+    @property
+    def health_check_config(self) -> dict[str, Any]:
+        return {
+            "Type": "RECOVERY_CONTROL",
+            "Inverted": self.inverted,
+            "Disabled": self.disabled,
+            "RoutingControlArn": self.routing_control_arn,
+        }
 
 
 _UPDATABLE = {
@@ -541,6 +606,7 @@ class Route53Sim:
         self._ticker: Ticker | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._http: httpx.Client | None = None
+        self._routing_controls: RoutingControlStates = lambda _arn: None
         app.intercept("route53", self._intercept)
         app.control("GET", "/_sandbox/route53/health", self._health_report)
 
@@ -565,6 +631,30 @@ class Route53Sim:
             self._pool.shutdown(wait=True, cancel_futures=True)
         if self._http is not None:
             self._http.close()
+
+    # ARC routing controls
+
+    def use_routing_controls(self, states: RoutingControlStates) -> None:
+        """Where RECOVERY_CONTROL checks read their routing control's state (ARC's data plane)."""
+        self._routing_controls = states
+
+    def reevaluate(self) -> None:
+        """Recompute every verdict now (a routing control changed state); parents after children."""
+        with self._lock:
+            checks = list(self._backend().health_checks.values())
+            for check in sorted(checks, key=lambda c: c.type_ == "CALCULATED"):
+                state = self._states.get(check.id)
+                if state is not None:
+                    self._refresh(check, state)
+
+    def health_checks_for_routing_control(self, arn: str) -> list[str]:
+        """The RECOVERY_CONTROL checks on a routing control (ARC's ListAssociatedRoute53HealthChecks)."""
+        with self._lock:
+            return [
+                c.id
+                for c in self._backend().health_checks.values()
+                if isinstance(c, _RecoveryControlCheck) and c.routing_control_arn == arn
+            ]
 
     # state shared with moto
 
@@ -603,7 +693,9 @@ class Route53Sim:
             endpoint_ok = healthy_children >= int(check.health_threshold or 0)
         elif check.type_ in _PROBED_TYPES:
             endpoint_ok = endpoint_healthy([c.healthy for c in state.checkers.values()])
-        else:  # CLOUDWATCH_METRIC, RECOVERY_CONTROL: nothing to observe here
+        elif isinstance(check, _RecoveryControlCheck):
+            endpoint_ok = self._routing_controls(check.routing_control_arn) == "On"
+        else:  # CLOUDWATCH_METRIC: no alarms are simulated
             endpoint_ok = True
         return reported_health(endpoint_ok, inverted=bool(check.inverted), disabled=bool(check.disabled))
 
@@ -762,12 +854,24 @@ class Route53Sim:
         problem = _invalid_config(config)
         if problem:
             return xml_error("InvalidInput", problem)
+        arn = config.get("RoutingControlArn")
+        if arn and self._routing_controls(str(arn)) is None:
+            return xml_error(
+                "InvalidInput", f"Invalid parameter : RoutingControlArn {arn} is not a routing control"
+            )
         settings = _settings(config)
         with self._lock:
             backend = self._backend()
             known = self._refs.get(reference)
+            check: HealthCheck
             if known is None:
-                check = backend.create_health_check(reference, _moto_args(config))
+                if arn:
+                    check = _RecoveryControlCheck(str(uuid.uuid4()), reference, _moto_args(config), str(arn))
+                    check.set_children([])
+                    check.set_regions([])
+                    backend.health_checks[check.id] = check
+                else:
+                    check = backend.create_health_check(reference, _moto_args(config))
                 self._refs[reference] = _Reference(check.id, settings)
                 self._adopt(check, time.monotonic())
             else:
@@ -792,6 +896,10 @@ class Route53Sim:
             check = self._backend().health_checks.get(health_check_id)
             if check is None:
                 return _no_such_health_check(health_check_id)
+            if isinstance(check, _RecoveryControlCheck):
+                return xml_error(
+                    "InvalidInput", "Invalid parameter : Update is not supported for this health check type."
+                )
             version = params.get("HealthCheckVersion")
             if version is not None and int(version) != check.health_check_version:
                 return xml_error(
@@ -828,8 +936,16 @@ class Route53Sim:
 
     def _observations(self, health_check_id: str, *, failures: bool) -> Response:
         with self._lock:
-            if health_check_id not in self._backend().health_checks:
+            check = self._backend().health_checks.get(health_check_id)
+            if check is None:
                 return _no_such_health_check(health_check_id)
+            if check.type_ == "CALCULATED":
+                operation = "GetHealthCheckLastFailureReason" if failures else "GetHealthCheckStatus"
+                return xml_error(
+                    "InvalidInput",
+                    f"Invalid parameter : {operation} does not support calculated health checks "
+                    f"({health_check_id}).",
+                )
             state = self._states.get(health_check_id)
             checkers = list(state.checkers.values()) if state else []
             observations = [
@@ -959,6 +1075,7 @@ class Route53Sim:
                         "caller_reference": check.caller_reference,
                         "type": check.type_,
                         "target": _target_text(check),
+                        "routing_control_arn": getattr(check, "routing_control_arn", None),
                         "inverted": bool(check.inverted),
                         "disabled": bool(check.disabled),
                         "healthy": state.healthy,

@@ -34,6 +34,7 @@ from botocore.exceptions import ClientError
 from werkzeug.wrappers import Response
 
 from sandbox.api_server import ApiServer
+from sandbox.arc import ArcSim
 from sandbox.aurora import AuroraSim
 from sandbox.aurora import create_primary_cluster
 from sandbox.aws import ACCOUNT_ID
@@ -114,6 +115,8 @@ class WorldSpec:
     ready_delay_s: float = 0.5
     routing: str = "failover"
     traffic: bool = True  # an application uploading features in the background (metrics need writes)
+    arc: bool = False  # the topology asks for ARC routing controls (provision creates them)
+    failback_readiness: bool = False  # the topology asks for reverse replication (provision creates it)
 
 
 @dataclass
@@ -150,7 +153,7 @@ class World:
         (self.state_dir / "truth.jsonl").unlink(missing_ok=True)
         self.clock = SandboxClock(self.spec.time_scale)
         self.truth = GroundTruth(self.state_dir / "truth.jsonl")
-        self.app = SandboxAwsApp()
+        self.app = SandboxAwsApp(self.truth)
         self.log = KafkaLog()
         self.environment = ChalkEnvironment(
             environment_id=self.spec.environment,
@@ -196,6 +199,8 @@ class World:
         self.fis = FisSim(app, clock=clock, truth=truth, dynamodb=self.dynamodb)
         self.msk = MskSim(app, clock=clock, truth=truth, log=self.log)
         self.aurora = AuroraSim(app, clock=clock, truth=truth)
+        # ARC's configuration API and cluster data plane; the world creates no ARC resources
+        self.arc = ArcSim(app, clock=clock, truth=truth, route53=self.route53)
         self.eks = EksSim(
             app,
             clock=clock,
@@ -207,7 +212,7 @@ class World:
         app.control("POST", "/_sandbox/chalk/query-errors", self._query_errors_route)
         self.server = AwsServer(app).start()
         self._stoppers.insert(0, self.server)
-        for sim in (self.route53, self.dynamodb, self.fis, self.msk, self.aurora, self.eks):
+        for sim in (self.route53, self.dynamodb, self.fis, self.msk, self.aurora, self.eks, self.arc):
             sim.start(self.server.endpoint_url)
             self._stoppers.insert(0, sim)
 
@@ -298,6 +303,11 @@ class World:
 
     def url(self, hostname: str) -> str:
         return f"http://{hostname}:{self.port}"
+
+    def set_unreachable(self, region: str, unreachable: bool = True) -> None:
+        """Fault: every AWS API signed for `region` stops answering (sandbox/aws.py); DNS, health
+        checkers, Kubernetes and Chalk are not affected. Also `POST /_sandbox/aws/unreachable`."""
+        self.app.set_unreachable(region, unreachable)
 
     def _truth_route(self, call: AwsCall) -> Response:
         since = float(call.query["since"]) if "since" in call.query else None
@@ -607,6 +617,7 @@ class World:
                 "topics": [PERSISTENCE_TOPIC],
                 "service_execution_role_arn": f"arn:aws:iam::{ACCOUNT_ID}:role/msk-replicator",
             },
+            "recovery": self._recovery(),
             "slo": {"rto_seconds": 120, "rpo_seconds": 5},
             "fis_role_arn": f"arn:aws:iam::{ACCOUNT_ID}:role/chalk-dr-fis",
             "guards": {
@@ -616,6 +627,14 @@ class World:
                 "max_aurora_replication_lag_ms": 5000,
             },
         }
+
+    def _recovery(self) -> dict[str, Any]:
+        """The topology's `recovery` section (chalkdr.topology.RecoveryConfig)."""
+        env = self.spec.environment
+        out: dict[str, Any] = {"failback_readiness": self.spec.failback_readiness}
+        if self.spec.arc:
+            out["arc"] = {"cluster_name": f"{env}-arc", "control_panel_name": f"{env}-panel"}
+        return out
 
     def env(self) -> dict[str, str]:
         chalk_bin = shutil.which("chalk", path=str(Path(sys.executable).parent)) or "chalk"

@@ -3,7 +3,9 @@
 A replicator lives in its TARGET cluster's region (AWS creates it there) and copies the
 topology's topics from the primary's cluster with consumer-group offsets synchronised, under
 identical topic names, so that passive persistence workers in the secondary resume from the
-replicated offsets after a failover.
+replicated offsets after a failover. With failback readiness, each secondary also has one back
+to the primary (in the primary's region; chalkdr.plan.msk explains its settings), and
+`read_reverse_replicators` tells the readiness flow whether those are there and RUNNING.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from prefect.cache_policies import NO_CACHE
 
 from chalkdr.classify import aws_call
 from chalkdr.clients import AwsClients
+from chalkdr.plan import OWNER_TAG_KEY
 from chalkdr.plan import Action
 from chalkdr.plan import Change
 from chalkdr.plan import ChangeResult
@@ -25,11 +28,13 @@ from chalkdr.plan import ObservedMskCluster
 from chalkdr.plan import ObservedReplicator
 from chalkdr.plan import ReplicatorSpec
 from chalkdr.plan import WaitPolicy
+from chalkdr.plan import reverse_replicator_name
 from chalkdr.topology import RegionConfig
+from chalkdr.topology import Topology
 from tasks.audit import ApplyContext
 from tasks.retry import retry_options
 
-__all__ = ["ensure_replicator", "read_msk"]
+__all__ = ["ensure_replicator", "read_msk", "read_reverse_replicators"]
 
 
 def _not_found(exc: ClientError) -> bool:
@@ -134,21 +139,27 @@ def read_msk(
     if info is not None:
         policy = _cluster_policy(clients, region.aws_region, region.msk_cluster_arn)
         cluster = _cluster(region.aws_region, info, policy)
+    return cluster, _replicators(clients, region.aws_region, replicator_prefix)
+
+
+def _replicators(clients: AwsClients, region: str, replicator_prefix: str) -> list[ObservedReplicator]:
+    """The replicators living in `region` whose names start with `replicator_prefix`."""
+    kafka = clients.kafka(region)
     replicators: list[ObservedReplicator] = []
     params: dict[str, Any] = {"ReplicatorNameFilter": replicator_prefix}
     while True:
-        with aws_call("kafka", "ListReplicators", f"{region.aws_region}/{replicator_prefix}*"):
+        with aws_call("kafka", "ListReplicators", f"{region}/{replicator_prefix}*"):
             page = kafka.list_replicators(**params)
         for summary in page.get("Replicators", []):
             if summary.get("IsReplicatorReference") or not summary["ReplicatorName"].startswith(
                 replicator_prefix
             ):
                 continue  # a reference is the source-region view of a replicator living elsewhere
-            found = _describe_replicator(clients, region.aws_region, summary["ReplicatorArn"])
+            found = _describe_replicator(clients, region, summary["ReplicatorArn"])
             if found is not None:
                 replicators.append(found)
         if not page.get("NextToken"):
-            return cluster, replicators
+            return replicators
         params["NextToken"] = page["NextToken"]
 
 
@@ -194,7 +205,11 @@ def _create(clients: AwsClients, spec: ReplicatorSpec) -> str:
     with aws_call("kafka", "CreateReplicator", f"{spec.region}/{spec.name}"):
         created = clients.kafka(spec.region).create_replicator(
             ReplicatorName=spec.name,
-            Description="chalk-dr: primary -> secondary replication for failover",
+            Description=(
+                "chalk-dr: primary -> secondary replication for failover"
+                if spec.direction == "failover"
+                else "chalk-dr: secondary -> primary replication for failback"
+            ),
             ServiceExecutionRoleArn=spec.service_execution_role_arn,
             KafkaClusters=[
                 {
@@ -273,3 +288,22 @@ def ensure_replicator(apply: ApplyContext, change: Change) -> ChangeResult:
         )
         _wait(apply.clients, spec, arn, apply.waits, gone=False)
     return change.result(trail.records, resource_id=arn)
+
+
+def read_reverse_replicators(topology: Topology, clients: AwsClients) -> dict[str, str | None]:
+    """source region (each secondary) -> the state of its failback replicator to the primary
+    (RUNNING, CREATING, FAILED, ...), None when there is none. Whatever the topology asks for:
+    readiness judges a missing one by `recovery.failback_readiness`.
+
+    One ListReplicators (by name) in the primary's region, and one DescribeReplicator per
+    replicator found: the states ListReplicators reports are the same, but the tags say whose it
+    is, and only this environment's counts."""
+    primary = topology.primary
+    names = {r.aws_region: reverse_replicator_name(topology, r.aws_region) for r in topology.secondaries}
+    found = _replicators(clients, primary.aws_region, topology.msk.replicator_name)
+    by_name = {
+        r.name: r
+        for r in found
+        if r.tags.get(OWNER_TAG_KEY) == topology.environment and r.state != "DELETING"
+    }
+    return {source: (by_name[name].state if name in by_name else None) for source, name in names.items()}

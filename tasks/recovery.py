@@ -14,11 +14,14 @@ import time
 from collections.abc import Callable
 from collections.abc import Sequence
 from typing import Any
+from uuid import UUID
 
+from prefect import get_client
 from prefect import get_run_logger
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
+from prefect.states import Cancelling
 
 from chalkdr.audit import AuditRecord
 from chalkdr.classify import aws_call
@@ -42,6 +45,8 @@ from chalkdr.topology import RegionConfig
 from chalkdr.topology import Topology
 from tasks.audit import emit_audit_event
 from tasks.aurora import read_db_cluster
+from tasks.locks import RunRef
+from tasks.locks import read_lock_record
 from tasks.probes import ProbeSet
 from tasks.probes import aurora_dimensions
 from tasks.probes import latest_datapoint
@@ -53,7 +58,9 @@ __all__ = [
     "RECOVERY_TAG",
     "GlobalWriter",
     "await_ready",
+    "cancel_running_drill",
     "ensure_capacity",
+    "find_hpa",
     "invert_health_check",
     "move_aurora_writer",
     "read_aurora_lag",
@@ -70,6 +77,8 @@ __all__ = [
 ANNOTATION_RECOVERY = "chalk-dr/recovery-id"
 ANNOTATION_RECOVERY_FLOW_RUN = "chalk-dr/recovery-flow-run-id"
 ANNOTATION_PREVIOUS_REPLICAS = "chalk-dr/recovery-previous-replicas"
+ANNOTATION_PREVIOUS_MIN_REPLICAS = "chalk-dr/recovery-previous-min-replicas"  # on an HPA
+ANNOTATION_PREVIOUS_MAX_REPLICAS = "chalk-dr/recovery-previous-max-replicas"  # on an HPA
 RECOVERY_FLOW_RUN_TAG = "chalk-dr:recovery-flow-run-id"
 SWITCHING = {"switching-over", "failing-over"}
 POLL_S = 0.2
@@ -268,23 +277,138 @@ def _target(region: RegionConfig, deployment: str) -> str:
     return f"eks:{region.aws_region}/{e.cluster_name}/{e.namespace}/deployment/{deployment}"
 
 
+def _annotations_patch(recovery_id: str, previous: dict[str, int]) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "annotations": {
+                ANNOTATION_RECOVERY: recovery_id,
+                ANNOTATION_RECOVERY_FLOW_RUN: flow_run.get_id() or "",
+                **{key: str(value) for key, value in previous.items()},
+            }
+        }
+    }
+
+
+_CLEARED = {
+    "metadata": {
+        "annotations": {
+            ANNOTATION_RECOVERY: None,
+            ANNOTATION_RECOVERY_FLOW_RUN: None,
+            ANNOTATION_PREVIOUS_REPLICAS: None,
+            ANNOTATION_PREVIOUS_MIN_REPLICAS: None,
+            ANNOTATION_PREVIOUS_MAX_REPLICAS: None,
+        }
+    }
+}
+
+
+def find_hpa(clients: AwsClients, region: RegionConfig, deployment: str) -> Any | None:
+    """The HorizontalPodAutoscaler (autoscaling/v2) whose scaleTargetRef is `deployment`, or None.
+
+    Kubernetes: an HPA "automatically updates a workload resource (such as a Deployment)" and
+    scales spec.replicas between its minReplicas and maxReplicas; a replicas patch below
+    minReplicas is put back by its controller. So a failover raises the HPA's floor instead.
+    """
+    e = region.eks
+    kube = clients.kube(e.cluster_name, region.aws_region)
+    found = kube.autoscaling().list_namespaced_horizontal_pod_autoscaler(
+        e.namespace, _request_timeout=kube.request_timeout
+    )
+    for hpa in found.items or []:
+        ref = hpa.spec.scale_target_ref
+        if ref is not None and ref.kind == "Deployment" and ref.name == deployment:
+            return hpa
+    return None
+
+
+def _ensure_hpa_floor(
+    clients: AwsClients, region: RegionConfig, deployment: str, hpa: Any, at_least: int, recovery_id: str
+) -> CapacityChange:
+    e = region.eks
+    kube = clients.kube(e.cluster_name, region.aws_region)
+    api = kube.autoscaling()
+    name = hpa.metadata.name
+    resource = f"eks:{region.aws_region}/{e.cluster_name}/{e.namespace}/horizontalpodautoscaler/{name}"
+    annotations = dict(hpa.metadata.annotations or {})
+    current_min = int(hpa.spec.min_replicas or 1)  # Kubernetes' default minReplicas is 1
+    current_max = int(hpa.spec.max_replicas)
+    recorded_min = annotations.get(ANNOTATION_PREVIOUS_MIN_REPLICAS)
+    recorded_max = annotations.get(ANNOTATION_PREVIOUS_MAX_REPLICAS)
+    previous_min = int(recorded_min) if recorded_min is not None else current_min
+    previous_max = int(recorded_max) if recorded_max is not None else current_max
+    change = CapacityChange(
+        region=region.aws_region,
+        deployment=deployment,
+        previous=previous_min,
+        desired=max(current_min, at_least),
+        hpa=name,
+        hpa_max_previous=previous_max,
+        hpa_max_desired=max(current_max, at_least),
+    )
+    if current_min >= at_least:
+        return change
+    if recorded_min is None:
+        api.patch_namespaced_horizontal_pod_autoscaler(
+            name,
+            e.namespace,
+            _annotations_patch(
+                recovery_id,
+                {
+                    ANNOTATION_PREVIOUS_MIN_REPLICAS: previous_min,
+                    ANNOTATION_PREVIOUS_MAX_REPLICAS: previous_max,
+                },
+            ),
+            _request_timeout=kube.request_timeout,
+        )
+        _audit(
+            "eks",
+            "annotate-hpa",
+            resource,
+            region.aws_region,
+            "autoscaling/v2:patch",
+            min_replicas=previous_min,
+            max_replicas=previous_max,
+        )
+    spec: dict[str, int] = {"minReplicas": at_least}
+    if current_max < at_least:
+        spec["maxReplicas"] = at_least  # the API refuses minReplicas above maxReplicas
+    api.patch_namespaced_horizontal_pod_autoscaler(
+        name, e.namespace, {"spec": spec}, _request_timeout=kube.request_timeout
+    )
+    _audit(
+        "eks",
+        "raise-hpa-min-replicas",
+        resource,
+        region.aws_region,
+        "autoscaling/v2:patch",
+        recovery_id=recovery_id,
+        deployment=deployment,
+        **{k: v for k, v in spec.items()},
+        previous_min=current_min,
+    )
+    get_run_logger().info("%s minReplicas %d -> %d (HPA of %s)", resource, current_min, at_least, deployment)
+    change.changed = True
+    return change
+
+
 @task(task_run_name="ensure-capacity-{region.aws_region}-{deployment}", cache_policy=NO_CACHE)
 def ensure_capacity(
     clients: AwsClients, region: RegionConfig, deployment: str, at_least: int, recovery_id: str
 ) -> CapacityChange:
-    """At least `at_least` replicas of `deployment`: the previous count is written to the
-    Deployment's annotations first (kept when an earlier run of this recovery wrote it), then the
-    scale is patched. Already at least `at_least`: nothing is changed.
-
-    Plain Deployments only: when a HorizontalPodAutoscaler manages the Deployment, its minReplicas
-    is what must be raised (the HPA would scale `spec.replicas` back); that path is not built yet
-    (the sandbox's Kubernetes has no HPA controller to prove it against).
+    """At least `at_least` replicas of `deployment`. The previous count is written to the object's
+    annotations first (kept when an earlier run of this recovery wrote it), then it is changed:
+    the Deployment's scale, or, when a HorizontalPodAutoscaler manages the Deployment, the HPA's
+    minReplicas (and maxReplicas when it is below), so the HPA scales it rather than fighting a
+    patched spec.replicas. Already at least `at_least`: nothing is changed.
     """
     e = region.eks
     kube = clients.kube(e.cluster_name, region.aws_region)
     apps = kube.apps()
     resource = _target(region, deployment)
     try:
+        hpa = find_hpa(clients, region, deployment)
+        if hpa is not None:
+            return _ensure_hpa_floor(clients, region, deployment, hpa, at_least, recovery_id)
         dep = apps.read_namespaced_deployment(deployment, e.namespace, _request_timeout=kube.request_timeout)
         current = int(dep.spec.replicas or 0)
         annotations = dict(dep.metadata.annotations or {})
@@ -298,15 +422,7 @@ def ensure_capacity(
             apps.patch_namespaced_deployment(
                 deployment,
                 e.namespace,
-                {
-                    "metadata": {
-                        "annotations": {
-                            ANNOTATION_RECOVERY: recovery_id,
-                            ANNOTATION_RECOVERY_FLOW_RUN: flow_run.get_id() or "",
-                            ANNOTATION_PREVIOUS_REPLICAS: str(previous),
-                        }
-                    }
-                },
+                _annotations_patch(recovery_id, {ANNOTATION_PREVIOUS_REPLICAS: previous}),
                 _request_timeout=kube.request_timeout,
             )
             _audit(
@@ -342,26 +458,81 @@ def ensure_capacity(
 
 
 @task(task_run_name="await-ready-{region.aws_region}-{deployment}", cache_policy=NO_CACHE)
-def await_ready(clients: AwsClients, region: RegionConfig, deployment: str, timeout_s: float) -> int:
-    """Until the Deployment's ready replicas reach its desired count; the ready count."""
+def await_ready(
+    clients: AwsClients, region: RegionConfig, deployment: str, timeout_s: float, at_least: int = 0
+) -> int:
+    """Until the Deployment asks for at least `at_least` replicas (an HPA raises spec.replicas
+    after its floor moved) and its ready replicas reach its desired count; the ready count."""
     counts = _poll(
         f"{region.aws_region}/{deployment} ready",
         lambda: _counts(clients, region, deployment),
-        lambda c: c[0] >= c[1],
+        lambda c: c[1] >= at_least and c[0] >= c[1],
         timeout_s,
     )
     return int(counts[0])
 
 
+def _restore_hpa(
+    clients: AwsClients, region: RegionConfig, deployment: str, hpa: Any
+) -> CapacityChange | None:
+    e = region.eks
+    kube = clients.kube(e.cluster_name, region.aws_region)
+    api = kube.autoscaling()
+    name = hpa.metadata.name
+    resource = f"eks:{region.aws_region}/{e.cluster_name}/{e.namespace}/horizontalpodautoscaler/{name}"
+    annotations = dict(hpa.metadata.annotations or {})
+    if ANNOTATION_PREVIOUS_MIN_REPLICAS not in annotations:
+        return None
+    previous_min = int(annotations[ANNOTATION_PREVIOUS_MIN_REPLICAS])
+    previous_max = int(annotations.get(ANNOTATION_PREVIOUS_MAX_REPLICAS) or hpa.spec.max_replicas)
+    current_min, current_max = int(hpa.spec.min_replicas or 1), int(hpa.spec.max_replicas)
+    changed = (current_min, current_max) != (previous_min, previous_max)
+    if changed:
+        api.patch_namespaced_horizontal_pod_autoscaler(
+            name,
+            e.namespace,
+            {"spec": {"minReplicas": previous_min, "maxReplicas": previous_max}},
+            _request_timeout=kube.request_timeout,
+        )
+        _audit(
+            "eks",
+            "restore-hpa",
+            resource,
+            region.aws_region,
+            "autoscaling/v2:patch",
+            min_replicas=previous_min,
+            max_replicas=previous_max,
+            was_min=current_min,
+        )
+    api.patch_namespaced_horizontal_pod_autoscaler(
+        name, e.namespace, _CLEARED, _request_timeout=kube.request_timeout
+    )
+    _audit("eks", "unannotate-hpa", resource, region.aws_region, "autoscaling/v2:patch")
+    return CapacityChange(
+        region=region.aws_region,
+        deployment=deployment,
+        previous=current_min,
+        desired=previous_min,
+        changed=changed,
+        hpa=name,
+        hpa_max_previous=current_max,
+        hpa_max_desired=previous_max,
+    )
+
+
 @task(task_run_name="restore-capacity-{region.aws_region}-{deployment}", cache_policy=NO_CACHE)
 def restore_capacity(clients: AwsClients, region: RegionConfig, deployment: str) -> CapacityChange | None:
-    """Back to the count a failover recorded in the Deployment's annotations, then the record
-    removed; None when no failover recorded one."""
+    """Back to what a failover recorded in the annotations, then the record removed: the
+    Deployment's replica count, or its HPA's minReplicas/maxReplicas (the HPA then decides the
+    replicas from its metrics, as before the failover). None when no failover recorded one."""
     e = region.eks
     kube = clients.kube(e.cluster_name, region.aws_region)
     apps = kube.apps()
     resource = _target(region, deployment)
     try:
+        hpa = find_hpa(clients, region, deployment)
+        if hpa is not None:
+            return _restore_hpa(clients, region, deployment, hpa)
         dep = apps.read_namespaced_deployment(deployment, e.namespace, _request_timeout=kube.request_timeout)
         annotations = dict(dep.metadata.annotations or {})
         if ANNOTATION_PREVIOUS_REPLICAS not in annotations:
@@ -385,18 +556,7 @@ def restore_capacity(clients: AwsClients, region: RegionConfig, deployment: str)
                 was=current,
             )
         apps.patch_namespaced_deployment(
-            deployment,
-            e.namespace,
-            {
-                "metadata": {
-                    "annotations": {
-                        ANNOTATION_RECOVERY: None,
-                        ANNOTATION_RECOVERY_FLOW_RUN: None,
-                        ANNOTATION_PREVIOUS_REPLICAS: None,
-                    }
-                }
-            },
-            _request_timeout=kube.request_timeout,
+            deployment, e.namespace, _CLEARED, _request_timeout=kube.request_timeout
         )
         _audit("eks", "unannotate-deployment", resource, region.aws_region, "apps/v1:patch")
     except Exception as exc:
@@ -408,6 +568,42 @@ def restore_capacity(clients: AwsClients, region: RegionConfig, deployment: str)
         desired=previous,
         changed=current != previous,
     )
+
+
+# -- a drill in the way ---------------------------------------------------------------------------
+
+
+def cancel_running_drill(environment: str, recovery_id: str) -> RunRef | None:
+    """Ask Prefect to cancel the drill holding the environment's lock, if one does.
+
+    A failover must not wait for a rehearsal to finish, nor run beside one (both hold the same
+    lock). The drill's flow run is set Cancelling: its worker (or runner) stops the process, and
+    its own undo runs if it gets the chance; whatever it leaves is undone by the failover's sweep
+    once the lock is free. Not a drill, or no live holder: nothing is done.
+    """
+    holder = read_lock_record(environment).holder
+    if holder is None or holder.kind != "drill" or not holder.flow_run_id:
+        return None
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(UUID(holder.flow_run_id))
+        if run.state is None or run.state.is_final() or run.state.is_cancelling():
+            return None
+        client.set_flow_run_state(
+            run.id,
+            Cancelling(message=f"cancelled by recovery {recovery_id}: an incident failover"),
+            force=True,
+        )
+    _audit(
+        "prefect",
+        "cancel-drill",
+        f"prefect:flow-run/{holder.flow_run_id}",
+        "-",
+        "prefect:set_flow_run_state Cancelling",
+        drill_id=holder.run_id,
+        recovery_id=recovery_id,
+    )
+    get_run_logger().warning("cancelled %s for recovery %s", holder.describe(), recovery_id)
+    return holder
 
 
 # -- the metadata plane ---------------------------------------------------------------------------

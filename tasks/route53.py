@@ -4,7 +4,9 @@ Also the ALB lookup (Elastic Load Balancing), because an alias record and a heal
 only as right as the ALB DNS name and hosted zone they carry. Reads observe; each ensure makes
 the one change its plan entry names and emits an audit event per mutating call. Route 53's
 control plane is global (served from us-east-1) and allows 5 requests/s per account, so changes
-are made one at a time by the flow and reads run at most five at once.
+are made one at a time by the flow and reads run at most five at once. With ARC routing controls
+(`recovery.arc`), `ensure_health_check` also makes each region's RECOVERY_CONTROL and CALCULATED
+checks, and the failover records carry the calculated ones (chalkdr.plan.route53 says why).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from chalkdr.drill import health_verdict
 from chalkdr.errors import AwsCallError
 from chalkdr.plan import Action
 from chalkdr.plan import AliasTarget
+from chalkdr.plan import CalculatedCheckSpec
 from chalkdr.plan import Change
 from chalkdr.plan import ChangeResult
 from chalkdr.plan import HealthCheckSpec
@@ -36,10 +39,14 @@ from chalkdr.plan import ObservedHealthCheck
 from chalkdr.plan import ObservedRecord
 from chalkdr.plan import ObservedRoute53
 from chalkdr.plan import RecordSpec
+from chalkdr.plan import ResourceKind
+from chalkdr.plan import RoutingControlCheckSpec
 from chalkdr.plan import WaitPolicy
-from chalkdr.plan import caller_reference_prefix
+from chalkdr.plan import caller_reference_prefixes
+from chalkdr.plan import check_ref
 from chalkdr.plan import normalize_dns
 from chalkdr.plan import ownership_record_name
+from chalkdr.plan import resource_ref
 from chalkdr.plan import tag_list
 from chalkdr.topology import RegionConfig
 from chalkdr.topology import Topology
@@ -118,6 +125,9 @@ def _health_check(raw: Mapping[str, Any], tags: Mapping[str, str]) -> ObservedHe
         regions=tuple(cfg.get("Regions") or ()),
         inverted=bool(cfg.get("Inverted", False)),
         disabled=bool(cfg.get("Disabled", False)),
+        routing_control_arn=cfg.get("RoutingControlArn"),
+        children=tuple(cfg.get("ChildHealthChecks") or ()),
+        health_threshold=cfg.get("HealthThreshold"),
         tags=dict(tags),
     )
 
@@ -192,7 +202,9 @@ def read_route53(clients: AwsClients, topology: Topology) -> ObservedRoute53:
     names = list(
         dict.fromkeys([topology.route53.failover_record, *(r.query_hostname for r in topology.regions)])
     )
-    prefixes = tuple(caller_reference_prefix(topology.environment, r.aws_region) for r in topology.regions)
+    prefixes = tuple(
+        p for r in topology.regions for p in caller_reference_prefixes(topology.environment, r.aws_region)
+    )
     with ThreadPoolExecutor(max_workers=_ROUTE53_CONCURRENCY, thread_name_prefix="read-route53") as pool:
         zone = pool.submit(_zone, clients, zone_id)
         checks = pool.submit(_health_checks, clients, prefixes)
@@ -256,27 +268,20 @@ def _health_checks(
 # -- changes ----------------------------------------------------------------------------------
 
 
-def _create_health_check(clients: AwsClients, spec: HealthCheckSpec) -> tuple[str, str]:
+def _create_health_check(
+    clients: AwsClients, caller_reference: str, config: Mapping[str, Any]
+) -> tuple[str, str]:
     """Create with the deterministic reference: a retried create returns the same check (AWS
     idempotency). A reference once used by a now-deleted check is refused by AWS
     (HealthCheckAlreadyExists) forever, so a replace back to earlier settings takes `<ref>.2`."""
-    config: dict[str, Any] = {
-        "Type": spec.type,
-        "FullyQualifiedDomainName": spec.fqdn,
-        "Port": spec.port,
-        "ResourcePath": spec.resource_path,
-        "RequestInterval": spec.request_interval,
-        "FailureThreshold": spec.failure_threshold,
-        "Regions": list(spec.regions),
-    }
     route53 = clients.route53()
     for attempt in range(1, _MAX_REFERENCE_ATTEMPTS + 1):
-        reference = spec.caller_reference if attempt == 1 else f"{spec.caller_reference}.{attempt}"
+        reference = caller_reference if attempt == 1 else f"{caller_reference}.{attempt}"
         try:
             with aws_call("route53", "CreateHealthCheck", reference):
                 created = route53.create_health_check(
                     CallerReference=reference,
-                    HealthCheckConfig=config,  # type: ignore[arg-type]
+                    HealthCheckConfig=dict(config),  # type: ignore[arg-type]
                 )
             return created["HealthCheck"]["Id"], reference
         except Exception as exc:
@@ -285,26 +290,96 @@ def _create_health_check(clients: AwsClients, spec: HealthCheckSpec) -> tuple[st
     raise AssertionError("unreachable")
 
 
+AnyCheckSpec = HealthCheckSpec | RoutingControlCheckSpec | CalculatedCheckSpec
+
+
+def _resolved_id(refs: Mapping[str, str], kind: str, region: str) -> str:
+    """A region's check id the plan knew or an earlier stage of this apply made."""
+    found = refs.get(check_ref(kind, region))
+    if not found or found.startswith("("):
+        raise ValueError(f"no {kind} id for {region}: the stage that makes it has not run")
+    return found
+
+
+def _children(spec: CalculatedCheckSpec, refs: Mapping[str, str]) -> list[str]:
+    return [
+        _resolved_id(refs, ResourceKind.HEALTH_CHECK.value, spec.region),
+        _resolved_id(refs, ResourceKind.ROUTING_CONTROL_HEALTH_CHECK.value, spec.region),
+    ]
+
+
+def _config(spec: AnyCheckSpec, refs: Mapping[str, str]) -> dict[str, Any]:
+    """CreateHealthCheck's HealthCheckConfig for the spec (a RECOVERY_CONTROL check takes no
+    interval, threshold or checker regions: Route 53 refuses them)."""
+    if isinstance(spec, RoutingControlCheckSpec):
+        arn = spec.routing_control_arn or refs.get(resource_ref("arc-routing-control", spec.routing_control))
+        if not arn:
+            raise ValueError(f"no routing control ARN for {spec.routing_control}: its stage has not run")
+        return {"Type": "RECOVERY_CONTROL", "RoutingControlArn": arn}
+    if isinstance(spec, CalculatedCheckSpec):
+        return {
+            "Type": "CALCULATED",
+            "ChildHealthChecks": _children(spec, refs),
+            "HealthThreshold": spec.health_threshold,
+        }
+    return {
+        "Type": spec.type,
+        "FullyQualifiedDomainName": spec.fqdn,
+        "Port": spec.port,
+        "ResourcePath": spec.resource_path,
+        "RequestInterval": spec.request_interval,
+        "FailureThreshold": spec.failure_threshold,
+        "Regions": list(spec.regions),
+    }
+
+
+def _update(spec: AnyCheckSpec, refs: Mapping[str, str]) -> dict[str, Any]:
+    """UpdateHealthCheck's settings for the spec (those it can change in place)."""
+    flags: dict[str, Any] = {"Inverted": False, "Disabled": False}
+    if isinstance(spec, RoutingControlCheckSpec):
+        return flags
+    if isinstance(spec, CalculatedCheckSpec):
+        return {"ChildHealthChecks": _children(spec, refs), "HealthThreshold": spec.health_threshold, **flags}
+    return {
+        "FullyQualifiedDomainName": spec.fqdn,
+        "Port": spec.port,
+        "ResourcePath": spec.resource_path,
+        "FailureThreshold": spec.failure_threshold,
+        "Regions": list(spec.regions),
+        **flags,
+    }
+
+
 @task(task_run_name="ensure-health-check-{change.region}", cache_policy=NO_CACHE)
-def ensure_health_check(apply: ApplyContext, change: Change) -> ChangeResult:
+def ensure_health_check(
+    apply: ApplyContext, change: Change, refs: Mapping[str, str] | None = None
+) -> ChangeResult:
     """Create the region's check (create/replace) or update it in place (version-checked), then tag
-    it; an adopted check gets this environment's tags (audited as its adoption)."""
-    spec = change.typed_spec(HealthCheckSpec)
+    it; an adopted check gets this environment's tags (audited as its adoption).
+
+    The same task for the HTTPS check and, with ARC, the RECOVERY_CONTROL and CALCULATED checks;
+    `refs` has what earlier stages of the apply made (a new routing control's ARN, a new child's id)."""
+    spec = change.spec
+    if not isinstance(spec, HealthCheckSpec | RoutingControlCheckSpec | CalculatedCheckSpec):
+        raise TypeError(f"{change.kind} change {change.id} carries a {type(spec).__name__}")
+    refs = refs or {}
     route53 = apply.clients.route53()
     trail = apply.trail("route53")
     changed = {d.field for d in change.diffs}
     updated = sorted(changed - {"tags", "owner", "stale_health_checks"})
     hc_id = change.current_id
     if hc_id is None:
-        hc_id, reference = _create_health_check(apply.clients, spec)
+        config = _config(spec, refs)
+        hc_id, reference = _create_health_check(apply.clients, spec.caller_reference, config)
         trail.record(
             "create-health-check",
             health_check_arn(hc_id),
             ROUTE53_CONTROL_REGION,
             "route53:CreateHealthCheck",
             caller_reference=reference,
-            fqdn=spec.fqdn,
+            type=config["Type"],
             name=spec.name,
+            **({"fqdn": spec.fqdn} if isinstance(spec, HealthCheckSpec) else {}),
         )
         changed.add("tags")
     elif updated:
@@ -312,13 +387,7 @@ def ensure_health_check(apply: ApplyContext, change: Change) -> ChangeResult:
             route53.update_health_check(
                 HealthCheckId=hc_id,
                 HealthCheckVersion=int(change.current_version or 1),  # refused if someone changed it since
-                FullyQualifiedDomainName=spec.fqdn,
-                Port=spec.port,
-                ResourcePath=spec.resource_path,
-                FailureThreshold=spec.failure_threshold,
-                Regions=list(spec.regions),  # type: ignore[arg-type]
-                Inverted=False,
-                Disabled=False,
+                **_update(spec, refs),
             )
         trail.record(
             "update-health-check",
@@ -411,6 +480,9 @@ def ensure_records(
 ) -> list[ChangeResult]:
     """One atomic change batch for all of one name's records, then wait until it is INSYNC.
 
+    `health_check_ids` has each record's check by `check_ref(kind, region)`: the HTTPS check by
+    region, the calculated one (ARC) by `route53-calculated-health-check:<region>`.
+
     One batch per name keeps PRIMARY/SECONDARY consistent at every instant, and lets a routing
     policy change (failover -> weighted) delete and create every record of the name at once:
     Route 53 refuses a name that mixes policies. The name's ownership TXT record is in the same
@@ -423,9 +495,10 @@ def ensure_records(
     zone_id = specs[0].zone_id
     batch: list[dict[str, Any]] = []
     for change, spec in zip(changes, specs, strict=True):
-        hc = health_check_ids.get(spec.health_check_region) if spec.health_check_region else None
-        if spec.health_check_region and (hc is None or hc.startswith("(")):
-            raise ValueError(f"no health check id for {spec.health_check_region}: cannot write {change.id}")
+        region = spec.health_check_region
+        hc = health_check_ids.get(check_ref(spec.health_check_kind, region)) if region else None
+        if region and (hc is None or hc.startswith("(")):
+            raise ValueError(f"no {spec.health_check_kind} id for {region}: cannot write {change.id}")
         if change.replaces is not None:
             replaced = ObservedRecord.model_validate(change.replaces)
             batch.append({"Action": "DELETE", "ResourceRecordSet": _observed_set(replaced)})
@@ -487,6 +560,10 @@ def discover_routing(topology: Topology, clients: AwsClients, resolver: Resolver
     """The failover name's records as Route 53 has them, each mapped to its region by ALB DNS name,
     and the addresses each region's ALB name resolves to through the clients' resolver.
 
+    With ARC (`recovery.arc`), a record's check is CALCULATED: the route's `health_check_id` is its
+    HTTPS child (whose verdict Route 53 reports and a drill inverts), `record_health_check_id` the
+    record's own check and `routing_control_arn` the routing control its other child follows.
+
     Drills and the incident flow observe the routing that is live, not the one the topology
     says should be: a provision run that never happened shows up here as a missing route. A DNS
     answer for the failover name is addresses (an alias to an ALB is answered with the ALB's
@@ -514,14 +591,46 @@ def discover_routing(topology: Topology, clients: AwsClients, resolver: Resolver
         role = rec.failover or (
             f"weight={rec.weight}" if rec.weight is not None else rec.latency_region or "simple"
         )
+        probed, control = rec.health_check_id, None
+        if rec.health_check_id and topology.recovery.arc is not None:
+            probed, control = _calculated_children(clients, rec.health_check_id)
         routes[region] = RegionRoute(
             region=region,
             alb_dns=dns,
-            health_check_id=rec.health_check_id,
+            health_check_id=probed,
             role=str(role),
             set_identifier=rec.set_identifier or "",
+            record_health_check_id=rec.health_check_id if probed != rec.health_check_id else None,
+            routing_control_arn=control,
         )
     return Routing(record=name, routes=routes, addresses=addresses)
+
+
+def _get_health_check(clients: AwsClients, health_check_id: str) -> Mapping[str, Any]:
+    with aws_call("route53", "GetHealthCheck", health_check_id):
+        return clients.route53().get_health_check(HealthCheckId=health_check_id)["HealthCheck"]
+
+
+def _calculated_children(clients: AwsClients, health_check_id: str) -> tuple[str | None, str | None]:
+    """For a record's check: (the check to read verdicts from, the routing control ARN).
+
+    A CALCULATED check has no status API ("You can't use GetHealthCheckStatus to get the status of
+    a calculated health check", Route 53 API reference), so its probed child (an HTTPS/HTTP check)
+    stands in for it, and its RECOVERY_CONTROL child names the routing control. One GetHealthCheck
+    for the record's check, and one per child (two) when it is calculated: Route 53's API rate is
+    5 requests/s per account (chalkdr.ratelimit paces them). Any other type is its own verdict."""
+    config = _get_health_check(clients, health_check_id).get("HealthCheckConfig", {})
+    if config.get("Type") != "CALCULATED":
+        return health_check_id, config.get("RoutingControlArn")
+    probed: str | None = None
+    control: str | None = None
+    for child in config.get("ChildHealthChecks") or ():
+        child_config = _get_health_check(clients, child).get("HealthCheckConfig", {})
+        if child_config.get("Type") == "RECOVERY_CONTROL":
+            control = child_config.get("RoutingControlArn")
+        elif child_config.get("Type") not in ("CALCULATED", "CLOUDWATCH_METRIC") and probed is None:
+            probed = child
+    return probed, control
 
 
 def read_route53_health(clients: AwsClients, routing: Routing) -> dict[str, bool | None]:

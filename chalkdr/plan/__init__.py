@@ -7,7 +7,7 @@ field by field. The flow reads AWS, calls these, shows the plan, and applies onl
 lists, stage by stage along the stage graph `apply_stages` gives, so that a second run against a
 converged world is an empty plan and makes no mutating call at all.
 
-One module per system (route53, dynamodb, msk, aurora, alarms, eks), each with the same shape;
+One module per system (arc, route53, dynamodb, msk, aurora, alarms, eks), each with the same shape;
 `chalkdr.plan.core` is what they share and `chalkdr.plan.systems` registers them.
 """
 
@@ -18,6 +18,21 @@ from chalkdr.plan.alarms import AlarmSpec
 from chalkdr.plan.alarms import ObservedAlarm
 from chalkdr.plan.alarms import ObservedAlarms
 from chalkdr.plan.alarms import alarm_prefix
+from chalkdr.plan.arc import ArcClusterSpec
+from chalkdr.plan.arc import ArcView
+from chalkdr.plan.arc import ClusterEndpoint
+from chalkdr.plan.arc import ControlPanelSpec
+from chalkdr.plan.arc import ObservedArc
+from chalkdr.plan.arc import ObservedArcCluster
+from chalkdr.plan.arc import ObservedControlPanel
+from chalkdr.plan.arc import ObservedRoutingControl
+from chalkdr.plan.arc import ObservedSafetyRule
+from chalkdr.plan.arc import RoutingControlSpec
+from chalkdr.plan.arc import RoutingControlStatesSpec
+from chalkdr.plan.arc import SafetyRuleSpec
+from chalkdr.plan.arc import arc_view
+from chalkdr.plan.arc import routing_control_names
+from chalkdr.plan.arc import safety_rule_name
 from chalkdr.plan.aurora import GlobalClusterSpec
 from chalkdr.plan.aurora import ObservedAurora
 from chalkdr.plan.aurora import ObservedDbCluster
@@ -46,6 +61,7 @@ from chalkdr.plan.core import normalize_dns
 from chalkdr.plan.core import ownership_tags
 from chalkdr.plan.core import plan_table_rows
 from chalkdr.plan.core import render_plan_markdown
+from chalkdr.plan.core import resource_ref
 from chalkdr.plan.core import tag_list
 from chalkdr.plan.dynamodb import GlobalTableSpec
 from chalkdr.plan.dynamodb import ObservedDynamoDb
@@ -61,15 +77,21 @@ from chalkdr.plan.msk import ObservedReplicator
 from chalkdr.plan.msk import ReplicatorSpec
 from chalkdr.plan.msk import replicator_name
 from chalkdr.plan.msk import replicator_names
+from chalkdr.plan.msk import reverse_replicator_name
+from chalkdr.plan.msk import reverse_replicator_names
 from chalkdr.plan.route53 import AliasTarget
+from chalkdr.plan.route53 import CalculatedCheckSpec
 from chalkdr.plan.route53 import HealthCheckSpec
 from chalkdr.plan.route53 import ObservedAlb
 from chalkdr.plan.route53 import ObservedHealthCheck
 from chalkdr.plan.route53 import ObservedRecord
 from chalkdr.plan.route53 import ObservedRoute53
 from chalkdr.plan.route53 import RecordSpec
+from chalkdr.plan.route53 import RoutingControlCheckSpec
 from chalkdr.plan.route53 import caller_reference
 from chalkdr.plan.route53 import caller_reference_prefix
+from chalkdr.plan.route53 import caller_reference_prefixes
+from chalkdr.plan.route53 import check_ref
 from chalkdr.plan.route53 import health_check_name
 from chalkdr.plan.route53 import ownership_record_name
 from chalkdr.plan.route53 import ownership_value
@@ -97,9 +119,14 @@ __all__ = [
     "Action",
     "AlarmSpec",
     "AliasTarget",
+    "ArcClusterSpec",
+    "ArcView",
+    "CalculatedCheckSpec",
     "Change",
     "ChangeResult",
     "Check",
+    "ClusterEndpoint",
+    "ControlPanelSpec",
     "DesiredState",
     "FieldDiff",
     "Findings",
@@ -110,7 +137,10 @@ __all__ = [
     "ObservedAlarm",
     "ObservedAlarms",
     "ObservedAlb",
+    "ObservedArc",
+    "ObservedArcCluster",
     "ObservedAurora",
+    "ObservedControlPanel",
     "ObservedDbCluster",
     "ObservedDeployment",
     "ObservedDynamoDb",
@@ -123,6 +153,8 @@ __all__ = [
     "ObservedRecord",
     "ObservedReplicator",
     "ObservedRoute53",
+    "ObservedRoutingControl",
+    "ObservedSafetyRule",
     "ObservedState",
     "ObservedTable",
     "Plan",
@@ -130,6 +162,10 @@ __all__ = [
     "RecordSpec",
     "ReplicatorSpec",
     "ResourceKind",
+    "RoutingControlCheckSpec",
+    "RoutingControlSpec",
+    "RoutingControlStatesSpec",
+    "SafetyRuleSpec",
     "SecondaryClusterSpec",
     "Spec",
     "Stage",
@@ -138,8 +174,11 @@ __all__ = [
     "WaitPolicy",
     "alarm_prefix",
     "apply_stages",
+    "arc_view",
     "caller_reference",
     "caller_reference_prefix",
+    "caller_reference_prefixes",
+    "check_ref",
     "compare",
     "compute_plan",
     "critical_path_s",
@@ -156,6 +195,11 @@ __all__ = [
     "render_plan_markdown",
     "replicator_name",
     "replicator_names",
+    "resource_ref",
+    "reverse_replicator_name",
+    "reverse_replicator_names",
+    "routing_control_names",
+    "safety_rule_name",
     "set_identifier",
     "stage_defs",
     "tag_list",

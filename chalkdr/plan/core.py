@@ -1,6 +1,6 @@
 """The generic part of the provision plan: specs, changes, the plan, its stage graph, waits, rendering.
 
-Every system module (route53, dynamodb, msk, aurora, alarms, eks) has the same shape:
+Every system module (arc, route53, dynamodb, msk, aurora, alarms, eks) has the same shape:
 desired specs from the topology (and the few observed facts the topology cannot know), its own
 observed model, and `changes(desired, observed) -> list[Change]`. This module holds what they
 share so that none of them repeats it: the `Spec` base (whose `kind` names its resource kind and
@@ -63,6 +63,7 @@ __all__ = [
     "ownership_tags",
     "plan_table_rows",
     "render_plan_markdown",
+    "resource_ref",
     "stages_for",
     "tag_list",
     "unwanted",
@@ -113,12 +114,19 @@ class PlanModel(BaseModel):
 
 class ResourceKind(StrEnum):
     HEALTH_CHECK = "route53-health-check"
+    ROUTING_CONTROL_HEALTH_CHECK = "route53-routing-control-health-check"
+    CALCULATED_HEALTH_CHECK = "route53-calculated-health-check"
     RECORD = "route53-record"
     GLOBAL_TABLE = "dynamodb-global-table"
     REPLICATOR = "msk-replicator"
     GLOBAL_CLUSTER = "aurora-global-cluster"
     SECONDARY_CLUSTER = "aurora-secondary-cluster"
     ALARM = "cloudwatch-alarm"
+    ARC_CLUSTER = "arc-cluster"
+    ARC_CONTROL_PANEL = "arc-control-panel"
+    ARC_ROUTING_CONTROL = "arc-routing-control"
+    ARC_ROUTING_CONTROL_STATES = "arc-routing-control-states"
+    ARC_SAFETY_RULE = "arc-safety-rule"
 
 
 class Action(StrEnum):
@@ -166,6 +174,17 @@ class Spec(PlanModel):
     def resource_id(self) -> str:
         """How the plan and the audit name the resource: its `ID_FIELD` (a record, its key)."""
         return str(getattr(self, self.ID_FIELD))
+
+    @property
+    def ref(self) -> str:
+        """How later stages of the same apply find the id (ARN) this resource has once it exists:
+        `<kind>:<resource id>`; a kind with one resource per region may key it by region instead."""
+        return resource_ref(self.kind, self.resource_id)
+
+
+def resource_ref(kind: str, key: str) -> str:
+    """The key an apply's resolved ids are kept under (see `Spec.ref`)."""
+    return f"{kind}:{key}"
 
 
 def _spec_of(value: Any) -> Any:
@@ -246,6 +265,7 @@ class Change(PlanModel):
             action=action or self.action,
             audit=tuple(audit),
             resource_id=resource_id,
+            ref=self.spec.ref,
         )
 
 
@@ -317,6 +337,7 @@ class ChangeResult(PlanModel):
     action: Action
     audit: tuple[AuditRecord, ...] = ()
     resource_id: str | None = None  # e.g. the health check a create made, for the records after it
+    ref: str | None = None  # the spec's `ref`: where later stages look `resource_id` up
 
 
 class Check(PlanModel):

@@ -1,5 +1,7 @@
 """MSK in the plan: one MSK Replicator per secondary, copying the primary's topics with offsets synced.
 
+(With failback readiness, one more per secondary in the other direction: see the end of this docstring.)
+
 A replicator lives in its target cluster's region. Its clusters and service role are immutable
 (a change replaces it); its topics and consumer-group settings are updated in place.
 
@@ -15,6 +17,21 @@ the new replicator RUNNING are not copied. EARLIEST would instead replay every r
 source retains, and that count is not something the MSK API reports (ListTopics,
 DescribeTopic and DescribeTopicPartitions give partitions, not offsets; only Kafka's ListOffsets
 does), so the plan never chooses it for a replacement.
+
+Failback readiness (`recovery.failback_readiness`): one more replicator per secondary, copying the
+secondary's topics back to the primary, created in the primary's region (the target's, as AWS
+requires) under `reverse_replicator_name`, owned and tagged like the forward one. It keeps the
+topics' names (TopicNameConfiguration IDENTICAL, as the forward one): MSK Replicator "uses Kafka
+headers to automatically avoid replicating data back to the topic it originated from"
+(msk-replicator-topic-naming), so the pair does not loop, and consumers fail back without
+renaming topics. It starts from LATEST: when it is made, the secondary's topics hold what the
+forward replicator copied from the primary, which the primary already has (and MSK Replicator
+would filter those records out anyway, charging for reading them: msk-replicator-failback); what
+clients write in the secondary from then on (during a failover) is what it copies back. AWS's
+failback procedure creates this replicator only after the failover, from EARLIEST; creating it
+beforehand, from LATEST, is what lets a failback start without waiting for that copy. Its source
+is the secondary, so the prerequisites the forward direction checks on the primary (IAM,
+multi-VPC connectivity with IAM, a cluster policy for kafka.amazonaws.com) apply to the secondary.
 """
 
 from __future__ import annotations
@@ -22,6 +39,7 @@ from __future__ import annotations
 import fnmatch
 import json
 from typing import TYPE_CHECKING
+from typing import Any
 from typing import Literal
 
 from pydantic import Field
@@ -38,6 +56,7 @@ from chalkdr.plan.core import StageDef
 from chalkdr.plan.core import compare
 from chalkdr.plan.core import ownership_tags
 from chalkdr.plan.core import unwanted
+from chalkdr.topology import RegionConfig
 from chalkdr.topology import Topology
 
 if TYPE_CHECKING:
@@ -56,6 +75,8 @@ __all__ = [
     "policy_missing_actions",
     "replicator_name",
     "replicator_names",
+    "reverse_replicator_name",
+    "reverse_replicator_names",
 ]
 
 _IMMUTABLE = ("source_cluster_arn", "target_cluster_arn", "service_execution_role_arn")
@@ -137,6 +158,25 @@ def replicator_names(topology: Topology) -> dict[str, str]:
     return {r.aws_region: replicator_name(topology, r.aws_region) for r in topology.secondaries}
 
 
+_REVERSE = "-failback"
+
+
+def reverse_replicator_name(topology: Topology, source_region: str) -> str:
+    """The failback replicator from `source_region` (a secondary) to the primary: the topology's
+    name + `-failback`, and the source region when there is more than one secondary. The base is
+    shortened, never the suffix, so that names stay distinct within MSK's 128 characters."""
+    suffix = _REVERSE + (f"-{source_region}" if len(topology.secondaries) > 1 else "")
+    return topology.msk.replicator_name[: 128 - len(suffix)] + suffix
+
+
+def reverse_replicator_names(topology: Topology) -> dict[str, str]:
+    """source region -> the failback replicator copying it to the primary; empty unless the
+    topology asks for failback readiness."""
+    if not topology.recovery.failback_readiness:
+        return {}
+    return {r.aws_region: reverse_replicator_name(topology, r.aws_region) for r in topology.secondaries}
+
+
 class MskEndpoint(PlanModel):
     """One side of a replicator: the cluster and the VPC placement the replicator reaches it by."""
 
@@ -158,6 +198,8 @@ class ReplicatorSpec(Spec):
     tags: dict[str, str]
     # Where a new replicator starts reading the source topics (CreateReplicator StartingPosition).
     starting_position: Literal["EARLIEST", "LATEST"] = "EARLIEST"
+    # failover: primary -> secondary; failback: secondary -> primary (failback readiness)
+    direction: Literal["failover", "failback"] = "failover"
 
 
 class ObservedMskCluster(PlanModel):
@@ -216,42 +258,66 @@ def _settings(r: ReplicatorSpec | ObservedReplicator) -> dict[str, object]:
     }
 
 
-def desired(topology: Topology, observed: ObservedState, findings: Findings) -> list[Spec]:
-    clusters = observed.msk.clusters
-    source_cfg = topology.primary
-    source = clusters.get(source_cfg.aws_region)
-    specs: list[Spec] = []
-    for target_cfg in topology.secondaries:
-        target = clusters.get(target_cfg.aws_region)
-        name = replicator_name(topology, target_cfg.aws_region)
-        problems = []
-        cross_region = source_cfg.aws_region != target_cfg.aws_region
-        for cfg, cluster, is_source in ((source_cfg, source, True), (target_cfg, target, False)):
-            side = "source" if is_source else "target"
-            if cluster is None:
-                problems.append(
-                    f"{side} MSK cluster {cfg.msk_cluster_arn} not found (kafka:DescribeClusterV2)"
-                )
-                continue
-            problems += [
-                f"{side} MSK cluster {cfg.msk_cluster_arn} {p}"
-                for p in _replicator_problems(cluster, source=is_source, cross_region=cross_region)
-            ]
-        if problems or source is None or target is None:
-            findings.errors.extend(f"{target_cfg.aws_region}: replicator {name}: {p}" for p in problems)
+def _spec(
+    topology: Topology,
+    observed: ObservedMsk,
+    source_cfg: RegionConfig,
+    target_cfg: RegionConfig,
+    name: str,
+    findings: Findings,
+    **settings: Any,
+) -> ReplicatorSpec | None:
+    """The replicator from `source_cfg`'s cluster to `target_cfg`'s, or None with an error per
+    prerequisite it would fail on."""
+    source = observed.clusters.get(source_cfg.aws_region)
+    target = observed.clusters.get(target_cfg.aws_region)
+    problems = []
+    cross_region = source_cfg.aws_region != target_cfg.aws_region
+    for cfg, cluster, is_source in ((source_cfg, source, True), (target_cfg, target, False)):
+        side = "source" if is_source else "target"
+        if cluster is None:
+            problems.append(f"{side} MSK cluster {cfg.msk_cluster_arn} not found (kafka:DescribeClusterV2)")
             continue
-        specs.append(
-            ReplicatorSpec(
-                name=name,
-                region=target_cfg.aws_region,
-                source=source.endpoint(),
-                target=target.endpoint(),
-                topics=tuple(sorted(topology.msk.topics)),
-                service_execution_role_arn=topology.msk.service_execution_role_arn,
-                tags=ownership_tags(topology.environment),
-            )
+        problems += [
+            f"{side} MSK cluster {cfg.msk_cluster_arn} {p}"
+            for p in _replicator_problems(cluster, source=is_source, cross_region=cross_region)
+        ]
+    if problems or source is None or target is None:
+        findings.errors.extend(f"{target_cfg.aws_region}: replicator {name}: {p}" for p in problems)
+        return None
+    return ReplicatorSpec(
+        name=name,
+        region=target_cfg.aws_region,
+        source=source.endpoint(),
+        target=target.endpoint(),
+        topics=tuple(sorted(topology.msk.topics)),
+        service_execution_role_arn=topology.msk.service_execution_role_arn,
+        tags=ownership_tags(topology.environment),
+        **settings,
+    )
+
+
+def desired(topology: Topology, observed: ObservedState, findings: Findings) -> list[Spec]:
+    primary = topology.primary
+    specs: list[ReplicatorSpec | None] = [
+        _spec(topology, observed.msk, primary, r, replicator_name(topology, r.aws_region), findings)
+        for r in topology.secondaries
+    ]
+    # Failback readiness: each secondary back to the primary, from LATEST (see the docstring).
+    specs += [
+        _spec(
+            topology,
+            observed.msk,
+            topology.region(source),
+            primary,
+            name,
+            findings,
+            starting_position="LATEST",
+            direction="failback",
         )
-    return specs
+        for source, name in reverse_replicator_names(topology).items()
+    ]
+    return [s for s in specs if s is not None]
 
 
 def _replacement(spec: ReplicatorSpec, diffs: list[FieldDiff], findings: Findings) -> ReplicatorSpec:

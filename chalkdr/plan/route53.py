@@ -20,6 +20,24 @@ Ownership (what makes provision leave other people's things alone):
   written in the same atomic change batch as the name's records. An existing record the plan
   would change under a name without this environment's TXT record is an error naming it,
   unless `adopt.records` lists the name.
+
+With ARC routing controls (`recovery.arc`, chalkdr.plan.arc), each region has two more checks:
+- a RECOVERY_CONTROL check on the region's routing control (RoutingControlArn; healthy while
+  the control is On), CallerReference `chalkdr-<env>-<region>-rc-<hash>`, the hash over the
+  routing control's cluster, panel and name (RoutingControlArn cannot be updated: a routing
+  control made anew means a new check);
+- a CALCULATED check, CallerReference `chalkdr-<env>-<region>-calc-<hash>`, whose children are
+  the region's HTTPS /healthz check and its RECOVERY_CONTROL check, with HealthThreshold 2:
+  healthy only when both are. The region's failover record carries this one. That keeps the
+  automatic /healthz failover the drills measure (the HTTPS child failing fails the parent) and
+  lets a failover force traffic away with the routing control alone (a data-plane call that
+  needs no Route 53 API in us-east-1). Without `recovery.arc` the records carry the HTTPS checks
+  as before. Route 53 has no status API for a calculated check ("You can't use
+  GetHealthCheckStatus to get the status of a calculated health check", API reference): drills
+  read the verdict of its HTTPS child (tasks/route53.py `discover_routing`).
+Both are owned like the HTTPS check (tag, `adopt.health_checks`). A replaced or no longer wanted
+check is deleted only after nothing points at it: records first, then the calculated check's
+children.
 """
 
 from __future__ import annotations
@@ -32,6 +50,10 @@ from typing import Literal
 
 from pydantic import Field
 
+from chalkdr.plan.arc import arc_view
+from chalkdr.plan.arc import pending_routing_control
+from chalkdr.plan.arc import routing_control_names
+from chalkdr.plan.core import OWNER_TAG_KEY
 from chalkdr.plan.core import RECOVERY_TAG
 from chalkdr.plan.core import Action
 from chalkdr.plan.core import Change
@@ -45,6 +67,7 @@ from chalkdr.plan.core import claim
 from chalkdr.plan.core import compare
 from chalkdr.plan.core import normalize_dns
 from chalkdr.plan.core import ownership_tags
+from chalkdr.plan.core import resource_ref
 from chalkdr.topology import RegionConfig
 from chalkdr.topology import RoutingMode
 from chalkdr.topology import Topology
@@ -54,27 +77,39 @@ if TYPE_CHECKING:
     from chalkdr.plan.systems import ObservedState
 
 __all__ = [
+    "CALCULATED_HEALTH_THRESHOLD",
     "STAGES",
     "AliasTarget",
+    "CalculatedCheckSpec",
     "HealthCheckSpec",
     "ObservedAlb",
     "ObservedHealthCheck",
     "ObservedRecord",
     "ObservedRoute53",
     "RecordSpec",
+    "RoutingControlCheckSpec",
+    "calculated_check_name",
+    "calculated_check_reference",
     "caller_reference",
     "caller_reference_prefix",
+    "caller_reference_prefixes",
     "changes",
+    "check_ref",
     "desired",
     "health_check_name",
     "ownership_record_name",
     "ownership_value",
     "record_owner",
+    "routing_control_check_name",
+    "routing_control_check_reference",
     "set_identifier",
 ]
 
 _CALLER_REFERENCE_MAX = 64  # Route 53's limit
 _HASH_LEN = 10
+_RC = "rc"  # CallerReference role of a RECOVERY_CONTROL check
+_CALC = "calc"  # ... of a CALCULATED check
+CALCULATED_HEALTH_THRESHOLD = 2  # both children healthy
 OWNERSHIP_RECORD_TTL = 300  # external-dns's default TTL for its registry records
 OWNERSHIP_HERITAGE = "chalk-dr"
 
@@ -86,17 +121,51 @@ def health_check_name(environment: str, region: str) -> str:
     return f"chalkdr-{environment}-{region}"
 
 
-def caller_reference_prefix(environment: str, region: str) -> str:
-    prefix = f"chalkdr-{environment}-{region}-"
+def routing_control_check_name(environment: str, region: str) -> str:
+    return f"chalkdr-{environment}-{region}-routing-control"
+
+
+def calculated_check_name(environment: str, region: str) -> str:
+    return f"chalkdr-{environment}-{region}-calculated"
+
+
+def caller_reference_prefix(environment: str, region: str, role: str = "") -> str:
+    """`chalkdr-<env>-<region>-` (the HTTPS check), or with a role (`rc`, `calc`) for the ARC ones;
+    a hashed form when the name would leave no room for the hash and a retry suffix."""
+    prefix = f"chalkdr-{environment}-{region}-" + (f"{role}-" if role else "")
     if len(prefix) + _HASH_LEN + 3 > _CALLER_REFERENCE_MAX:  # room for a ".NN" retry suffix
-        prefix = f"chalkdr-{hashlib.sha256(f'{environment}|{region}'.encode()).hexdigest()[:16]}-"
+        key = f"{environment}|{region}" + (f"|{role}" if role else "")
+        prefix = f"chalkdr-{hashlib.sha256(key.encode()).hexdigest()[:16]}-"
     return prefix
+
+
+def caller_reference_prefixes(environment: str, region: str) -> tuple[str, ...]:
+    """Every CallerReference prefix of a region's checks: what the Route 53 read lists."""
+    return tuple(caller_reference_prefix(environment, region, role) for role in ("", _RC, _CALC))
 
 
 def caller_reference(environment: str, region: str, *, check_type: str, request_interval: int) -> str:
     """Deterministic: a retried create returns the same check; a new immutable setting, a new check."""
     digest = hashlib.sha256(f"{check_type}|{request_interval}".encode()).hexdigest()[:_HASH_LEN]
     return caller_reference_prefix(environment, region) + digest
+
+
+def routing_control_check_reference(
+    environment: str, region: str, *, cluster: str, panel: str, control: str
+) -> str:
+    digest = hashlib.sha256(f"RECOVERY_CONTROL|{cluster}|{panel}|{control}".encode()).hexdigest()[:_HASH_LEN]
+    return caller_reference_prefix(environment, region, _RC) + digest
+
+
+def calculated_check_reference(environment: str, region: str) -> str:
+    digest = hashlib.sha256(b"CALCULATED").hexdigest()[:_HASH_LEN]
+    return caller_reference_prefix(environment, region, _CALC) + digest
+
+
+def check_ref(kind: str, region: str) -> str:
+    """Where an apply keeps a region's health-check id once made: by region alone for the HTTPS
+    check (as the records always found it), `<kind>:<region>` for the ARC ones."""
+    return region if kind == ResourceKind.HEALTH_CHECK.value else resource_ref(kind, region)
 
 
 def set_identifier(environment: str, region: str) -> str:
@@ -159,6 +228,41 @@ class HealthCheckSpec(_HealthCheckSettings, Spec):
     failure_threshold: int
     tags: dict[str, str]
 
+    @property
+    def ref(self) -> str:
+        return check_ref(self.kind, self.region)
+
+
+class RoutingControlCheckSpec(Spec):
+    """A RECOVERY_CONTROL check: healthy while the region's routing control is On."""
+
+    kind: Literal["route53-routing-control-health-check"] = "route53-routing-control-health-check"
+    # `region` is the region whose routing control it follows.
+    name: str
+    caller_reference: str
+    routing_control: str  # its name
+    routing_control_arn: str | None = None  # None: created by the same apply
+    tags: dict[str, str]
+
+    @property
+    def ref(self) -> str:
+        return check_ref(self.kind, self.region)
+
+
+class CalculatedCheckSpec(Spec):
+    """The check a region's failover record carries with ARC: its HTTPS and RECOVERY_CONTROL
+    checks as children, healthy only when both are."""
+
+    kind: Literal["route53-calculated-health-check"] = "route53-calculated-health-check"
+    name: str
+    caller_reference: str
+    health_threshold: int = CALCULATED_HEALTH_THRESHOLD
+    tags: dict[str, str]
+
+    @property
+    def ref(self) -> str:
+        return check_ref(self.kind, self.region)
+
 
 class ObservedHealthCheck(_HealthCheckSettings):
     id: str
@@ -166,6 +270,9 @@ class ObservedHealthCheck(_HealthCheckSettings):
     version: int
     type: str
     request_interval: int | None = None
+    routing_control_arn: str | None = None  # RECOVERY_CONTROL
+    children: tuple[str, ...] = ()  # CALCULATED: ChildHealthChecks
+    health_threshold: int | None = None  # CALCULATED
     tags: dict[str, str] = Field(default_factory=dict)
 
 
@@ -219,6 +326,10 @@ class RecordSpec(_Routed, Spec):
     zone_id: str
     failover: Literal["PRIMARY", "SECONDARY"] | None = None
     health_check_region: str | None = None  # whose health check it carries
+    # which of that region's checks: the HTTPS one, or (with ARC) the calculated one
+    health_check_kind: Literal["route53-health-check", "route53-calculated-health-check"] = (
+        "route53-health-check"
+    )
     owner_of: str | None = None  # an ownership TXT record: the name whose records it claims
 
     @property
@@ -358,6 +469,9 @@ def _records(topology: Topology, observed: ObservedRoute53, findings: Findings) 
         findings.errors.append(f"route53: {', '.join(outside)} not within hosted zone {normalize_dns(zone)}")
         return []
     specs: list[RecordSpec] = []
+    check_kind: Literal["route53-health-check", "route53-calculated-health-check"] = (
+        "route53-calculated-health-check" if topology.recovery.arc else "route53-health-check"
+    )
     for r, routing in _failover_name_routing(topology, findings):
         alb = observed.albs.get(r.aws_region)
         if alb is not None:
@@ -369,6 +483,7 @@ def _records(topology: Topology, observed: ObservedRoute53, findings: Findings) 
                     alias=_alias(alb),
                     region=r.aws_region,
                     health_check_region=r.aws_region,
+                    health_check_kind=check_kind,
                     **routing,
                 )
             )
@@ -393,10 +508,50 @@ def _records(topology: Topology, observed: ObservedRoute53, findings: Findings) 
     return [*specs, *owners]
 
 
+def _arc_checks(
+    topology: Topology, observed: ObservedState, endpoint_checks: list[HealthCheckSpec]
+) -> list[Spec]:
+    """With ARC: per region whose HTTPS check is wanted, its RECOVERY_CONTROL and CALCULATED checks."""
+    arc = topology.recovery.arc
+    if arc is None:
+        return []
+    env = topology.environment
+    view = arc_view(topology, observed.arc)
+    names = routing_control_names(topology)
+    specs: list[Spec] = []
+    for check in endpoint_checks:
+        region, control = check.region, names[check.region]
+        rc_name = routing_control_check_name(env, region)
+        calc_name = calculated_check_name(env, region)
+        specs.append(
+            RoutingControlCheckSpec(
+                region=region,
+                name=rc_name,
+                caller_reference=routing_control_check_reference(
+                    env, region, cluster=arc.cluster_name, panel=arc.control_panel_name, control=control
+                ),
+                routing_control=control,
+                routing_control_arn=view.routing_control_arn(region),
+                tags={**ownership_tags(env), "Name": rc_name},
+            )
+        )
+        specs.append(
+            CalculatedCheckSpec(
+                region=region,
+                name=calc_name,
+                caller_reference=calculated_check_reference(env, region),
+                tags={**ownership_tags(env), "Name": calc_name},
+            )
+        )
+    return specs
+
+
 def desired(topology: Topology, observed: ObservedState, findings: Findings) -> list[Spec]:
-    """Health checks on every region's ALB, then the records that carry them."""
+    """Health checks on every region's ALB (with ARC, each region's routing-control and calculated
+    checks too), then the records that carry them."""
     r53 = observed.route53
-    return [*_health_checks(topology, r53, findings), *_records(topology, r53, findings)]
+    checks = _health_checks(topology, r53, findings)
+    return [*checks, *_arc_checks(topology, observed, checks), *_records(topology, r53, findings)]
 
 
 # -- changes ----------------------------------------------------------------------------------
@@ -411,17 +566,16 @@ def _reference_hash(check: ObservedHealthCheck, prefix: str) -> str | None:
 
 
 def _claimed_checks(
-    desired: DesiredState, spec: HealthCheckSpec, observed: ObservedRoute53, findings: Findings
+    desired: DesiredState, region: str, prefix: str, observed: ObservedRoute53, findings: Findings
 ) -> dict[str, tuple[ObservedHealthCheck, list[FieldDiff]]] | None:
-    """This region's checks (by CallerReference) that are ours or adopted, with what adopting them
-    takes; None when one of them belongs to someone else (an error names it)."""
-    prefix = caller_reference_prefix(desired.environment, spec.region)
+    """The region's checks with CallerReference `prefix` + hash that are ours or adopted, with what
+    adopting them takes; None when one of them belongs to someone else (an error names it)."""
     mine: dict[str, tuple[ObservedHealthCheck, list[FieldDiff]]] = {}
     blocked = False
     for c in observed.health_checks:
         if _reference_hash(c, prefix) is None:
             continue
-        what = f"{spec.region}: Route 53 health check {c.id} (CallerReference {c.caller_reference})"
+        what = f"{region}: Route 53 health check {c.id} (CallerReference {c.caller_reference})"
         taking = desired.claim_tagged(findings, "health_checks", c.id, c.tags, what)
         if taking is None:
             blocked = True
@@ -430,13 +584,46 @@ def _claimed_checks(
     return None if blocked else mine
 
 
+def _kept_check_change(
+    spec: HealthCheckSpec | RoutingControlCheckSpec | CalculatedCheckSpec,
+    keep: ObservedHealthCheck,
+    claimed: dict[str, tuple[ObservedHealthCheck, list[FieldDiff]]],
+    stale: tuple[str, ...],
+    current: dict[str, Any],
+    wanted: dict[str, Any],
+    findings: Findings,
+) -> Change:
+    """The change of a check that stays: its in-place settings, our tags, the stale ones to delete.
+
+    A check a failover inverted (RECOVERY_TAG) stays inverted: traffic stays away from that
+    region until failback."""
+    if keep.inverted and RECOVERY_TAG in keep.tags:
+        findings.warnings.append(
+            f"route53: health check {keep.id} ({spec.region}) is inverted by recovery "
+            f"{keep.tags[RECOVERY_TAG]}: left inverted until failback"
+        )
+        wanted = {**wanted, "inverted": True}
+    action, diffs = compare(current, wanted)
+    # Only our keys count: tags an operator added are theirs, and AddTags leaves them alone.
+    tags = {k: v for k in spec.tags if (v := keep.tags.get(k)) is not None}
+    if tags != spec.tags:
+        diffs += [FieldDiff(field="tags", old=tags, new=dict(spec.tags)), *claimed[keep.id][1]]
+        action = Action.UPDATE
+    if stale:
+        diffs.append(FieldDiff(field="stale_health_checks", old=list(stale), new=[]))
+        action = Action.REPLACE
+    return Change.of(
+        spec, action, diffs, current_id=keep.id, current_version=str(keep.version), stale_ids=stale
+    )
+
+
 def _health_check_change(
     desired: DesiredState, spec: HealthCheckSpec, observed: ObservedRoute53, findings: Findings
 ) -> Change | None:
-    claimed = _claimed_checks(desired, spec, observed, findings)
+    prefix = caller_reference_prefix(desired.environment, spec.region)
+    claimed = _claimed_checks(desired, spec.region, prefix, observed, findings)
     if claimed is None:
         return None
-    prefix = caller_reference_prefix(desired.environment, spec.region)
     want = spec.caller_reference[len(prefix) :]
     keep = next(
         (
@@ -460,30 +647,70 @@ def _health_check_change(
         )
         _, mutable = compare(old.mutable(), spec.mutable())
         return Change.of(spec, Action.REPLACE, [*immutable, *mutable], stale_ids=stale)
-    if keep.inverted and RECOVERY_TAG in keep.tags:
-        # A failover inverted it: traffic stays away from that region until failback.
-        findings.warnings.append(
-            f"route53: health check {keep.id} ({spec.region}) is inverted by recovery "
-            f"{keep.tags[RECOVERY_TAG]}: left inverted until failback"
-        )
-        spec = spec.model_copy(update={"inverted": True})
-    action, diffs = compare(keep.mutable(), spec.mutable())
-    # Only our keys count: tags an operator added are theirs, and AddTags leaves them alone.
-    tags = {k: v for k in spec.tags if (v := keep.tags.get(k)) is not None}
-    if tags != spec.tags:
-        diffs += [FieldDiff(field="tags", old=tags, new=dict(spec.tags)), *claimed[keep.id][1]]
-        action = Action.UPDATE
-    if stale:
-        diffs.append(FieldDiff(field="stale_health_checks", old=list(stale), new=[]))
-        action = Action.REPLACE
-    return Change.of(
-        spec, action, diffs, current_id=keep.id, current_version=str(keep.version), stale_ids=stale
+    return _kept_check_change(spec, keep, claimed, stale, keep.mutable(), spec.mutable(), findings)
+
+
+def _flags(check: ObservedHealthCheck) -> dict[str, Any]:
+    return {"inverted": check.inverted, "disabled": check.disabled}
+
+
+_NO_FLAGS = {"inverted": False, "disabled": False}
+
+
+def _routing_control_check_change(
+    desired: DesiredState, spec: RoutingControlCheckSpec, observed: ObservedRoute53, findings: Findings
+) -> Change | None:
+    """The check to keep is the one on the routing control's ARN (RoutingControlArn is immutable);
+    any other of the region's RECOVERY_CONTROL references is stale."""
+    prefix = caller_reference_prefix(desired.environment, spec.region, _RC)
+    claimed = _claimed_checks(desired, spec.region, prefix, observed, findings)
+    if claimed is None:
+        return None
+    arn = spec.routing_control_arn
+    keep = next(
+        (
+            c
+            for c, _ in claimed.values()
+            if arn is not None and c.type == "RECOVERY_CONTROL" and c.routing_control_arn == arn
+        ),
+        None,
     )
+    stale = tuple(i for i in claimed if keep is None or i != keep.id)
+    if keep is None:
+        new = arn or pending_routing_control(spec.routing_control)
+        if not stale:
+            return Change.of(spec, Action.CREATE, [FieldDiff(field="routing_control_arn", new=new)])
+        old = claimed[stale[0]][0].routing_control_arn
+        diff = FieldDiff(field="routing_control_arn", old=old, new=new)
+        return Change.of(spec, Action.REPLACE, [diff], stale_ids=stale)
+    return _kept_check_change(spec, keep, claimed, stale, _flags(keep), dict(_NO_FLAGS), findings)
 
 
-def pending_health_check_id(spec: HealthCheckSpec) -> str:
+def _calculated_check_change(
+    desired: DesiredState,
+    spec: CalculatedCheckSpec,
+    children: list[str],
+    observed: ObservedRoute53,
+    findings: Findings,
+) -> Change | None:
+    """Children and threshold update in place (UpdateHealthCheck ChildHealthChecks, HealthThreshold)."""
+    prefix = caller_reference_prefix(desired.environment, spec.region, _CALC)
+    claimed = _claimed_checks(desired, spec.region, prefix, observed, findings)
+    if claimed is None:
+        return None
+    wanted = {"children": sorted(children), "health_threshold": spec.health_threshold}
+    keep = next((c for c, _ in claimed.values() if c.type == "CALCULATED"), None)
+    stale = tuple(i for i in claimed if keep is None or i != keep.id)
+    if keep is None:
+        action, diffs = compare(None, wanted)
+        return Change.of(spec, Action.REPLACE if stale else action, diffs, stale_ids=stale)
+    current = {"children": sorted(keep.children), "health_threshold": keep.health_threshold, **_flags(keep)}
+    return _kept_check_change(spec, keep, claimed, stale, current, {**wanted, **_NO_FLAGS}, findings)
+
+
+def pending_health_check_id(spec: Spec) -> str:
     """What a record change shows for a health check the same apply will create."""
-    return f"(new health check {spec.name})"
+    return f"(new health check {spec.resource_id})"
 
 
 def _record_fields(record: _Routed, health_check_id: str | None) -> dict[str, Any]:
@@ -539,18 +766,46 @@ def _claimed_name(
     )
 
 
+def _check_changes(
+    desired: DesiredState, r53: ObservedRoute53, findings: Findings
+) -> tuple[list[Change], dict[tuple[str, str], str]]:
+    """Every health check's change, and (kind, region) -> the id each record or parent will carry;
+    a check that is someone else's has no entry, so nothing that needs it is changed either."""
+    out: list[Change] = []
+    ids: dict[tuple[str, str], str] = {}
+
+    def add(change: Change | None, spec: Spec) -> None:
+        if change is not None:
+            ids[(spec.kind, spec.region)] = change.current_id or pending_health_check_id(spec)
+            out.append(change)
+
+    for check in desired.of(HealthCheckSpec):
+        add(_health_check_change(desired, check, r53, findings), check)
+    for rc in desired.of(RoutingControlCheckSpec):
+        add(_routing_control_check_change(desired, rc, r53, findings), rc)
+    for calc in desired.of(CalculatedCheckSpec):
+        kinds = (ResourceKind.HEALTH_CHECK.value, ResourceKind.ROUTING_CONTROL_HEALTH_CHECK.value)
+        children = [ids.get((k, calc.region)) for k in kinds]
+        if None in children:
+            continue  # a child is someone else's (an error says whose)
+        add(_calculated_check_change(desired, calc, [c for c in children if c], r53, findings), calc)
+    if not desired.of(CalculatedCheckSpec):
+        for c in r53.health_checks:
+            if c.tags.get(OWNER_TAG_KEY) == desired.environment and c.type in (
+                "RECOVERY_CONTROL",
+                "CALCULATED",
+            ):
+                findings.warnings.append(
+                    f"route53: health check {c.id} ({c.type}, CallerReference {c.caller_reference}) is this "
+                    "environment's but the topology has no recovery.arc any more (left alone; delete it once "
+                    "no record uses it)"
+                )
+    return out, ids
+
+
 def changes(desired: DesiredState, observed: ObservedState, findings: Findings) -> list[Change]:
     r53 = observed.route53
-    out: list[Change] = []
-    check_ids: dict[str, str] = {}
-    blocked: set[str] = set()  # regions whose check is someone else's: their records wait too
-    for check in desired.of(HealthCheckSpec):
-        change = _health_check_change(desired, check, r53, findings)
-        if change is None:
-            blocked.add(check.region)
-            continue
-        check_ids[check.region] = change.current_id or pending_health_check_id(check)
-        out.append(change)
+    out, check_ids = _check_changes(desired, r53, findings)
     by_key = {r.key: r for r in r53.records}
     specs = desired.of(RecordSpec)
     for name in dict.fromkeys(r.batch_name for r in specs):
@@ -559,9 +814,11 @@ def changes(desired: DesiredState, observed: ObservedState, findings: Findings) 
         if taking is None:
             continue
         for record in group:
-            if record.health_check_region in blocked:
-                continue
-            hc = check_ids.get(record.health_check_region) if record.health_check_region else None
+            hc = None
+            if record.health_check_region:
+                hc = check_ids.get((record.health_check_kind, record.health_check_region))
+                if hc is None:
+                    continue  # its check is someone else's: the record waits too
             change = _record_change(record, by_key.get(record.key), hc)
             if record.owner_of is not None and taking:
                 change = change.model_copy(update={"diffs": (*change.diffs, *taking)})
@@ -577,17 +834,57 @@ def changes(desired: DesiredState, observed: ObservedState, findings: Findings) 
     return out
 
 
-# Health checks exist before records point at them; replaced checks are deleted only after the
-# records have moved. All three are serial: Route 53 allows 5 requests/s per account.
+# Health checks exist before records point at them (with ARC: the routing-control checks after
+# their routing controls, the calculated checks after both children, the records after the
+# routing controls are On); replaced checks are deleted only after nothing points at them, the
+# calculated ones first (they point at the others). All serial: Route 53 allows 5 requests/s per
+# account.
 STAGES = (
     StageDef("route53-health-checks", ResourceKind.HEALTH_CHECK, concurrent=False),
-    StageDef("route53-records", ResourceKind.RECORD, concurrent=False, depends_on=("route53-health-checks",)),
+    StageDef(
+        "route53-routing-control-health-checks",
+        ResourceKind.ROUTING_CONTROL_HEALTH_CHECK,
+        concurrent=False,
+        depends_on=("arc-routing-controls",),
+    ),
+    StageDef(
+        "route53-calculated-health-checks",
+        ResourceKind.CALCULATED_HEALTH_CHECK,
+        concurrent=False,
+        depends_on=("route53-health-checks", "route53-routing-control-health-checks"),
+    ),
+    StageDef(
+        "route53-records",
+        ResourceKind.RECORD,
+        concurrent=False,
+        depends_on=(
+            "route53-health-checks",
+            "route53-calculated-health-checks",
+            "arc-routing-control-states",
+        ),
+    ),
+    StageDef(
+        "route53-calculated-health-check-cleanup",
+        ResourceKind.CALCULATED_HEALTH_CHECK,
+        concurrent=False,
+        cleanup=True,
+        depends_on=("route53-records",),
+        select=lambda c: bool(c.stale_ids),
+    ),
     StageDef(
         "route53-health-check-cleanup",
         ResourceKind.HEALTH_CHECK,
         concurrent=False,
         cleanup=True,
-        depends_on=("route53-records",),
+        depends_on=("route53-records", "route53-calculated-health-check-cleanup"),
+        select=lambda c: bool(c.stale_ids),
+    ),
+    StageDef(
+        "route53-routing-control-health-check-cleanup",
+        ResourceKind.ROUTING_CONTROL_HEALTH_CHECK,
+        concurrent=False,
+        cleanup=True,
+        depends_on=("route53-records", "route53-calculated-health-check-cleanup"),
         select=lambda c: bool(c.stale_ids),
     ),
 )

@@ -18,12 +18,14 @@ from pydantic import Field
 
 from chalkdr.failover import failover_estimate
 from chalkdr.plan import alarms
+from chalkdr.plan import arc
 from chalkdr.plan import aurora
 from chalkdr.plan import dynamodb
 from chalkdr.plan import eks
 from chalkdr.plan import msk
 from chalkdr.plan import route53
 from chalkdr.plan.alarms import ObservedAlarms
+from chalkdr.plan.arc import ObservedArc
 from chalkdr.plan.aurora import ObservedAurora
 from chalkdr.plan.core import OWNER_TAG_KEY
 from chalkdr.plan.core import AnySpec
@@ -70,6 +72,7 @@ class ObservedState(PlanModel):
     aurora: ObservedAurora = Field(default_factory=ObservedAurora)
     alarms: ObservedAlarms = Field(default_factory=ObservedAlarms)
     eks: ObservedEksClusters = Field(default_factory=ObservedEksClusters)
+    arc: ObservedArc = Field(default_factory=ObservedArc)
 
 
 class DesiredState(PlanHeader):
@@ -85,7 +88,7 @@ class DesiredState(PlanHeader):
     def claim_tagged(
         self,
         findings: Findings,
-        adopt_field: Literal["health_checks", "alarms", "replicators"],
+        adopt_field: Literal["health_checks", "alarms", "replicators", "arc_clusters", "arc_control_panels"],
         key: str,
         tags: Mapping[str, str],
         what: str,
@@ -124,7 +127,9 @@ def _no_changes(desired: DesiredState, observed: ObservedState, findings: Findin
     return []
 
 
+# ARC first: its stages (routing controls, their states) are what Route 53's checks and records wait for.
 SYSTEMS: tuple[System, ...] = (
+    System("arc", arc.desired, arc.changes, arc.STAGES),
     System("route53", route53.desired, route53.changes, route53.STAGES),
     System("dynamodb", dynamodb.desired, dynamodb.changes, dynamodb.STAGES),
     System("msk", msk.desired, msk.changes, msk.STAGES),

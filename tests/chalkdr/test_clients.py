@@ -12,6 +12,7 @@ import boto3
 import pytest
 import requests
 from botocore.exceptions import ClientError
+from botocore.exceptions import ConnectionClosedError
 from botocore.exceptions import EndpointConnectionError
 
 from chalkdr.classify import classify_aws_error
@@ -25,6 +26,8 @@ from chalkdr.errors import PermanentAwsError
 from chalkdr.errors import TransientAwsError
 from chalkdr.errors import TransientKubeError
 from chalkdr.settings import ClientSettings
+from sandbox.harness import AwsSandbox
+from sandbox.harness import poll
 
 
 def _decode(token: str) -> str:
@@ -193,3 +196,41 @@ def test_kube_errors_are_classified() -> None:
     assert not isinstance(
         classify_kube_error(ApiErr(403), operation="patch", resource="d"), TransientKubeError
     )
+
+
+def test_an_unreachable_region_is_not_asked_again_until_its_cooldown(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After one call's retries all end in a connection error, further calls to that region fail
+    at once (no request sent) while other regions and Route 53 are still asked; after the
+    cooldown one call goes through again and a success closes the breaker."""
+    sent: list[str] = []
+
+    def count(request: Any, **_: Any) -> None:
+        sent.append(request.url)
+
+    with AwsSandbox() as aws:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", aws.endpoint)
+        settings = ClientSettings(max_attempts=2, unreachable_cooldown_s=1.0)
+        clients = AwsClients(settings=settings, event_hooks=[("before-send", count)])
+        aws.set_unreachable("us-east-1")
+        with pytest.raises(ConnectionClosedError):
+            clients.dynamodb("us-east-1").list_tables()
+        assert len(sent) == 2  # botocore's own attempts
+        assert set(clients.unreachable.down()) == {"us-east-1"}
+        with pytest.raises(EndpointConnectionError, match="us-east-1 unreachable"):
+            clients.rds("us-east-1").describe_db_clusters()
+        assert len(sent) == 2  # failed at once: nothing was sent
+        clients.dynamodb("us-west-2").list_tables()  # another region is asked as before
+        assert len(sent) == 3
+        aws.set_unreachable("us-east-1", False)
+        poll(
+            lambda: _answers(clients), timeout=10, what="us-east-1 asked again after the cooldown", every=0.1
+        )
+        assert clients.unreachable.down() == {}
+
+
+def _answers(clients: AwsClients) -> bool:
+    try:
+        clients.dynamodb("us-east-1").list_tables()
+    except EndpointConnectionError:
+        return False
+    return True
