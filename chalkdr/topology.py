@@ -511,7 +511,7 @@ class AdoptConfig(_Strict):
     replicators: list[str] = Field(default_factory=list, description="MSK Replicator names")
     arc_clusters: list[str] = Field(
         default_factory=list,
-        description="ARC cluster names (recovery.arc.cluster_name): use an existing cluster, tagging it as ours",
+        description="ARC cluster names (recovery.arc.cluster_name): use an existing one, tagging it as ours",
     )
     arc_control_panels: list[str] = Field(
         default_factory=list, description="ARC control panel names (recovery.arc.control_panel_name)"

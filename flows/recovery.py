@@ -70,6 +70,7 @@ from flows.runbook import phase_events
 from tasks.arc_routing import State
 from tasks.arc_routing import arc_directory
 from tasks.arc_routing import read_routing_control_states
+from tasks.arc_routing import region_states
 from tasks.arc_routing import set_routing_control_states
 from tasks.audit import emit_audit_event
 from tasks.faults import SweepIncomplete
@@ -589,11 +590,10 @@ def _traffic_arc(ctx: Recovery, wanted: dict[str, State]) -> None:
     report = ctx.report
     directory = arc_directory(ctx.clients, ctx.topology, report.notes)
     avoid = [r for r, state in wanted.items() if state == "Off"]
-    try:
-        current, _ = read_routing_control_states(ctx.clients, directory, avoid=avoid)
-    except (DrillAborted, AwsCallError) as exc:
-        current = {}
-        report.notes.append(f"routing-control states unreadable before the change: {exc}")
+    read = read_routing_control_states(ctx.clients, directory, avoid=avoid)
+    current = region_states(directory, read)
+    if read.endpoint is None:
+        report.notes.append(f"routing-control states unreadable before the change: {'; '.join(read.errors)}")
     report.traffic_via, report.control_plane_used = "arc-routing-control", False
     if all(current.get(r) == s for r, s in wanted.items()):
         for region, state in wanted.items():
@@ -604,8 +604,9 @@ def _traffic_arc(ctx: Recovery, wanted: dict[str, State]) -> None:
             "traffic", "routing controls already set", ", ".join(f"{r}={s}" for r, s in wanted.items())
         )
         return
-    endpoint, failures = set_routing_control_states(ctx.clients, directory, wanted, avoid=avoid)
-    note = f"endpoints that did not answer first: {'; '.join(failures)}" if failures else None
+    endpoint = set_routing_control_states(ctx.clients, directory, wanted, avoid=avoid)
+    unanswered = [e for e in read.errors if not e.startswith(f"{endpoint.region}:")]
+    note = f"endpoints that did not answer the read: {'; '.join(unanswered)}" if unanswered else None
     for region, state in wanted.items():
         report.traffic.append(
             TrafficChange(

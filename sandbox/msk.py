@@ -317,6 +317,12 @@ class MskSim(LoopingSim):
                     continue
                 start = rep.copied.setdefault(topic, self._starting_offset(rep, topic))
                 for record in self.log.read(rep.source_arn, topic, start):
+                    if record.origin is not None and record.origin[0] == rep.target_arn:
+                        # Replicated here from the target itself: with identical topic names MSK
+                        # Replicator "uses Kafka headers to automatically avoid replicating data
+                        # back to the topic it originated from" (msk-replicator-topic-naming).
+                        rep.copied[topic] = record.offset + 1
+                        continue
                     if record.produced_at + latency_s > now:
                         break
                     self.log.produce(

@@ -16,11 +16,11 @@ states change together (the call is all-or-nothing).
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Mapping
 from collections.abc import Sequence
 from typing import Any
-from typing import Literal
 
 from prefect.variables import Variable
 from pydantic import BaseModel
@@ -31,29 +31,24 @@ from chalkdr.classify import aws_call
 from chalkdr.clients import AwsClients
 from chalkdr.errors import AwsCallError
 from chalkdr.errors import DrillAborted
-from chalkdr.errors import TransientAwsError
+from chalkdr.plan.arc import ClusterEndpoint
 from chalkdr.topology import Topology
+from tasks.arc import RoutingControlStates
+from tasks.arc import State
+from tasks.arc import read_routing_controls
+from tasks.arc import set_routing_controls
 
 __all__ = [
     "ArcDirectory",
-    "ArcEndpoint",
     "State",
     "arc_directory",
     "arc_variable_name",
     "read_arc_directory",
     "read_routing_control_states",
+    "region_states",
     "remember_arc_directory",
     "set_routing_control_states",
 ]
-
-State = Literal["On", "Off"]
-
-
-class ArcEndpoint(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    region: str
-    endpoint: str
 
 
 class ArcDirectory(BaseModel):
@@ -63,7 +58,7 @@ class ArcDirectory(BaseModel):
 
     cluster_arn: str
     control_panel_arn: str
-    endpoints: list[ArcEndpoint]
+    endpoints: list[ClusterEndpoint]
     controls: dict[str, str]  # region -> routing control ARN
     read_at: float = Field(description="Unix time the configuration API was read")
     source: str = "configuration API"  # or: the copy saved in the Variable
@@ -119,7 +114,7 @@ def read_arc_directory(clients: AwsClients, topology: Topology) -> ArcDirectory:
     if missing:
         raise DrillAborted(f"ARC routing controls missing for {', '.join(missing)} (run provision)")
     endpoints = [
-        ArcEndpoint(region=str(e["Region"]), endpoint=str(e["Endpoint"]))
+        ClusterEndpoint(region=str(e["Region"]), endpoint=str(e["Endpoint"]))
         for e in cluster.get("ClusterEndpoints", [])
     ]
     if not endpoints:
@@ -162,55 +157,36 @@ def arc_directory(clients: AwsClients, topology: Topology, notes: list[str]) -> 
     return directory
 
 
-def _ordered(directory: ArcDirectory, avoid: Sequence[str]) -> list[ArcEndpoint]:
-    return sorted(directory.endpoints, key=lambda e: e.region in avoid)
-
-
 def set_routing_control_states(
     clients: AwsClients, directory: ArcDirectory, states: Mapping[str, State], *, avoid: Sequence[str] = ()
-) -> tuple[ArcEndpoint, list[str]]:
-    """Set every region's control in `states` in one UpdateRoutingControlStates call, through
-    each endpoint in turn (those in `avoid` last): the endpoint that took it, and the failures
-    before it. DrillAborted when no endpoint answered; a refusal (a safety rule, a permission)
-    is the same from every endpoint and raises at once (PermanentAwsError)."""
-    entries: list[Any] = [
-        {"RoutingControlArn": directory.controls[region], "RoutingControlState": state}
-        for region, state in states.items()
-    ]
-    failures: list[str] = []
-    for ep in _ordered(directory, avoid):
-        try:
-            with aws_call(
-                "route53-recovery-cluster", "UpdateRoutingControlStates", f"{ep.endpoint} ({ep.region})"
-            ):
-                clients.arc_cluster(ep.endpoint, ep.region).update_routing_control_states(
-                    UpdateRoutingControlStateEntries=entries
-                )
-        except TransientAwsError as exc:  # this endpoint is unreachable or failing: the next one
-            failures.append(f"{ep.region}: {exc}")
-            continue
-        return ep, failures
-    raise DrillAborted(f"no ARC cluster endpoint took the routing-control update: {'; '.join(failures)}")
+) -> ClusterEndpoint:
+    """Every region's control in `states` set in one UpdateRoutingControlStates call, through each
+    endpoint in turn, those in `avoid` last (tasks/arc.py): the endpoint that took it. A refusal
+    (a safety rule, a permission) is the same from every endpoint and raises at once."""
+    return set_routing_controls(
+        clients,
+        directory.endpoints,
+        {directory.controls[region]: state for region, state in states.items()},
+        avoid=avoid,
+        rng=random.Random(),
+    )
 
 
 def read_routing_control_states(
-    clients: AwsClients, directory: ArcDirectory, *, avoid: Sequence[str] = ()
-) -> tuple[dict[str, str], ArcEndpoint]:
-    """Each region's routing-control state, from the first endpoint that answers."""
-    failures: list[str] = []
-    for ep in _ordered(directory, avoid):
-        client = clients.arc_cluster(ep.endpoint, ep.region)
-        try:
-            states = {}
-            for region, arn in directory.controls.items():
-                with aws_call(
-                    "route53-recovery-cluster", "GetRoutingControlState", f"{ep.endpoint} ({ep.region})"
-                ):
-                    states[region] = str(
-                        client.get_routing_control_state(RoutingControlArn=arn)["RoutingControlState"]
-                    )
-        except TransientAwsError as exc:
-            failures.append(f"{ep.region}: {exc}")
-            continue
-        return states, ep
-    raise DrillAborted(f"no ARC cluster endpoint answered: {'; '.join(failures)}")
+    clients: AwsClients, directory: ArcDirectory, *, avoid: Sequence[str] = (), every_endpoint: bool = False
+) -> RoutingControlStates:
+    """Each routing control's state from the first endpoint that answers (or from every endpoint,
+    for readiness), never raising for an endpoint that does not answer."""
+    return read_routing_controls(
+        clients,
+        directory.endpoints,
+        control_panel_arn=directory.control_panel_arn,
+        every_endpoint=every_endpoint,
+        avoid=avoid,
+        rng=random.Random(),
+    )
+
+
+def region_states(directory: ArcDirectory, read: RoutingControlStates) -> dict[str, str | None]:
+    """The states by region (None: the control was not listed by the endpoint that answered)."""
+    return {region: read.states.get(arn) for region, arn in directory.controls.items()}

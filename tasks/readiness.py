@@ -17,6 +17,7 @@ from chalkdr.errors import DrillAborted
 from chalkdr.topology import Topology
 from tasks.arc_routing import read_arc_directory
 from tasks.arc_routing import read_routing_control_states
+from tasks.arc_routing import region_states
 from tasks.arc_routing import remember_arc_directory
 
 __all__ = ["ArcProbe", "probe_arc", "read_dynamodb_replicas"]
@@ -83,13 +84,9 @@ def probe_arc(clients: AwsClients, topology: Topology) -> ArcProbe:
         out.errors.append(f"ARC directory unreadable: {exc}")
         return out
     remember_arc_directory(topology.environment, directory)
-    for ep in directory.endpoints:
-        try:
-            states, _ = read_routing_control_states(clients, directory.model_copy(update={"endpoints": [ep]}))
-        except (AwsCallError, DrillAborted) as exc:
-            out.endpoints[ep.region] = False
-            out.errors.append(f"endpoint {ep.region}: {exc}")
-            continue
-        out.endpoints[ep.region] = True
-        out.states = out.states or {r.aws_region: states.get(r.aws_region) for r in topology.regions}
+    read = read_routing_control_states(clients, directory, every_endpoint=True)
+    out.endpoints = dict(read.answered)
+    out.errors.extend(read.errors)
+    if read.endpoint is not None:
+        out.states = region_states(directory, read)
     return out

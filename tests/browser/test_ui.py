@@ -40,7 +40,6 @@ from prefect.client.schemas.filters import ArtifactFilter
 from prefect.client.schemas.filters import ArtifactFilterKey
 from prefect.client.schemas.objects import StateType
 from prefect.settings import PREFECT_API_URL
-from prefect.settings import PREFECT_LOCAL_STORAGE_PATH
 from prefect.settings import temporary_settings
 
 from sandbox.harness import poll
@@ -100,6 +99,30 @@ def prefect_cli(env: dict[str, str], *args: str) -> None:
         timeout=180,
     )
     assert done.returncode == 0, f"prefect {' '.join(args)}: {done.stdout[-3000:]}{done.stderr[-3000:]}"
+
+
+# In a process of its own, as every flow run here: Prefect's client-side services are singletons
+# of the process bound to the first API they talk to (the concurrency-lease service is keyed by
+# limit names alone, and every sandbox world's lock is `drill-demo`), so a run in this process
+# against this server would send the test harness's lease calls here, or this one's there.
+PROVISION = (
+    "import sys; from flows.provision import provision;"
+    "state = provision(topology=sys.argv[1], mode='apply', require_approval=False, return_state=True);"
+    "print(state.message); sys.exit(0 if state.is_completed() else 1)"
+)
+
+
+def provision_world(world: Any, env: dict[str, str]) -> None:
+    """Apply the world's topology through this server; the flow must end converged."""
+    done = subprocess.run(
+        [sys.executable, "-c", PROVISION, str(world.topology_path)],
+        cwd=REPO,
+        env={**env, **world.env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
 
 @contextmanager
@@ -183,11 +206,9 @@ def ui_world(tmp_path_factory: pytest.TempPathFactory, session_world_factory: An
         server = PrefectServer.start(home / "server-home", ui=True)
         results = home / "results"
         try:
-            with temporary_settings(
-                updates={PREFECT_API_URL: server.api_url, PREFECT_LOCAL_STORAGE_PATH: results}
-            ):
-                world.provision()
+            with temporary_settings(updates={PREFECT_API_URL: server.api_url}):  # for this process's reads
                 cli_env = prefect_env(server.api_url, home / "cli-home")
+                provision_world(world, cli_env)
                 prefect_cli(cli_env, "work-pool", "create", POOL, "--type", "process")
                 prefect_cli(cli_env, "--no-prompt", "deploy", "--name", DEPLOYMENT.split("/")[1])
                 worker_env = prefect_env(

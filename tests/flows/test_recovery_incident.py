@@ -166,11 +166,13 @@ def routing_control_states(world: Any) -> dict[str, str]:
     """Each region's routing-control state, through the ARC cluster's own endpoints."""
     from tasks.arc_routing import read_arc_directory
     from tasks.arc_routing import read_routing_control_states
+    from tasks.arc_routing import region_states
 
     with world.environment():
         clients = AwsClients.for_topology(world.topology)
-        states, _ = read_routing_control_states(clients, read_arc_directory(clients, world.topology))
-    return states
+        directory = read_arc_directory(clients, world.topology)
+        states = region_states(directory, read_routing_control_states(clients, directory))
+    return {region: str(state) for region, state in states.items()}
 
 
 def route53_calls_since(world: Any, since: float) -> list[dict[str, Any]]:
@@ -224,7 +226,8 @@ def test_failover_with_us_east_1_unreachable_goes_through_arc_and_fails_back(arc
         # No Route 53 control-plane request reached Route 53 while us-east-1 was unreachable.
         assert route53_calls_since(arc_world, started) == []
         assert writer_region(arc_world) == WEST
-        await_clients_on(arc_world, WEST)
+        assert report.client_view is not None and report.client_view.first_good_answer_s is not None
+    await_clients_on(arc_world, WEST)  # (reads the records: Route 53's control plane is back)
     assert routing_control_states(arc_world) == {EAST: "Off", WEST: "On"}
 
     back = failback(arc_world)

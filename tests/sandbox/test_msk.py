@@ -575,3 +575,43 @@ class TestSparseMetrics:
         produce(world, source, "chalk-idle-topic", 2)
         latency = poll(lambda: TestMetrics.maximum(world, TARGET, "ReplicationLatency", name))
         assert latency[1] == "Milliseconds"
+
+
+class TestBidirectional:
+    def test_a_record_is_not_replicated_back_to_the_cluster_it_came_from(self, world: AwsSandbox) -> None:
+        """Replicators both ways under identical topic names: each record reaches the other
+        cluster once and never comes back (msk-replicator-topic-naming: MSK Replicator "uses
+        Kafka headers to automatically avoid replicating data back to the topic it originated
+        from")."""
+        east, west = create_cluster(world, SOURCE), create_cluster(world, TARGET)
+        for arn in (east, west):
+            wait_active(world, arn)
+            prepare_source(world, arn)
+        forward = world.client("kafka", TARGET).create_replicator(
+            **replicator_request(east, west, unique("forward"))
+        )["ReplicatorArn"]
+        reverse = world.client("kafka", SOURCE).create_replicator(
+            **replicator_request(west, east, unique("reverse"))
+        )["ReplicatorArn"]
+        wait_running(world, forward)
+        poll(
+            lambda: (
+                world.client("kafka", SOURCE).describe_replicator(ReplicatorArn=reverse)["ReplicatorState"]
+                == "RUNNING"
+            )
+        )
+        sim = world.simulators[0]
+        assert isinstance(sim, MskSim)
+        topic = "chalk-bidirectional"
+        sim.log.produce(east, topic, {"from": "east"})
+        sim.log.produce(west, topic, {"from": "west"})
+
+        def values(arn: str) -> list[Any]:
+            return sorted(str(r.value) for r in sim.log.read(arn, topic, 0))
+
+        poll(lambda: len(values(east)) == 2 and len(values(west)) == 2, timeout=10)
+        # Replication rounds later (a marker produced after has made it across), still one copy each.
+        sim.log.produce(east, topic, {"from": "east", "marker": True})
+        poll(lambda: len(values(west)) == 3, timeout=10)
+        assert values(east) == values(west)
+        assert len(values(east)) == 3, values(east)
