@@ -56,6 +56,7 @@ stop: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/drill.py
 	$(PY) benchmarks/provision.py
+	$(PY) benchmarks/recovery.py
 
 clean:
 	rm -rf $(VENV) .sandbox .prefect-demo

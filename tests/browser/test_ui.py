@@ -210,6 +210,7 @@ def ui_world(tmp_path_factory: pytest.TempPathFactory, session_world_factory: An
                 cli_env = prefect_env(server.api_url, home / "cli-home")
                 provision_world(world, cli_env)
                 prefect_cli(cli_env, "work-pool", "create", POOL, "--type", "process")
+                # One deployment: --all (or `make setup`) also deploys the scheduled ones.
                 prefect_cli(cli_env, "--no-prompt", "deploy", "--name", DEPLOYMENT.split("/")[1])
                 worker_env = prefect_env(
                     server.api_url, home / "worker-home", PREFECT_LOCAL_STORAGE_PATH=str(results)

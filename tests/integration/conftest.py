@@ -42,7 +42,8 @@ def require(what: str, missing: str) -> NoReturn:
 
 def postgres_bin_dir() -> Path | None:
     """The newest Debian PostgreSQL's bin directory, else the directory of `initdb` on PATH."""
-    found = sorted(Path("/").glob(PG_BIN_GLOB.lstrip("/")), key=lambda p: int(p.parent.name), reverse=True)
+    versions = [p for p in Path("/").glob(PG_BIN_GLOB.lstrip("/")) if p.parent.name.isdigit()]
+    found = sorted(versions, key=lambda p: int(p.parent.name), reverse=True)
     on_path = shutil.which("initdb")
     candidates = [*found, *([Path(on_path).resolve().parent] if on_path else [])]
     return next((d for d in candidates if all((d / c).is_file() for c in COMMANDS)), None)

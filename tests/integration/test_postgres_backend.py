@@ -1,6 +1,7 @@
 """The whole deployed path on a Prefect server backed by a real PostgreSQL, as production runs it:
 the server's migrations on an empty database, the `chalk-dr` process work pool, `drill-manual`
-deployed from prefect.yaml with the command the README gives, a process worker reading its
+deployed from prefect.yaml with the README's step-by-step command (`prefect --no-prompt deploy`,
+for that one deployment: the others' schedules would start runs on the worker), a worker reading its
 topology from $CHALK_DR_TOPOLOGY_DIR, and a drill run through the deployment whose final state,
 persisted report, artifacts and events are read back from that server — and found in
 PostgreSQL's own tables.
@@ -166,7 +167,8 @@ def test_a_deployed_drill_runs_on_a_prefect_server_backed_by_postgresql(
             cli_env = prefect_env(server.api_url, tmp_path / "cli-home")
             provision_world(world, cli_env)
             prefect_cli(cli_env, "work-pool", "create", POOL, "--type", "process")
-            # The README's command, for the one deployment (--all also deploys the others).
+            # The README's command, for one deployment (--all, or `make setup`, also deploys the
+            # scheduled ones, whose runs could start on this worker during the test).
             prefect_cli(cli_env, "--no-prompt", "deploy", "--name", DEPLOYMENT.split("/")[1])
             worker_env = prefect_env(
                 server.api_url,

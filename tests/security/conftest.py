@@ -577,6 +577,31 @@ def flow_runs(security_world: Any, prefect_backend: None) -> Iterator[FlowRuns]:
         runs.outcomes["sweep/leftovers"] = _state_label(state, runs.run_ids)
         report = state.result(raise_on_failure=False)
         runs.outcomes["sweep/leftovers"] += f" swept={getattr(report, 'swept', None)!r}"
+        # Recovery readiness, then an incident failover and its failback (the world has no ARC
+        # and no reverse replicator: readiness ends with a warning about the latter).
+        from flows.readiness import recovery_readiness
+        from flows.recovery import failback
+        from flows.recovery import failover
+
+        with environment(direct):
+            wait_for_steady_lags(world)
+        with environment(recorded):
+            with recorder.recording("readiness", "evaluate"):
+                state = recovery_readiness(topology=topology, return_state=True)
+            runs.outcomes["readiness/evaluate"] = _state_label(state, runs.run_ids)
+        primary = t.primary.aws_region
+        for name, run, region in ((failover, "failover", "from_region"), (failback, "failback", "to_region")):
+            with environment(direct):
+                wait_for_steady_lags(world)  # failback's pre-check refuses lags above the guards
+            with environment(recorded), recorder.recording("recovery", run):
+                state = name(
+                    topology=topology,
+                    require_approval=False,
+                    probe_interval_seconds=0.5,
+                    return_state=True,
+                    **{region: primary},
+                )
+            runs.outcomes[f"recovery/{run}"] = _state_label(state, runs.run_ids)
         runs.variables = policy_variables(world)
         yield runs
     finally:

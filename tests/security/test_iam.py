@@ -46,8 +46,18 @@ POLICY_OF = {
     ("drill", "*"): "drill.json",
     ("sweep", "*"): "sweep.json",
     ("chalk-apply", "*"): "chalk-apply.json",
+    ("recovery", "*"): "recovery.json",
+    ("readiness", "*"): "readiness.json",
 }
-FLOW_POLICIES = ("provision.json", "provision-plan.json", "drill.json", "sweep.json", "chalk-apply.json")
+FLOW_POLICIES = (
+    "provision.json",
+    "provision-plan.json",
+    "drill.json",
+    "sweep.json",
+    "chalk-apply.json",
+    "recovery.json",
+    "readiness.json",
+)
 
 
 def _list(value: str | list[str]) -> list[str]:
@@ -180,6 +190,9 @@ def test_the_recorded_flows_ran_as_they_should(flow_runs: Any) -> None:
         "drill/health-check-inverted",
         "drill/replication-paused",
         "sweep/leftovers",
+        "readiness/evaluate",
+        "recovery/failover",
+        "recovery/failback",
     ):
         assert outcomes[run].startswith("COMPLETED"), (run, outcomes[run])
 
