@@ -13,8 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,13 +21,10 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter
 from prefect.client.schemas.filters import FlowRunFilterName
 from prefect.client.schemas.objects import StateType
-from prefect.settings import PREFECT_API_URL
-from prefect.settings import temporary_settings
 
 from chalkdr.report import DrillReport
 from chalkdr.report import PhaseStatus
 from sandbox.harness import poll
-from sandbox.prefect_server import PrefectServer
 from tasks.locks import LockRecord
 from tasks.locks import read_lock_record
 
@@ -43,21 +38,6 @@ NEXT_DRILL = (
     " probe_interval_seconds=0.5, steady_state_wait_seconds=120, return_state=True);"
     f"print({REPORT_MARKER!r} + state.result(raise_on_failure=False).model_dump_json())"
 )
-
-
-@pytest.fixture
-def real_server(tmp_path: Path) -> Iterator[str]:
-    """A Prefect server whose repossessor checks leases every second (its default is 15 s)."""
-    server = PrefectServer.start(
-        tmp_path / "prefect-home",
-        ui=False,
-        extra_env={"PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS": "1"},
-    )
-    try:
-        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
-            yield server.api_url
-    finally:
-        server.stop()
 
 
 def primary_replicas(world: Any) -> int:

@@ -52,23 +52,8 @@ def failover(world: Any, **params: Any) -> FailoverReport:
     return report
 
 
-def settled(world: Any) -> None:
-    """Until every replication lag is within its guard, as an operator waits before a failback
-    (its precheck refuses otherwise): a replicator created or redirected moments ago still
-    reports its catch-up latency."""
-    from tasks.probes import read_replication_lags
-
-    t = world.topology
-
-    def within() -> bool:
-        with world.environment():
-            lags = read_replication_lags(t, AwsClients.for_topology(t))
-        return all(v.value is None or v.value <= v.limit for v in lags.values())
-
-    poll(within, timeout=300, what="replication lags within their guards", every=2.0)
-
-
-def failback(world: Any, **params: Any) -> FailbackReport:
+def failback(world: Any, settled: Any, **params: Any) -> FailbackReport:
+    """A failback once the world's lags are within their guards (`settled`, the fixture)."""
     from flows.recovery import failback as flow
 
     settled(world)
@@ -201,7 +186,9 @@ def test_provisioned_arc_world_is_ready_and_routes_by_the_failover_records(arc_w
     assert ("aurora", WEST) in checks and ("dynamodb", WEST) in checks
 
 
-def test_failover_with_us_east_1_unreachable_goes_through_arc_and_fails_back(arc_world: Any) -> None:
+def test_failover_with_us_east_1_unreachable_goes_through_arc_and_fails_back(
+    arc_world: Any, settled: Any
+) -> None:
     """us-east-1's AWS API (so Route 53's control plane) does not answer, while its query servers
     still do (/healthz passes: Route 53's health checks would never move the traffic): only the
     routing controls, set through a cluster endpoint outside us-east-1, can."""
@@ -230,7 +217,7 @@ def test_failover_with_us_east_1_unreachable_goes_through_arc_and_fails_back(arc
     await_clients_on(arc_world, WEST)  # (reads the records: Route 53's control plane is back)
     assert routing_control_states(arc_world) == {EAST: "Off", WEST: "On"}
 
-    back = failback(arc_world)
+    back = failback(arc_world, settled)
     assert back.outcome is PhaseStatus.COMPLETED, back.outcome_reason
     assert routing_control_states(arc_world) == {EAST: "On", WEST: "On"}
     assert writer_region(arc_world) == EAST
@@ -283,7 +270,9 @@ def test_readiness_fails_for_a_headless_secondary_and_a_missing_reverse_replicat
 # -- no routing controls -------------------------------------------------------------------------
 
 
-def test_without_routing_controls_a_region_really_down_fails_over_by_its_health_checks(world: Any) -> None:
+def test_without_routing_controls_a_region_really_down_fails_over_by_its_health_checks(
+    world: Any, settled: Any
+) -> None:
     """us-east-1 down: its query servers gone and its AWS API (with Route 53's control plane)
     unreachable. The failover cannot invert anything; Route 53's health checks move the traffic,
     and the report says the control plane was not used."""
@@ -302,7 +291,7 @@ def test_without_routing_controls_a_region_really_down_fails_over_by_its_health_
     finally:
         scale_query_servers(world, EAST, before[1])
         poll(lambda: query_replicas(world, EAST)[0] == before[1], timeout=60, what="east ready", every=0.2)
-    back = failback(world)
+    back = failback(world, settled)
     assert back.outcome is PhaseStatus.COMPLETED, back.outcome_reason
     assert writer_region(world) == EAST
     await_clients_on(world, EAST)
@@ -311,7 +300,7 @@ def test_without_routing_controls_a_region_really_down_fails_over_by_its_health_
 # -- HPA ------------------------------------------------------------------------------------------
 
 
-def test_an_hpa_managed_deployment_is_scaled_through_its_hpa(world: Any) -> None:
+def test_an_hpa_managed_deployment_is_scaled_through_its_hpa(world: Any, settled: Any) -> None:
     t = world.topology
     west = t.region(WEST)
     api = kube(world, WEST).autoscaling()
@@ -342,7 +331,7 @@ def test_an_hpa_managed_deployment_is_scaled_through_its_hpa(world: Any) -> None
         hpa = api.read_namespaced_horizontal_pod_autoscaler(name, west.eks.namespace)
         assert (hpa.spec.min_replicas, hpa.spec.max_replicas) == (4, 4)
         assert query_replicas(world, WEST) == (4, 4)  # the HPA scaled it; nothing patched replicas
-        back = failback(world)
+        back = failback(world, settled)
         assert back.outcome is PhaseStatus.COMPLETED, back.outcome_reason
         hpa = api.read_namespaced_horizontal_pod_autoscaler(name, west.eks.namespace)
         assert (hpa.spec.min_replicas, hpa.spec.max_replicas) == (2, 3)
