@@ -34,6 +34,7 @@ from botocore.exceptions import EndpointConnectionError
 from botocore.exceptions import ReadTimeoutError
 from kubernetes import client as k8s
 
+from chalkdr.errors import ChalkDrError
 from chalkdr.errors import EksEndpointError
 from chalkdr.ratelimit import ROUTE53_PACE
 from chalkdr.ratelimit import Pacer
@@ -60,9 +61,11 @@ __all__ = [
     "ARC_CONTROL_REGION",
     "ROUTE53_CONTROL_REGION",
     "AwsClients",
-    "UnreachableRegions",
+    "CredentialsBlockError",
     "EksKubeClient",
     "EksToken",
+    "UnreachableRegions",
+    "aws_credentials_session",
     "make_eks_token",
 ]
 
@@ -258,6 +261,31 @@ class UnreachableRegions:
         events.register("after-call", lambda **_: self.clear(key))
 
 
+class CredentialsBlockError(ChalkDrError):
+    """The topology's aws_credentials_block could not be loaded."""
+
+
+def aws_credentials_session(block_name: str) -> boto3.Session:
+    """The boto3 session of the prefect-aws `AwsCredentials` block `block_name` (its keys, session
+    token, or profile, and region), as prefect-aws's own tasks make it (`get_boto3_session`).
+
+    The Prefect way to hand a worker AWS credentials without putting them in its environment:
+    the block's secret fields are stored encrypted by the Prefect server and never logged.
+    """
+    from prefect_aws import AwsCredentials
+
+    try:
+        # `load` dispatches to its async twin inside an event loop; here it is called sync.
+        block: Any = AwsCredentials.load(block_name, _sync=True)  # type: ignore[call-arg]
+    except ValueError as exc:  # Block.load: "Unable to find block document named ..."
+        raise CredentialsBlockError(
+            f"aws_credentials_block: no AwsCredentials block named {block_name!r} on the Prefect server "
+            f"({exc}); create it in the UI (Blocks -> AWS Credentials) or with prefect-aws"
+        ) from exc
+    session: boto3.Session = block.get_boto3_session()
+    return session
+
+
 class AwsClients:
     """Clients per (service, region), from one session, thread-safe, optionally via a role.
 
@@ -300,7 +328,15 @@ class AwsClients:
         cls, topology: Topology, *, settings: ClientSettings = DEFAULT_CLIENT_SETTINGS
     ) -> AwsClients:
         roles = {r.aws_region: r.role_arn for r in topology.regions if r.role_arn}
-        return cls(settings=settings, role_arns=roles, role_session_name=f"chalk-dr-{topology.environment}")
+        session = None
+        if topology.aws_credentials_block is not None:
+            session = aws_credentials_session(topology.aws_credentials_block)
+        return cls(
+            settings=settings,
+            session=session,
+            role_arns=roles,
+            role_session_name=f"chalk-dr-{topology.environment}",
+        )
 
     def config(self, region: str) -> Config:
         s = self.settings

@@ -639,6 +639,15 @@ class Topology(_Strict):
     fis_role_arn: str | None = Field(
         default=None, description="IAM role AWS FIS assumes for drill experiments (replication-paused)"
     )
+    aws_credentials_block: str | None = Field(
+        default=None,
+        min_length=1,
+        description=(
+            "Name of a prefect-aws AwsCredentials block: its credentials (or profile) make the base "
+            "session, from which each region's role_arn is assumed; default: the worker's own "
+            "credential chain (environment, instance or pod role)"
+        ),
+    )
     recovery: RecoveryConfig = Field(
         default_factory=RecoveryConfig,
         description="Failback readiness (reverse replication) and ARC routing controls for incident recovery",

@@ -234,3 +234,37 @@ def _answers(clients: AwsClients) -> bool:
     except EndpointConnectionError:
         return False
     return True
+
+
+@pytest.mark.usefixtures("prefect_backend")
+def test_a_topology_can_name_an_aws_credentials_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The base session comes from the prefect-aws AwsCredentials block the topology names: the
+    requests are signed with its key, not the worker environment's."""
+    from pathlib import Path
+
+    from prefect_aws import AwsCredentials
+
+    from chalkdr.clients import CredentialsBlockError
+    from chalkdr.topology import load_topology
+
+    AwsCredentials(
+        aws_access_key_id="AKIACHALKDRBLOCK01", aws_secret_access_key="block-secret", region_name="us-east-1"
+    ).save("chalkdr-test-credentials", overwrite=True)
+    example = load_topology(Path(__file__).resolve().parents[2] / "deployments" / "topology.example.yaml")
+    topology = example.model_copy(update={"aws_credentials_block": "chalkdr-test-credentials"})
+    signed: list[Any] = []
+    with AwsSandbox() as aws:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", aws.endpoint)
+        clients = AwsClients.for_topology(topology)
+        sts = clients.client("sts", "eu-central-1")  # a region without a role_arn: the base session
+        sts.meta.events.register(
+            "before-send", lambda request, **_: signed.append(request.headers["Authorization"])
+        )
+        sts.get_caller_identity()
+    assert signed, "no request was signed"
+    header = signed[0] if isinstance(signed[0], str) else bytes(signed[0]).decode()
+    assert "Credential=AKIACHALKDRBLOCK01/" in header, header
+
+    missing = example.model_copy(update={"aws_credentials_block": "no-such-block"})
+    with pytest.raises(CredentialsBlockError, match="no AwsCredentials block named 'no-such-block'"):
+        AwsClients.for_topology(missing)
