@@ -169,7 +169,22 @@ def test_three_region_active_active_population_matches_virtual_clients(
     # healthy-region requests time out together would otherwise stand for the peak).
     during = sorted(share for t, share in truth if share > 0)
     truth_peak = during[int(0.8 * (len(during) - 1))]
-    assert model.peak_share == pytest.approx(truth_peak, abs=0.2), (model.peak_share, truth_peak)
+    # The model estimates the population (a third of all clients resolve to each region); 20
+    # clients are a sample of it, whose share on the failed region at injection is measured
+    # here: binomial(20, 1/3) alone puts it 0.1 away from a third one time in three. The model
+    # may differ from this sample's plateau by the tolerance plus the sample's own deviation.
+    last_before: dict[int, str | None] = {}
+    for r in sorted(clients.requests, key=lambda r: r.wall):
+        if r.wall < inject:
+            last_before[r.client] = r.region
+    exposed = sum(1 for region in last_before.values() if region == world.topology.primary.aws_region)
+    sample_share = exposed / clients.count
+    assert truth_peak <= sample_share + 0.1, (truth_peak, sample_share)  # only exposed clients fail
+    assert abs(model.peak_share - truth_peak) <= 0.2 + abs(sample_share - 1 / 3), (
+        model.peak_share,
+        truth_peak,
+        sample_share,
+    )
     truth_recovered = next(t for t, share in reversed(truth) if share > 0)
     # Within a request period plus a probe interval of when the last virtual client recovered.
     assert model.recovered_s == pytest.approx(truth_recovered, abs=clients.period_s + INTERVAL + 0.5)
