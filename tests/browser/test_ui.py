@@ -21,7 +21,6 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,8 +42,12 @@ from prefect.settings import PREFECT_API_URL
 from prefect.settings import temporary_settings
 
 from sandbox.harness import poll
+from sandbox.prefect_cli import POOL
+from sandbox.prefect_cli import prefect_cli
+from sandbox.prefect_cli import prefect_env
+from sandbox.prefect_cli import process_worker
+from sandbox.prefect_cli import provision_world
 from sandbox.prefect_server import PrefectServer
-from sandbox.prefect_server import stop_pid
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(600)]
 REPO = Path(__file__).resolve().parents[2]
@@ -60,7 +63,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-POOL = "chalk-dr"  # prefect.yaml's work pool
 DEPLOYMENT = "drill/drill-manual"  # approval on
 HISTORY = REPO / "flows" / "history.py"
 UI_TIMEOUT_MS = 30_000
@@ -79,70 +81,6 @@ def require(missing: str) -> NoReturn:
     if in_ci():
         pytest.fail(f"{missing}; CI must have it (.ci/run, `make system-deps`)")
     pytest.skip(missing)
-
-
-def prefect_env(api_url: str, home: Path, **extra: str) -> dict[str, str]:
-    """This process's environment with no Prefect setting of its own but these."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_API_URL=api_url, PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false")
-    env.update(extra)
-    return env
-
-
-def prefect_cli(env: dict[str, str], *args: str) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "prefect", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert done.returncode == 0, f"prefect {' '.join(args)}: {done.stdout[-3000:]}{done.stderr[-3000:]}"
-
-
-# In a process of its own, as every flow run here: Prefect's client-side services are singletons
-# of the process bound to the first API they talk to (the concurrency-lease service is keyed by
-# limit names alone, and every sandbox world's lock is `drill-demo`), so a run in this process
-# against this server would send the test harness's lease calls here, or this one's there.
-PROVISION = (
-    "import sys; from flows.provision import provision;"
-    "state = provision(topology=sys.argv[1], mode='apply', require_approval=False, return_state=True);"
-    "print(state.message); sys.exit(0 if state.is_completed() else 1)"
-)
-
-
-def provision_world(world: Any, env: dict[str, str]) -> None:
-    """Apply the world's topology through this server; the flow must end converged."""
-    done = subprocess.run(
-        [sys.executable, "-c", PROVISION, str(world.topology_path)],
-        cwd=REPO,
-        env={**env, **world.env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-
-
-@contextmanager
-def process_worker(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """`prefect worker start --pool chalk-dr` in a process group of its own, polling every second;
-    stopped at the end (SIGTERM, SIGKILL after a deadline) whatever happened."""
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "worker", "start", "--pool", POOL, "--type", "process"],
-            cwd=REPO,
-            env={**env, "PREFECT_WORKER_QUERY_SECONDS": "1"},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        yield proc
-    finally:
-        stop_pid(proc.pid, timeout_s=20)
-        proc.wait(10)
 
 
 @dataclass

@@ -12,10 +12,8 @@ it talks to: a run in this process would renew the test harness's leases here).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -28,7 +26,11 @@ from chalkdr.recovery import FailbackReport
 from chalkdr.recovery import FailoverReport
 from chalkdr.report import PhaseStatus
 from sandbox.harness import poll
-from sandbox.prefect_server import stop_pid
+from sandbox.prefect_cli import POOL
+from sandbox.prefect_cli import PROJECT_DIR
+from sandbox.prefect_cli import prefect_cli
+from sandbox.prefect_cli import prefect_env
+from sandbox.prefect_cli import process_worker
 from tasks.locks import read_lock_record
 
 pytestmark = [pytest.mark.usefixtures("prefect_backend"), pytest.mark.timeout(600)]
@@ -41,25 +43,11 @@ RUN = (
     " return_state=True, **json.loads(sys.argv[3]));"
     f"print({MARKER!r} + state.result(raise_on_failure=False).model_dump_json())"
 )
-REPO = Path(__file__).resolve().parents[2]
-POOL = "chalk-dr"  # prefect.yaml's work pool
 
 
 def primary_replicas(world: Any) -> int:
     body = httpx.get(f"{world.aws_endpoint}/_sandbox/world", timeout=10, trust_env=False).json()
     return int(body["regions"][EAST]["query_ready_replicas"])
-
-
-def prefect(env: dict[str, str], *args: str) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "prefect", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert done.returncode == 0, f"prefect {' '.join(args)}: {done.stdout[-3000:]}{done.stderr[-3000:]}"
 
 
 def run_recovery(kind: str, world: Any, env: dict[str, str], **params: Any) -> Any:
@@ -79,27 +67,16 @@ def run_recovery(kind: str, world: Any, env: dict[str, str], **params: Any) -> A
 def test_a_failover_cancels_a_running_drill_undoes_its_fault_and_fails_over(
     world: Any, real_server: str, settled: Any, tmp_path: Any
 ) -> None:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env = {
-        **base,
+    env = prefect_env(
+        real_server,
+        tmp_path / "home",
         **world.env,
-        "PREFECT_API_URL": real_server,
-        "PREFECT_HOME": str(tmp_path / "home"),
-        "CHALK_DR_HOME": str(REPO),
-        "CHALK_DR_TOPOLOGY_DIR": str(world.state_dir),
-    }
-    prefect(env, "work-pool", "create", POOL, "--type", "process")
-    prefect(env, "--no-prompt", "deploy", "--name", "drill-manual")
-    log = (tmp_path / "worker.log").open("wb")
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "worker", "start", "--pool", POOL, "--type", "process"],
-        cwd=REPO,
-        env={**env, "PREFECT_WORKER_QUERY_SECONDS": "1"},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+        CHALK_DR_HOME=str(PROJECT_DIR),
+        CHALK_DR_TOPOLOGY_DIR=str(world.state_dir),
     )
-    try:
+    prefect_cli(env, "work-pool", "create", POOL, "--type", "process")
+    prefect_cli(env, "--no-prompt", "deploy", "--name", "drill-manual")
+    with process_worker(env, tmp_path / "worker.log"):
         run = run_deployment(
             "drill/drill-manual",
             parameters={
@@ -131,10 +108,6 @@ def test_a_failover_cancels_a_running_drill_undoes_its_fault_and_fails_over(
             ended = client.read_flow_run(run.id)
         assert ended.state_type in (StateType.CANCELLED, StateType.CRASHED), ended.state
         assert report.rto_s is not None
-    finally:
-        stop_pid(worker.pid, timeout_s=20)
-        worker.wait(10)
-        log.close()
     settled(world)
     back = run_recovery("failback", world, env, to_region=EAST)
     assert back.outcome is PhaseStatus.COMPLETED, back.outcome_reason

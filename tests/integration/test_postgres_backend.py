@@ -12,11 +12,7 @@ reaches it through SQLAlchemy's asyncpg dialect (`postgresql+asyncpg://user@/db?
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -36,12 +32,15 @@ from prefect.settings import temporary_settings
 from chalkdr.report import DrillReport
 from chalkdr.report import PhaseStatus
 from sandbox.harness import poll
+from sandbox.prefect_cli import POOL
+from sandbox.prefect_cli import prefect_cli
+from sandbox.prefect_cli import prefect_env
+from sandbox.prefect_cli import process_worker
+from sandbox.prefect_cli import provision_world
 from sandbox.prefect_server import PrefectServer
-from sandbox.prefect_server import stop_pid
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.timeout(600)]
 REPO = Path(__file__).resolve().parents[2]
-POOL = "chalk-dr"  # prefect.yaml's work pool
 DEPLOYMENT = "drill/drill-manual"
 # A fast drill (tests/flows/conftest.py's defaults): a world provisioned moments ago may need a
 # while for its replication lags to settle under the guards.
@@ -51,75 +50,6 @@ DRILL_PARAMETERS = {
     "probe_interval_seconds": 0.5,
     "steady_state_wait_seconds": 120.0,
 }
-
-
-def prefect_env(api_url: str, home: Path, **extra: str) -> dict[str, str]:
-    """This process's environment with no Prefect setting of its own but these."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(
-        PREFECT_API_URL=api_url,
-        PREFECT_HOME=str(home),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        **extra,
-    )
-    return env
-
-
-def prefect_cli(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "prefect", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert done.returncode == 0, f"prefect {' '.join(args)}: {done.stdout[-3000:]}{done.stderr[-3000:]}"
-    return done.stdout
-
-
-# In a process of its own, as every flow run here: Prefect's client-side services are singletons
-# of the process bound to the first API they talk to (the concurrency-lease service is keyed by
-# limit names alone, and every sandbox world's lock is `drill-demo`), so a run in this process
-# against this server would send the test harness's lease calls here, or this one's there.
-PROVISION = (
-    "import sys; from flows.provision import provision;"
-    "state = provision(topology=sys.argv[1], mode='apply', require_approval=False, return_state=True);"
-    "print(state.message); sys.exit(0 if state.is_completed() else 1)"
-)
-
-
-def provision_world(world: Any, env: dict[str, str]) -> None:
-    """Apply the world's topology through this server; the flow must end converged."""
-    done = subprocess.run(
-        [sys.executable, "-c", PROVISION, str(world.topology_path)],
-        cwd=REPO,
-        env={**env, **world.env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-
-
-@contextmanager
-def process_worker(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """`prefect worker start --pool chalk-dr` in a process group of its own, polling every second;
-    stopped at the end (SIGTERM, SIGKILL after a deadline) whatever the test did."""
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "worker", "start", "--pool", POOL, "--type", "process"],
-            cwd=REPO,
-            env={**env, "PREFECT_WORKER_QUERY_SECONDS": "1"},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        yield proc
-    finally:
-        stop_pid(proc.pid, timeout_s=20)
-        proc.wait(10)
 
 
 def final_flow_run(flow_run_id: UUID, worker: subprocess.Popen[bytes], log: Path, timeout: float) -> Any:
