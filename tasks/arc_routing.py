@@ -35,6 +35,7 @@ from chalkdr.plan.arc import ClusterEndpoint
 from chalkdr.topology import Topology
 from tasks.arc import RoutingControlStates
 from tasks.arc import State
+from tasks.arc import _pages
 from tasks.arc import read_routing_controls
 from tasks.arc import set_routing_controls
 
@@ -70,17 +71,6 @@ def arc_variable_name(environment: str) -> str:
 
 def _named(items: Sequence[Mapping[str, Any]], name: str) -> Mapping[str, Any] | None:
     return next((i for i in items if i.get("Name") == name), None)
-
-
-def _pages(call: Any, key: str, **kwargs: Any) -> list[Mapping[str, Any]]:
-    out: list[Mapping[str, Any]] = []
-    token: str | None = None
-    while True:
-        page = call(**kwargs, **({"NextToken": token} if token else {}))
-        out.extend(page.get(key, []))
-        token = page.get("NextToken")
-        if not token:
-            return out
 
 
 def read_arc_directory(clients: AwsClients, topology: Topology) -> ArcDirectory:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from dataclasses import field
 
-from chalkdr.classify import aws_call
 from chalkdr.clients import AwsClients
 from chalkdr.errors import AwsCallError
 from chalkdr.errors import DrillAborted
@@ -19,6 +18,7 @@ from tasks.arc_routing import read_arc_directory
 from tasks.arc_routing import read_routing_control_states
 from tasks.arc_routing import region_states
 from tasks.arc_routing import remember_arc_directory
+from tasks.dynamodb import _describe
 
 __all__ = ["ArcProbe", "probe_arc", "read_dynamodb_replicas"]
 
@@ -41,10 +41,12 @@ def read_dynamodb_replicas(
         errors: list[str] = []
         for region in regions:
             try:
-                with aws_call("dynamodb", "DescribeTable", table):
-                    desc = clients.dynamodb(region).describe_table(TableName=table)["Table"]
+                desc = _describe(clients, region, table)
             except AwsCallError as exc:
                 errors.append(f"{region}: {exc}")
+                continue
+            if desc is None:  # not in this region: its status stays "missing"; ask the next one
+                errors.append(f"{region}: table {table} not found")
                 continue
             statuses[region] = str(desc.get("TableStatus")) if desc.get("TableStatus") else None
             for replica in desc.get("Replicas", []):
