@@ -32,6 +32,11 @@ from sandbox.demo import stop_prefect_server
 from sandbox.population import VirtualClients
 
 
+def _secs(value: float | None) -> str:
+    """A time for the printout; "not measured" when the run had none."""
+    return "not measured" if value is None else f"{value:.2f} s"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
@@ -103,6 +108,7 @@ def main() -> int:
                 truth_mean = statistics.mean(truth_outages) if truth_outages else 0.0
                 outage_err.append(abs(model.mean_outage_s - truth_mean) / truth_mean if truth_mean else 0.0)
                 truth_peak = max((s for _, s in truth_curve.items()), default=0.0)
+                truth_back = next((t for t, s in sorted(truth_curve.items(), reverse=True) if s > 0), None)
                 if args.dump is not None:
                     args.dump.mkdir(parents=True, exist_ok=True)
                     (args.dump / f"run-{i + 1}.json").write_text(
@@ -119,7 +125,8 @@ def main() -> int:
                 print(
                     f"  population: model mean outage {model.mean_outage_s:.2f} s vs {args.clients} clients "
                     f"{truth_mean:.2f} s; peak {100 * model.peak_share:.0f}% vs {100 * truth_peak:.0f}%; "
-                    f"curve |diff| mean {curve_mean[-1]:.1f} pp max {curve_max[-1]:.1f} pp"
+                    f"curve |diff| mean {curve_mean[-1]:.1f} pp max {curve_max[-1]:.1f} pp; "
+                    f"last client back {_secs(model.recovered_s)} vs {_secs(truth_back)}"
                 )
             inject = next(e.wall for e in report.timeline if e.event == "fault injected")
             # Ground truth: when Route 53's verdict on the primary flipped, the authoritative answer

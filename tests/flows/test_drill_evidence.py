@@ -144,7 +144,7 @@ def test_three_region_active_active_population_matches_virtual_clients(
 ) -> None:
     """One of three equally weighted regions fails: about a third of the clients fail, until
     each one's cache expires after Route 53 drops the region. The drill's model of the client
-    population (from its own observations) agrees with 30 real virtual clients, each with its
+    population (from its own observations) agrees with 20 real virtual clients, each with its
     own caching resolver, and the RTO is when the last client is served again."""
     world = three_regions
     clients = VirtualClients.for_world(world.topology, world_state(world), count=20, period_s=0.4).start()
@@ -186,5 +186,12 @@ def test_three_region_active_active_population_matches_virtual_clients(
         sample_share,
     )
     truth_recovered = next(t for t, share in reversed(truth) if share > 0)
-    # Within a request period plus a probe interval of when the last virtual client recovered.
-    assert model.recovered_s == pytest.approx(truth_recovered, abs=clients.period_s + INTERVAL + 0.5)
+    # The model's last client is the population's: the one whose cache was filled just before
+    # Route 53 dropped the region, back one TTL later. No real client may come back after it (a
+    # request period plus a probe interval of slack), but the sample's last exposed client is the
+    # latest of a handful of cache phases and may come back up to one TTL earlier (it did by
+    # 1.8 s of a 6 s TTL once in a full suite); how close the two are is the benchmark's to
+    # measure, with more clients (benchmarks/drill.py).
+    slack = clients.period_s + INTERVAL + 0.5
+    assert truth_recovered <= model.recovered_s + slack, (truth_recovered, model.recovered_s)
+    assert model.recovered_s <= truth_recovered + clients.ttl_s + slack, (truth_recovered, model.recovered_s)
