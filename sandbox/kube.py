@@ -32,6 +32,13 @@ kube-controller-manager behave:
 Like the real API server (Go `omitempty`), zero-valued replica counts are absent from
 `status`, so the kubernetes client reads `ready_replicas` as None, not 0.
 
+Every authenticated request is recorded in the ground truth (`kube.request`) with the attributes
+Kubernetes' authorizer decides on (kubernetes.io, "Authorization", *Review your request
+attributes* and *Determine the request verb*): verb, API group, resource, subresource, namespace
+and name, so a test can check a Role grants what the flows do and no more (the sandbox does not
+enforce RBAC itself: every authenticated caller is its cluster's creator, as EKS's
+`bootstrapClusterCreatorAdminPermissions` makes the creating principal an administrator).
+
 kmock is asyncio-based: each RegionalKube runs its own event loop on a daemon thread, so that
 synchronous kubernetes-client code in the test or flow thread never blocks the server.
 """
@@ -61,7 +68,7 @@ from typing_extensions import override
 
 from sandbox.truth import GroundTruth
 
-__all__ = ["KubeRequest", "RegionalKube", "label_selector_matches"]
+__all__ = ["KubeRequest", "RegionalKube", "label_selector_matches", "request_verb"]
 
 DEPLOYMENTS = kmock.resource("apps", "v1", "deployments")
 HPAS = kmock.resource("autoscaling", "v2", "horizontalpodautoscalers")
@@ -87,6 +94,19 @@ class KubeRequest:
     query: Mapping[str, str]
     headers: httpx.Headers
     body: bytes
+
+
+def request_verb(method: str, *, named: bool, watch: bool) -> str:
+    """The verb Kubernetes authorizes a resource request as (kubernetes.io, "Authorization",
+    *Determine the request verb*): POST create; GET and HEAD get for one object, list for a
+    collection, watch with `?watch=true`; PUT update; PATCH patch; DELETE delete for one object,
+    deletecollection for a collection."""
+    m = method.upper()
+    if m in ("GET", "HEAD"):
+        return "watch" if watch else ("get" if named else "list")
+    if m == "DELETE":
+        return "delete" if named else "deletecollection"
+    return {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(m, m.lower())
 
 
 def _now_iso() -> str:
@@ -146,6 +166,8 @@ class _Emulator(kmock.KubernetesEmulator):
     """
 
     verify_token: Callable[[str], str | None] | None = None  # None: every bearer accepted
+    truth: GroundTruth | None = None  # where authenticated requests are recorded
+    cluster: str = ""
 
     @override
     async def _handle(self, request: kmock.Request) -> Any:
@@ -157,6 +179,7 @@ class _Emulator(kmock.KubernetesEmulator):
                 raise kmock.KubernetesError(
                     status=401, reason="Unauthorized", message=f"Unauthorized: {problem}"
                 )
+        self._record(request)
         if request.resource == DEPLOYMENTS and request.name is not None:
             own = request.subresource == "scale" or (
                 request.subresource is None and request.method.value in ("PATCH", "PUT")
@@ -170,6 +193,33 @@ class _Emulator(kmock.KubernetesEmulator):
         ):
             return await kmock.RawHandler._handle(self, request)  # validated like the API server
         return await super()._handle(request)
+
+    def _record(self, request: kmock.Request) -> None:
+        """The request's authorization attributes, as `kube.request` in the ground truth."""
+        if self.truth is None:
+            return
+        if request.resource is None or not request.resource.plural:
+            self.truth.record(
+                "kube.request",
+                cluster=self.cluster,
+                verb=str(request.method.value).lower(),
+                non_resource_url=request.url.path,
+            )
+            return
+        self.truth.record(
+            "kube.request",
+            cluster=self.cluster,
+            verb=request_verb(
+                str(request.method.value),
+                named=request.name is not None,
+                watch=str(request.params.get("watch", "")).lower() in ("true", "1"),
+            ),
+            api_group=request.resource.group or "",
+            resource=request.resource.plural,
+            subresource=request.subresource,
+            namespace=request.namespace,
+            name=request.name,
+        )
 
     def live(self, resource: kmock.resource, namespace: str | None = None) -> dict[str, kmock.Object]:
         """Live (not soft-deleted) objects of a resource by name, optionally in one namespace."""
@@ -671,6 +721,7 @@ class RegionalKube:
         self._stopping = asyncio.Event()
         emu = _Emulator()
         emu.verify_token = self._verify_token
+        emu.truth, emu.cluster = self._truth, self.cluster_name
         controller = _ReplicaController(
             emu,
             cluster=self.cluster_name,

@@ -331,6 +331,9 @@ class RecordSpec(_Routed, Spec):
         "route53-health-check"
     )
     owner_of: str | None = None  # an ownership TXT record: the name whose records it claims
+    # A name a health check probes (a region's query_hostname, and its ownership record): written
+    # before the checks, which resolve it from their first request (see STAGES).
+    probed: bool = False
 
     @property
     def batch_name(self) -> str:
@@ -491,8 +494,15 @@ def _records(topology: Topology, observed: ObservedRoute53, findings: Findings) 
         alb = observed.albs.get(r.aws_region)
         if alb is not None:
             specs.append(
-                RecordSpec(zone_id=r53.zone_id, name=r.query_hostname, alias=_alias(alb), region=r.aws_region)
+                RecordSpec(
+                    zone_id=r53.zone_id,
+                    name=r.query_hostname,
+                    alias=_alias(alb),
+                    region=r.aws_region,
+                    probed=True,
+                )
             )
+    probed = {s.batch_name for s in specs if s.probed}
     owners = [
         RecordSpec(
             zone_id=r53.zone_id,
@@ -502,6 +512,7 @@ def _records(topology: Topology, observed: ObservedRoute53, findings: Findings) 
             values=(ownership_value(topology.environment),),
             region="global",
             owner_of=name,
+            probed=name in probed,
         )
         for name in dict.fromkeys(s.batch_name for s in specs)
     ]
@@ -834,13 +845,29 @@ def changes(desired: DesiredState, observed: ObservedState, findings: Findings) 
     return out
 
 
-# Health checks exist before records point at them (with ARC: the routing-control checks after
-# their routing controls, the calculated checks after both children, the records after the
-# routing controls are On); replaced checks are deleted only after nothing points at them, the
-# calculated ones first (they point at the others). All serial: Route 53 allows 5 requests/s per
-# account.
+# The names health checks probe (each region's query_hostname) exist before the checks: without an
+# IPAddress, "Route 53 sends a DNS request to the domain that you specify for
+# FullyQualifiedDomainName at the interval that you specify for RequestInterval" (API Reference,
+# HealthCheckConfig), so a check whose name does not resolve yet fails from its first request and
+# turns unhealthy after FailureThreshold of them, which would move the failover name to another
+# region in the middle of a provision. Health
+# checks exist before records point at them (with ARC: the routing-control checks after their
+# routing controls, the calculated checks after both children, the records after the routing
+# controls are On); replaced checks are deleted only after nothing points at them, the calculated
+# ones first (they point at the others). All serial: Route 53 allows 5 requests/s per account.
 STAGES = (
-    StageDef("route53-health-checks", ResourceKind.HEALTH_CHECK, concurrent=False),
+    StageDef(
+        "route53-regional-records",
+        ResourceKind.RECORD,
+        concurrent=False,
+        select=lambda c: c.typed_spec(RecordSpec).probed,
+    ),
+    StageDef(
+        "route53-health-checks",
+        ResourceKind.HEALTH_CHECK,
+        concurrent=False,
+        depends_on=("route53-regional-records",),
+    ),
     StageDef(
         "route53-routing-control-health-checks",
         ResourceKind.ROUTING_CONTROL_HEALTH_CHECK,
@@ -857,6 +884,7 @@ STAGES = (
         "route53-records",
         ResourceKind.RECORD,
         concurrent=False,
+        select=lambda c: not c.typed_spec(RecordSpec).probed,
         depends_on=(
             "route53-health-checks",
             "route53-calculated-health-checks",

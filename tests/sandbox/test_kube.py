@@ -19,6 +19,7 @@ from sandbox.eks import EksSim
 from sandbox.harness import poll
 from sandbox.kube import RegionalKube
 from sandbox.kube import label_selector_matches
+from sandbox.kube import request_verb
 from sandbox.truth import GroundTruth
 
 NS = "chalk"
@@ -245,6 +246,50 @@ class TestRequests:
     def test_label_selector_is_recorded_as_query(self, kube: RegionalKube, core: k8s.CoreV1Api) -> None:
         pod_count(core, QS)
         assert kube.requests[-1].query == {"labelSelector": f"app={QS}"}
+
+    def test_each_request_is_recorded_with_its_authorization_attributes(
+        self, kube: RegionalKube, truth: GroundTruth, apps: k8s.AppsV1Api, core: k8s.CoreV1Api
+    ) -> None:
+        """What RBAC decides on: the verb from the method and the URL's shape, group, resource,
+        subresource, namespace and name (Kubernetes' "Determine the request verb")."""
+        since = time.time()
+        apps.read_namespaced_deployment(QS, NS)
+        apps.patch_namespaced_deployment_scale(QS, NS, {"spec": {"replicas": 2}})
+        apps.replace_namespaced_deployment_scale(QS, NS, {"metadata": {"name": QS}, "spec": {"replicas": 2}})
+        core.list_namespaced_pod(NS, label_selector=f"app={QS}")
+        autoscaling = k8s.AutoscalingV2Api(apps.api_client)
+        autoscaling.list_namespaced_horizontal_pod_autoscaler(NS)
+        seen = [
+            (e["verb"], e["api_group"], e["resource"], e["subresource"], e["namespace"], e["name"])
+            for e in truth.events("kube.request", since)
+        ]
+        assert seen == [
+            ("get", "apps", "deployments", None, NS, QS),
+            ("patch", "apps", "deployments", "scale", NS, QS),
+            ("update", "apps", "deployments", "scale", NS, QS),
+            ("list", "", "pods", None, NS, None),
+            ("list", "autoscaling", "horizontalpodautoscalers", None, NS, None),
+        ]
+        assert {e["cluster"] for e in truth.events("kube.request", since)} == {"chalk-test-use1"}
+
+
+@pytest.mark.parametrize(
+    ("method", "named", "watch", "verb"),
+    [
+        ("GET", True, False, "get"),
+        ("HEAD", True, False, "get"),
+        ("GET", False, False, "list"),
+        ("GET", False, True, "watch"),
+        ("GET", True, True, "watch"),
+        ("POST", False, False, "create"),
+        ("PUT", True, False, "update"),
+        ("PATCH", True, False, "patch"),
+        ("DELETE", True, False, "delete"),
+        ("DELETE", False, False, "deletecollection"),
+    ],
+)
+def test_request_verbs_follow_kubernetes(method: str, named: bool, watch: bool, verb: str) -> None:
+    assert request_verb(method, named=named, watch=watch) == verb
 
 
 def test_two_regions_start_and_stop_in_any_order() -> None:

@@ -259,6 +259,9 @@ class AwsCallRecorder:
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream.rstrip("/")
         self.calls: list[AwsCall] = []
+        # (flow, run, start, end) epoch seconds of each recording: what the Kubernetes API servers
+        # received meanwhile (the sandbox's `kube.request` ground truth) is that run's too
+        self.windows: list[tuple[str, str, float, float]] = []
         self._who: tuple[str, str] | None = None
         self._lock = threading.Lock()
         self._http = httpx.Client(timeout=60, trust_env=False)
@@ -323,6 +326,7 @@ class AwsCallRecorder:
     @contextmanager
     def recording(self, flow: str, run: str) -> Iterator[list[AwsCall]]:
         start = len(self.calls)
+        began = time.time()
         with self._lock:
             self._who = (flow, run)
         mine: list[AwsCall] = []
@@ -332,6 +336,7 @@ class AwsCallRecorder:
             with self._lock:
                 self._who = None
                 mine.extend(self.calls[start:])
+                self.windows.append((flow, run, began, time.time()))
 
     def _record(
         self, method: str, raw_path: str, headers: Mapping[str, str], body: bytes, status: int
@@ -360,6 +365,7 @@ class FlowRuns:
 
     calls: list[AwsCall]
     secrets: dict[str, str]  # what -> value
+    windows: list[tuple[str, str, float, float]] = field(default_factory=list)  # (flow, run, start, end)
     outcomes: dict[str, str] = field(default_factory=dict)  # run label -> final state
     run_ids: list[str] = field(default_factory=list)  # the flow runs, in order
     started: float = 0.0
@@ -518,6 +524,7 @@ def flow_runs(security_world: Any, prefect_backend: None) -> Iterator[FlowRuns]:
     topology = str(world.topology_path)
     runs = FlowRuns(
         calls=recorder.calls,
+        windows=recorder.windows,
         secrets={
             "the Chalk client secret": world.env[
                 f"CHALK_DR_{world.topology.environment.upper()}_CLIENT_SECRET"

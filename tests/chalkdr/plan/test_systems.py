@@ -13,6 +13,9 @@ from chalkdr.plan import ResourceKind
 from chalkdr.plan import apply_stages
 from chalkdr.plan import desired_state
 from chalkdr.plan import plan_for
+from chalkdr.plan.core import normalize_dns
+from chalkdr.plan.route53 import HealthCheckSpec
+from chalkdr.plan.route53 import RecordSpec
 
 
 class TestFreshWorld:
@@ -66,7 +69,8 @@ class TestStageGraph:
         t = w.topology()
         stages = apply_stages(plan_for(t, w.facts(t)))
         assert [(s.name, s.depends_on, s.concurrent) for s in stages] == [
-            ("route53-health-checks", (), False),
+            ("route53-regional-records", (), False),
+            ("route53-health-checks", ("route53-regional-records",), False),
             ("route53-records", ("route53-health-checks",), False),
             ("dynamodb-replicas", (), True),
             ("msk-replicators", (), True),
@@ -74,6 +78,25 @@ class TestStageGraph:
             ("aurora-secondaries", ("aurora-global-cluster",), True),
             ("cloudwatch-alarms", ("aurora-secondaries", "dynamodb-replicas", "msk-replicators"), True),
         ]
+
+    def test_the_names_health_checks_probe_are_written_before_the_checks(self, w: Any) -> None:
+        """A check resolves its FullyQualifiedDomainName at every request: created before the name
+        exists it fails from the start and may turn unhealthy before the records follow."""
+        t = w.topology()
+        stages = {s.name: s for s in apply_stages(plan_for(t, w.facts(t)))}
+        probed = {
+            normalize_dns(c.typed_spec(HealthCheckSpec).fqdn) for c in stages["route53-health-checks"].changes
+        }
+        names = {normalize_dns(r.query_hostname) for r in t.regions}
+        assert probed == names
+        regional = [c.typed_spec(RecordSpec) for c in stages["route53-regional-records"].changes]
+        # each regional name, and its ownership TXT record (written in the same batch)
+        assert sorted((r.batch_name, r.type) for r in regional) == sorted(
+            (n, kind) for n in names for kind in ("A", "TXT")
+        )
+        later = [c.typed_spec(RecordSpec) for c in stages["route53-records"].changes]
+        assert {r.batch_name for r in later} == {normalize_dns(t.route53.failover_record)}
+        assert stages["route53-health-checks"].depends_on == ("route53-regional-records",)
 
     def test_an_empty_stage_passes_its_dependencies_through(self, w: Any) -> None:
         t = w.topology()
