@@ -850,11 +850,11 @@ def changes(desired: DesiredState, observed: ObservedState, findings: Findings) 
 # FullyQualifiedDomainName at the interval that you specify for RequestInterval" (API Reference,
 # HealthCheckConfig), so a check whose name does not resolve yet fails from its first request and
 # turns unhealthy after FailureThreshold of them, which would move the failover name to another
-# region in the middle of a provision. Health
-# checks exist before records point at them (with ARC: the routing-control checks after their
-# routing controls, the calculated checks after both children, the records after the routing
-# controls are On); replaced checks are deleted only after nothing points at them, the calculated
-# ones first (they point at the others). All serial: Route 53 allows 5 requests/s per account.
+# region in the middle of a provision. Health checks exist before records point at them (with ARC:
+# the routing-control checks after their routing controls, the calculated checks after both
+# children, the records after the routing controls are On); replaced checks are deleted only after
+# nothing points at them, the calculated ones first (they point at the others). All serial: Route
+# 53 allows 5 requests/s per account.
 STAGES = (
     StageDef(
         "route53-regional-records",

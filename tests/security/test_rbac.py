@@ -14,6 +14,7 @@ the file must not use `*`.
 
 from __future__ import annotations
 
+import itertools
 import string
 from collections.abc import Iterable
 from collections.abc import Mapping
@@ -254,54 +255,63 @@ def _by_group(records: Iterable[tuple[str, str, Request]]) -> dict[str, list[Req
     return out
 
 
+@pytest.fixture(scope="module")
+def records(security_world: Any, flow_runs: Any) -> list[tuple[str, str, Request]]:
+    """The recorded runs' Kubernetes requests, read from the sandbox once for the module."""
+    return recorded_requests(security_world, flow_runs)
+
+
+@pytest.fixture(scope="module")
+def rbac_by_cluster(security_world: Any, rbac_text: str) -> dict[str, Rbac]:
+    """The file as each region's cluster gets it (filled from that region's `eks` block)."""
+    return {c: load_rbac(rbac_text, v) for c, v in values_by_cluster(security_world.topology).items()}
+
+
 def test_every_recorded_kubernetes_request_is_allowed(
-    security_world: Any, flow_runs: Any, rbac_text: str
+    records: list[tuple[str, str, Request]], rbac_by_cluster: dict[str, Rbac]
 ) -> None:
-    records = recorded_requests(security_world, flow_runs)
     flows = {flow for flow, _, _ in records}
     # the runs that scale or read Deployments reached the API (else the check below proves nothing)
     assert {"provision", "drill", "sweep", "recovery", "readiness"} <= flows, sorted(flows)
-    per_cluster = values_by_cluster(security_world.topology)
     refused = []
     for flow, run, req in records:
-        rbac = load_rbac(rbac_text, per_cluster[req.cluster])
         group = group_of(flow, run)
-        if not rbac.allows(group, req):
+        if not rbac_by_cluster[req.cluster].allows(group, req):
             refused.append(f"{flow}/{run} as {group}: {req}")
     assert not refused, "requests rbac.yaml does not allow:\n" + "\n".join(sorted(set(refused)))
 
 
-def test_every_granted_rule_is_used_or_explained(security_world: Any, flow_runs: Any, rbac_text: str) -> None:
+def test_every_granted_rule_is_used_or_explained(
+    records: list[tuple[str, str, Request]], rbac_by_cluster: dict[str, Rbac]
+) -> None:
     """Per Role, each (verb, resource, name) it grants is used by a request of a group bound to it in
     some region's cluster (every cluster gets the same file: which region a drill or failover acts
     on is the topology's), or README.md says why it is needed without a recorded call
     ("`<role>`: `<verb> <resource>`")."""
-    records = recorded_requests(security_world, flow_runs)
-    per_cluster = values_by_cluster(security_world.topology)
     readme = (K8S_DIR / "README.md").read_text(encoding="utf-8")
     unexplained: set[str] | None = None
-    for cluster, values in per_cluster.items():
+    for cluster, rbac in rbac_by_cluster.items():
         here: set[str] = set()
-        rbac = load_rbac(rbac_text, values)
         used = _by_group((f, r, q) for f, r, q in records if q.cluster == cluster)
         for role, (_, rules) in rbac.roles.items():
             groups = {g for g, bound in rbac.bindings.items() if role in bound}
             assert groups, f"Role {role} is bound to no group"
             mine = [q for g in groups for q in used.get(g, [])]
             for rule in rules:
-                for verb in sorted(rule.verbs):
-                    for resource in sorted(rule.resources):
-                        for name in sorted(rule.resource_names) or [None]:
-                            hit = any(
-                                q.verb == verb
-                                and q.full_resource == resource
-                                and q.api_group in rule.api_groups
-                                and (name is None or q.name == name)
-                                for q in mine
-                            )
-                            what = f"`{role}`: `{verb} {resource}`"
-                            if not hit and what not in readme:
-                                here.add(f"{what} (name {name or 'any'})")
+                names: list[str | None] = [*sorted(rule.resource_names)] or [None]
+                for verb, resource, name in itertools.product(
+                    sorted(rule.verbs), sorted(rule.resources), names
+                ):
+                    hit = any(
+                        q.verb == verb
+                        and q.full_resource == resource
+                        and q.api_group in rule.api_groups
+                        and (name is None or q.name == name)
+                        for q in mine
+                    )
+                    what = f"`{role}`: `{verb} {resource}`"
+                    if not hit and what not in readme:
+                        here.add(f"{what} (name {name or 'any'})")
         unexplained = here if unexplained is None else unexplained & here
     assert not unexplained, "granted, used by no recorded run, not explained in README.md:\n" + "\n".join(
         sorted(unexplained)
