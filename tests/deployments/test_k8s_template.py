@@ -23,6 +23,7 @@ from prefect.utilities.templating import PlaceholderType
 from prefect.utilities.templating import apply_values
 from prefect.utilities.templating import find_placeholders
 
+from sandbox.harness import poll
 from sandbox.prefect_server import PrefectServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -225,6 +226,11 @@ def server(tmp_path: Path) -> Iterator[PrefectServer]:
 
 
 @pytest.mark.slow
+def _unless_503(resp: httpx.Response) -> httpx.Response | None:
+    """The response, or None while the server answers 503 Service Unavailable."""
+    return None if resp.status_code == 503 else resp
+
+
 @pytest.mark.timeout(600)
 def test_a_prefect_server_accepts_the_pool_and_a_run_of_every_deployment(server: PrefectServer) -> None:
     """The README's commands against a real server: the pool is created with this template, every
@@ -275,7 +281,15 @@ def test_a_prefect_server_accepts_the_pool_and_a_run_of_every_deployment(server:
                 e["work_pool"]["work_queue_name"] for e in k8s_entries() if e["name"] == name
             )
             parameters = {"sha": sha, "repo_url": "acme/features"} if name == "chalk-apply-on-push" else {}
-            run = http.post(f"/deployments/{d['id']}/create_flow_run", json={"parameters": parameters})
+            # 503 is the server's "retry later" (a busy SQLite: Prefect's own client retries it)
+            run = poll(
+                lambda d=d, parameters=parameters: _unless_503(
+                    http.post(f"/deployments/{d['id']}/create_flow_run", json={"parameters": parameters})
+                ),
+                timeout=60,
+                what="the server to accept the run",
+                every=0.5,
+            )
             assert run.status_code == 201, (name, run.text)
         bad = http.post(
             f"/deployments/{deployments['drill-manual']['id']}/create_flow_run",

@@ -136,10 +136,10 @@ def test_apply_builds_routing_controls_calculated_checks_and_reverse_replicators
     assert {rc["RoutingControlName"]: rc["RoutingControlState"] for rc in listed} == dict.fromkeys(
         controls, "On"
     )
-    # ...set On before any record pointed at a check on them
-    assert calls.mutating.index("route53-recovery-cluster:UpdateRoutingControlStates") < calls.mutating.index(
-        "route53:ChangeResourceRecordSets"
-    )
+    # ...set On before any record pointed at a check on them: the failover name's batch, the last
+    # record write (the regional names, which carry no check, are written before the checks)
+    writes = [i for i, c in enumerate(calls.mutating) if c == "route53:ChangeResourceRecordSets"]
+    assert calls.mutating.index("route53-recovery-cluster:UpdateRoutingControlStates") < writes[-1]
 
     # Route 53: per region an HTTPS check, a RECOVERY_CONTROL check on its routing control, and a
     # CALCULATED check of both (threshold 2) that the failover record carries
